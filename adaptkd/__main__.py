@@ -1,0 +1,3 @@
+from adaptkd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""``adaptkd`` command line: ``demo``, ``train``, ``eval``, ``list`` and the commands in
+:mod:`adaptkd.commands` (each module there adds one sub-command)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+# One module per sub-command; each defines ``add_parser(subparsers)`` returning its parser with
+# ``func`` set to a callable ``(args) -> int``.
+COMMAND_MODULES = [
+    "adaptkd.commands.demo",
+    "adaptkd.commands.train",
+    "adaptkd.commands.eval",
+    "adaptkd.commands.list",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adaptkd",
+        description="Adaptive knowledge distillation: train, evaluate, benchmark, report and export.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from adaptkd import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from adaptkd.commands.common import run_guarded
+
+    return run_guarded(args.func, args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

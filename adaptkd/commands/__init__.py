@@ -1,0 +1,1 @@
+"""Sub-commands of the ``adaptkd`` CLI (one module each)."""

@@ -1,0 +1,384 @@
+"""Typed, validated experiment configuration.
+
+One YAML file describes one experiment. It is read with ``yaml.safe_load`` (nothing in a config
+can import or execute code), merged with ``key=value`` overrides, and validated by pydantic
+before anything runs. Every error is a :class:`ConfigError` whose message names the field, the
+value and what was expected.
+
+Method and balancer options are validated by the option model each method/balancer registers
+(``Method.Params`` / ``Balancer.Params``), so adding a method never touches this file.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "DataConfig",
+    "NetConfig",
+    "MethodConfig",
+    "BalanceConfig",
+    "OptimConfig",
+    "RunConfig",
+    "load_config",
+    "apply_overrides",
+    "format_validation_error",
+    "config_to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported before any training starts."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """``data:`` — which dataset, where, how it is batched and augmented."""
+
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    image_size: int | None = Field(None, ge=4)
+    num_classes: int | None = Field(None, ge=2)
+    train_size: int | None = Field(None, ge=1)
+    test_size: int | None = Field(None, ge=1)
+    data_seed: int = 0
+    augment: bool = True
+    crop_padding: int = Field(4, ge=0)
+    flip: bool = True
+    drop_last: bool = False
+
+
+class OptimConfig(_Strict):
+    """``optim:`` — optimiser and learning-rate schedule (per learner overrides in ``NetConfig.optim``)."""
+
+    name: Literal["sgd", "adamw", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    no_decay_1d: bool = False
+    epochs: int = Field(240, ge=1)
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: float = Field(0.0, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+
+    @field_validator("milestones")
+    @classmethod
+    def _sorted(cls, v: list[int]) -> list[int]:
+        if any(m < 1 for m in v) or sorted(v) != v:
+            raise ValueError(f"milestones must be increasing epochs ≥ 1, got {v}")
+        return v
+
+
+class NetConfig(_Strict):
+    """A network: the student, a teacher or an online peer."""
+
+    arch: str
+    checkpoint: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    trainable: bool = False
+    random_init: bool = False
+    optim: dict[str, Any] | None = None
+    name: str | None = None
+
+
+class MethodConfig(BaseModel):
+    """``method:`` — ``name`` plus that method's own options (validated by the method)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "kd"
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class BalanceConfig(BaseModel):
+    """``balance:`` — ``name`` plus the balancer's own options (validated by the balancer)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "fixed"
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RunConfig(_Strict):
+    """``run:`` — output folder, seed, device, precision, logging."""
+
+    out: str = "runs/exp"
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    log_every: int = Field(50, ge=1)
+    eval_every: int = Field(1, ge=1)
+    nonfinite: Literal["stop", "skip"] = "stop"
+    deterministic: bool = False
+    compile: bool = False
+    channels_last: bool = False
+    progress: bool = True
+    tensorboard: bool = True
+    threads: int | None = Field(None, ge=1)
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    latency: bool = True
+    overwrite: bool = False
+
+
+class Config(_Strict):
+    """A whole experiment."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    student: NetConfig = Field(default_factory=lambda: NetConfig(arch="cnn_small"))
+    teachers: list[NetConfig] = Field(default_factory=list)
+    peers: list[NetConfig] = Field(default_factory=list)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    balance: BalanceConfig = Field(default_factory=BalanceConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _names(self) -> "Config":
+        names = [self.student.name or "student"]
+        names += [t.name or f"teacher{i}" for i, t in enumerate(self.teachers)]
+        names += [p.name or f"peer{i}" for i, p in enumerate(self.peers)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"network names must be unique, got {names}")
+        return self
+
+    def network_names(self) -> dict[str, NetConfig]:
+        """Ordered {name: NetConfig}: student, teacher0.., peer0.. (or their ``name`` fields)."""
+        out = {self.student.name or "student": self.student}
+        for i, t in enumerate(self.teachers):
+            out[t.name or f"teacher{i}"] = t
+        for i, p in enumerate(self.peers):
+            out[p.name or f"peer{i}"] = p
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, overrides, error formatting
+
+
+def _loc_to_field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("function-after", "function-before")]
+    return ".".join(parts) if parts else "<root>"
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One readable line per problem: ``field `a.b`: value 'x' — expected ...``."""
+    lines = []
+    for e in err.errors():
+        field = _loc_to_field(e.get("loc", ()))
+        if prefix:
+            field = f"{prefix}.{field}" if field != "<root>" else prefix
+        value = e.get("input")
+        msg = e.get("msg", "invalid")
+        if e.get("type") == "extra_forbidden":
+            parent = field.rsplit(".", 1)[0] if "." in field else "<root>"
+            lines.append(f"field `{field}`: unknown key (not a setting of `{parent}`)")
+            continue
+        if e.get("type") == "missing":
+            lines.append(f"field `{field}`: required, but missing")
+            continue
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        lines.append(f"field `{field}`: value {shown} is invalid: {msg}")
+    return "\n".join(lines)
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML scalars/lists) to a raw dict.
+
+    List entries are addressed by index (``teachers.0.checkpoint=t.pt``).
+    """
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. optim.lr=0.1)")
+        key, _, text = item.partition("=")
+        path = [p for p in key.strip().split(".") if p]
+        if not path:
+            raise ConfigError(f"override {item!r}: empty key")
+        node: Any = out
+        for i, part in enumerate(path[:-1]):
+            nxt_is_index = path[i + 1].isdigit()
+            if isinstance(node, list):
+                idx = int(part) if part.isdigit() else -1
+                if idx == len(node):  # extend a list by one entry (teachers.1.arch=...)
+                    node.append([] if nxt_is_index else {})
+                if not 0 <= idx < len(node):
+                    raise ConfigError(f"override {item!r}: `{'.'.join(path[: i + 1])}` is not an index of a list of {len(node)}")
+                node = node[idx]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: `{'.'.join(path[:i])}` is not a section")
+            if part not in node or node[part] is None:
+                node[part] = [] if nxt_is_index else {}
+            node = node[part]
+        last = path[-1]
+        value = _parse_scalar(text)
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) > len(node):
+                raise ConfigError(f"override {item!r}: bad list index {last}")
+            if int(last) == len(node):
+                node.append(value)
+            else:
+                node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"override {item!r}: `{'.'.join(path[:-1])}` is not a section")
+    return out
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML mapping with ``safe_load``; clear errors for missing/malformed files."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(p)!r}: expected a mapping of sections (data:, student:, ...), got {type(raw).__name__}")
+    return raw
+
+
+def load_config(
+    source: str | os.PathLike[str] | dict[str, Any] | Config | None = None,
+    overrides: list[str] | None = None,
+    *,
+    check: bool = True,
+) -> Config:
+    """Build a validated :class:`Config` from a YAML path, a dict or a Config, plus overrides.
+
+    With ``check=True`` the registries are consulted too (model, method, balancer and dataset
+    names exist; method/balancer options are valid; checkpoint files exist), so every error
+    appears before any training starts.
+    """
+    if isinstance(source, Config):
+        raw = config_to_dict(source)
+    elif isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    elif source is None:
+        raw = {}
+    else:
+        raw = read_yaml(source)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    if check:
+        check_config(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain, YAML-serialisable dict of a Config (method/balance options included)."""
+    return cfg.model_dump(mode="json")
+
+
+def _closest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.4)
+    return f" (closest: {', '.join(close)})" if close else f" (known: {', '.join(options)})"
+
+
+def check_config(cfg: Config) -> None:
+    """Cross-field and registry checks that pydantic alone cannot make."""
+    # Imported here: registries import torch and the model zoo.
+    from adaptkd.balance import balancer_params_model, list_balancers
+    from adaptkd.data import list_datasets
+    from adaptkd.methods import list_methods, method_class
+    from adaptkd.models import list_models
+
+    problems: list[str] = []
+    if cfg.data.name not in list_datasets():
+        problems.append(f"field `data.name`: unknown dataset {cfg.data.name!r}{_closest(cfg.data.name, list_datasets())}")
+    models = list_models()
+    nets = [("student", cfg.student)] + [(f"teachers.{i}", t) for i, t in enumerate(cfg.teachers)]
+    nets += [(f"peers.{i}", p) for i, p in enumerate(cfg.peers)]
+    for field, net in nets:
+        if not _known_arch(net.arch, models):
+            problems.append(f"field `{field}.arch`: unknown model {net.arch!r}{_closest(net.arch, models)}")
+        if net.checkpoint is not None:
+            path = Path(os.path.expanduser(net.checkpoint))
+            if not path.is_file():
+                problems.append(f"field `{field}.checkpoint`: file {net.checkpoint!r} does not exist")
+        if net.optim is not None:
+            try:
+                OptimConfig.model_validate({**cfg.optim.model_dump(), **net.optim})
+            except ValidationError as exc:
+                problems.append(format_validation_error(exc, prefix=f"{field}.optim"))
+    for i, t in enumerate(cfg.teachers):
+        if not t.trainable and t.checkpoint is None and not t.random_init:
+            problems.append(
+                f"field `teachers.{i}.checkpoint`: a frozen teacher needs a checkpoint "
+                "(train one with method `ce`), or set `trainable: true` for online KD, "
+                "or `random_init: true` for speed benchmarks only"
+            )
+    if cfg.method.name not in list_methods():
+        problems.append(f"field `method.name`: unknown method {cfg.method.name!r}{_closest(cfg.method.name, list_methods())}")
+    else:
+        mcls = method_class(cfg.method.name)
+        try:
+            mcls.Params.model_validate(cfg.method.options())
+        except ValidationError as exc:
+            problems.append(format_validation_error(exc, prefix="method"))
+        try:
+            mcls.check_networks(cfg)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if cfg.balance.name not in list_balancers():
+        problems.append(f"field `balance.name`: unknown balancer {cfg.balance.name!r}{_closest(cfg.balance.name, list_balancers())}")
+    else:
+        try:
+            balancer_params_model(cfg.balance.name).model_validate(cfg.balance.options())
+        except ValidationError as exc:
+            problems.append(format_validation_error(exc, prefix="balance"))
+    if cfg.optim.warmup_epochs > cfg.optim.epochs:
+        problems.append(f"field `optim.warmup_epochs`: {cfg.optim.warmup_epochs} exceeds optim.epochs={cfg.optim.epochs}")
+    if cfg.data.name in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:
+        problems.append(f"field `data.root`: dataset {cfg.data.name!r} needs a folder (data.root=PATH)")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _known_arch(arch: str, models: list[str]) -> bool:
+    if arch.startswith(("timm:", "torchvision:")):
+        return True
+    return arch in models

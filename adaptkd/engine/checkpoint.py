@@ -1,0 +1,163 @@
+"""Checkpoints: written atomically, read with ``weights_only=True`` only.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (nothing that needs
+code to unpickle). The format written by the engine::
+
+    {"format": "adaptkd/1", "epoch": int, "global_step": int,
+     "meta": {"arch": {net: arch}, "args": {net: {...}}, "num_classes": int, "method": str, ...},
+     "models": {learner: state_dict}, "method": state_dict, "balancer": state_dict,
+     "optims": {learner: state_dict}, "scaler": state_dict | None, "rng": {...},
+     "best_acc": float, "config": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CheckpointError", "FORMAT", "atomic_save", "load_checkpoint", "load_state_dict_for", "atomic_write_text"]
+
+FORMAT = "adaptkd/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, unsafe or does not fit the model it is loaded into."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``); clear errors for every failure."""
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {str(p)!r} is empty (0 bytes)")
+    try:
+        obj = torch.load(str(p), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one clear message
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(
+                f"checkpoint {str(p)!r} contains objects that need code to load; adaptkd loads "
+                f"weights only (torch.load(weights_only=True)) and refuses it: {text}"
+            ) from None
+        raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or truncated and cannot be read: {text}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {str(p)!r}: expected a dict, got {type(obj).__name__}")
+    return obj
+
+
+def load_state_dict_for(
+    path: str | os.PathLike[str],
+    *,
+    arch: str,
+    num_classes: int,
+    key: str = "student",
+) -> dict[str, torch.Tensor]:
+    """The model weights in ``path`` for a network of ``arch`` with ``num_classes`` classes.
+
+    Accepts an adaptkd checkpoint (the ``key`` learner's weights; architecture and class count
+    are checked against its metadata) or a plain ``state_dict``. Raises CheckpointError naming the
+    file and the mismatch.
+    """
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") == FORMAT:
+        meta = ckpt.get("meta", {})
+        models = ckpt.get("models", {})
+        if key not in models:
+            raise CheckpointError(f"checkpoint {str(path)!r} holds networks {sorted(models)}, not {key!r}")
+        ck_arch = meta.get("arch", {}).get(key)
+        if ck_arch is not None and ck_arch != arch:
+            raise CheckpointError(f"checkpoint {str(path)!r} is a {ck_arch!r} network, but the config asks for {arch!r}")
+        ck_classes = meta.get("num_classes")
+        if ck_classes is not None and int(ck_classes) != int(num_classes):
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was trained for {ck_classes} classes, but the data has {num_classes}"
+            )
+        return models[key]
+    if all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return ckpt
+    for k in ("state_dict", "model"):
+        if isinstance(ckpt.get(k), dict):
+            return ckpt[k]
+    raise CheckpointError(f"checkpoint {str(path)!r} is neither an adaptkd checkpoint nor a state_dict (keys: {sorted(ckpt)[:8]})")
+
+
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str, arch: str) -> None:
+    """``load_state_dict`` (strict) with the mismatch explained in one message."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatches (e.g. {wrong[:2]})")
+        raise CheckpointError(f"checkpoint {source!r} does not fit model {arch!r}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)

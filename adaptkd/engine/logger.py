@@ -1,0 +1,100 @@
+"""Run logging: ``metrics.jsonl`` (one JSON object per line), TensorBoard when installed, progress."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLog", "read_metrics", "to_jsonable"]
+
+
+def to_jsonable(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None if math.isnan(v) else (1e308 if v > 0 else -1e308)
+    if isinstance(v, dict):
+        return {str(k): to_jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [to_jsonable(x) for x in v]
+    return v
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``; each record is flushed and fsynced at epoch boundaries.
+
+    On resume, :meth:`truncate_after` drops the records of epochs after the checkpoint's, so the
+    file never holds duplicated or half-written epochs.
+    """
+
+    def __init__(self, path: Path, *, enabled: bool = True, tensorboard: bool = False) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._fh = None
+        self._tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # type: ignore
+
+                self._tb = SummaryWriter(log_dir=str(path.parent / "tb"))
+            except Exception:  # noqa: BLE001 - tensorboard is an optional extra
+                self._tb = None
+
+    def truncate_after(self, epoch: int) -> None:
+        """Keep only records with epoch ≤ ``epoch`` (and drop a torn last line)."""
+        if not self.enabled or not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash
+            if int(rec.get("epoch", 0)) <= epoch:
+                keep.append(line)
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def write(self, record: dict[str, Any], *, sync: bool = False) -> None:
+        if not self.enabled:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._fh.write(json.dumps(to_jsonable(record), sort_keys=False) + "\n")
+        self._fh.flush()
+        if sync:
+            os.fsync(self._fh.fileno())
+        if self._tb is not None:
+            step = int(record.get("step", record.get("epoch", 0)))
+            prefix = "epoch/" if record.get("kind") == "epoch" else "step/"
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        self._tb.add_scalar(prefix + k, v, step)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` (torn lines skipped)."""
+    out = []
+    p = Path(path)
+    if not p.exists():
+        return out
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

@@ -1,0 +1,63 @@
+"""Model cards: parameters, size, FLOPs and CPU latency, measured with torch's own tools."""
+
+from __future__ import annotations
+
+import copy
+import io
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["model_card", "cpu_latency", "flops_per_image", "checkpoint_size_bytes"]
+
+
+def checkpoint_size_bytes(model: nn.Module) -> int:
+    """Size in bytes of ``torch.save(model.state_dict())`` (what the deployable file weighs)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell()
+
+
+def flops_per_image(model: nn.Module, input_shape: tuple[int, ...]) -> int | None:
+    """FLOPs of one forward on one image (``torch.utils.flop_counter``); None if unsupported."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        m = copy.deepcopy(model).cpu().eval()
+        x = torch.zeros(1, *input_shape)
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            m(x)
+        return int(fc.get_total_flops())
+    except Exception:  # noqa: BLE001 - a model the counter cannot trace
+        return None
+
+
+def cpu_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1, threads: int = 1,
+                min_run_time: float = 0.3) -> dict[str, float]:
+    """Median CPU latency (ms) of an eval-mode forward at ``batch``, with ``threads`` threads.
+
+    Uses ``torch.utils.benchmark.Timer.blocked_autorange`` (median of many runs).
+    """
+    import torch.utils.benchmark as tb
+
+    m = copy.deepcopy(model).cpu().eval()
+    x = torch.randn(batch, *input_shape)
+    with torch.inference_mode():
+        m(x)  # warm-up
+        t = tb.Timer(stmt="m(x)", globals={"m": m, "x": x}, num_threads=threads)
+        r = t.blocked_autorange(min_run_time=min_run_time)
+    ms = r.median * 1e3
+    return {"median_ms": ms, "images_per_s": batch / r.median, "threads": threads, "batch": batch, "runs": len(r.times)}
+
+
+def model_card(model: nn.Module, input_shape: tuple[int, ...], *, latency: bool = True) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "size_bytes": checkpoint_size_bytes(model),
+        "flops": flops_per_image(model, input_shape),
+    }
+    if latency:
+        card["latency_b1"] = cpu_latency(model, input_shape, batch=1, threads=1)
+        card["throughput_b64"] = cpu_latency(model, input_shape, batch=64, threads=torch.get_num_threads())
+    return card

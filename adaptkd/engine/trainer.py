@@ -1,0 +1,571 @@
+"""The training engine: one flat loop that every method runs through (DESIGN.md §2).
+
+Per step: augment on the batch's device → frozen teachers (eval, no grad) → learners (train) →
+``method(StepIn)`` → ``balancer.backward`` → one optimiser step per stepping learner. The only
+host synchronisation is at the logging interval (and, for methods that pause a learner, the
+one boolean that decides it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from adaptkd.balance import BackwardContext, build_balancer
+from adaptkd.config import Config, ConfigError, config_to_dict, load_config
+from adaptkd.data import Augment, DataBundle, build_data, iterate_batches, num_batches
+from adaptkd.engine.checkpoint import FORMAT, CheckpointError, atomic_save, atomic_write_text, load_checkpoint
+from adaptkd.engine.evaluate import evaluate_model
+from adaptkd.engine.logger import MetricsLog
+from adaptkd.engine.networks import build_network, count_params, freeze, state_size_bytes
+from adaptkd.engine.optim import build_optimizer, set_lr
+from adaptkd.engine.runtime import autocast, dist_info, resolve_device, resolve_precision, seed_everything
+from adaptkd.methods import MethodContext, StepIn, StepOut, build_method
+from adaptkd.taps import FeatureTaps
+
+__all__ = ["Trainer", "NonFiniteError", "RunFolderError", "train"]
+
+
+class NonFiniteError(RuntimeError):
+    """A loss term, input or output became NaN/Inf; the run stopped and kept its last good state."""
+
+
+class RunFolderError(RuntimeError):
+    """The output folder cannot be used safely (exists with a run, or holds planted symlinks)."""
+
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
+
+
+def prepare_run_dir(out: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> Path:
+    """Create (or reopen) a run folder without following symlinks planted in it."""
+    path = Path(os.path.expanduser(str(out)))
+    if path.is_symlink():
+        raise RunFolderError(f"run folder {str(path)!r} is a symbolic link; refusing to write through it")
+    path.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES + ("tb", "report"):
+        p = path / name
+        if p.is_symlink():
+            raise RunFolderError(f"{str(p)!r} is a symbolic link planted in the run folder; refusing to write through it")
+    if not resume and (path / "last.pt").exists() and not overwrite:
+        raise RunFolderError(
+            f"run folder {str(path)!r} already holds a run (last.pt); resume it with --resume, "
+            "choose another run.out, or set run.overwrite=true"
+        )
+    if not resume and overwrite:
+        for name in ("metrics.jsonl", "last.pt", "best.pt", "summary.json"):
+            (path / name).unlink(missing_ok=True)
+    return path
+
+
+class Trainer:
+    """Builds everything a config describes and runs it.
+
+    Args:
+        cfg: a validated :class:`Config` (or a path/dict, validated here).
+        resume: continue from ``<run.out>/last.pt``.
+        networks: optional ``{name: nn.Module}`` replacing the config's networks by name (bring
+            your own model: ``{"student": my_net, "teacher0": my_teacher}``).
+        data: optional prebuilt :class:`DataBundle`.
+        log: callable receiving human-readable progress lines (default: print on rank 0).
+    """
+
+    def __init__(
+        self,
+        cfg: Config | str | dict,
+        *,
+        resume: bool = False,
+        networks: dict[str, nn.Module] | None = None,
+        data: DataBundle | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg if isinstance(cfg, Config) else load_config(cfg)
+        self.resume = resume
+        self.dist = dist_info()
+        self._log = log if log is not None else (print if self.dist.is_main else (lambda s: None))
+        rc = self.cfg.run
+        if rc.threads:
+            torch.set_num_threads(rc.threads)
+        self.device = resolve_device(rc.device)
+        if self.dist.enabled:
+            from adaptkd.engine.distributed import setup_distributed
+
+            self.device = setup_distributed(self.dist, self.device)
+        self.precision = resolve_precision(rc.precision, self.device)
+        if self.precision == "bf16" and self.device.type == "cpu":
+            pass  # CPU bf16 autocast is supported by torch; slower than fp32 on most CPUs
+        seed_everything(rc.seed + self.dist.rank, rc.deterministic)
+        self.out = prepare_run_dir(rc.out, resume=resume, overwrite=rc.overwrite) if self.dist.is_main else Path(rc.out)
+
+        # Data
+        d = self.cfg.data
+        self.data = data if data is not None else build_data(
+            d.name, root=d.root, download=d.download, image_size=d.image_size, num_classes=d.num_classes,
+            train_size=d.train_size, test_size=d.test_size, data_seed=d.data_seed,
+        )
+        self.num_classes = self.data.num_classes
+
+        # Networks
+        self.net_cfgs = self.cfg.network_names()
+        self.networks: dict[str, nn.Module] = {}
+        self.learners: list[str] = []
+        self.frozen: list[str] = []
+        given = dict(networks or {})
+        roles = [("student", "student", True)]
+        roles += [(f"teachers.{i}", n, t.trainable) for i, (n, t) in enumerate(list(self.net_cfgs.items())[1 : 1 + len(self.cfg.teachers)])]
+        roles += [(f"peers.{i}", n, True) for i, n in enumerate(list(self.net_cfgs)[1 + len(self.cfg.teachers) :])]
+        for field, name, trainable in roles:
+            nc = self.net_cfgs[name]
+            if name in given:
+                net = given.pop(name)
+            else:
+                net = build_network(nc, self.num_classes, self.data.in_channels, field=field)
+            if trainable:
+                self.learners.append(name)
+            else:
+                freeze(net)
+                self.frozen.append(name)
+            self.networks[name] = net.to(self.device)
+            if rc.channels_last:
+                self.networks[name] = self.networks[name].to(memory_format=torch.channels_last)
+        if given:
+            raise ConfigError(f"networks {sorted(given)} were passed but the config has only {list(self.net_cfgs)}")
+        self._check_class_counts()
+
+        # Augmentation (batched, on the device)
+        self.train_aug = Augment(self.data.mean, self.data.std, crop_padding=d.crop_padding if d.augment else 0,
+                                 flip=d.flip and d.augment, train=d.augment).to(self.device)
+        self.eval_aug = Augment(self.data.mean, self.data.std, train=False).to(self.device)
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(rc.seed * 1000003 + self.dist.rank)
+
+        self.steps_per_epoch = num_batches(len(self.data.train), d.batch_size, drop_last=d.drop_last,
+                                           world_size=self.dist.world_size)
+        if rc.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, rc.max_steps_per_epoch)
+
+        # Method and balancer
+        sample = self.eval_aug(self.data.train.x[: min(4, len(self.data.train))].to(self.device))
+        self.ctx = MethodContext(
+            networks=self.networks, learners=list(self.learners), frozen=list(self.frozen),
+            arches={n: c.arch for n, c in self.net_cfgs.items()}, num_classes=self.num_classes,
+            epochs=self.cfg.optim.epochs, steps_per_epoch=self.steps_per_epoch, sample_input=sample,
+            seed=rc.seed, rank=self.dist.rank, world_size=self.dist.world_size, device=self.device,
+        )
+        self.method = build_method(self.cfg.method.name, self.cfg.method.options(), self.ctx).to(self.device)
+        self.balancer = build_balancer(self.cfg.balance.name, self.cfg.balance.options()).to(self.device)
+
+        # Persistent feature taps (attached once; outputs replaced each forward)
+        self.taps: dict[str, FeatureTaps] = {}
+        for name, names in self.method.taps().items():
+            if name not in self.networks:
+                raise ConfigError(f"method {self.cfg.method.name!r} asks for taps on unknown network {name!r}")
+            if names:
+                try:
+                    self.taps[name] = FeatureTaps(self.networks[name], names, detach=name in self.frozen).attach()
+                except KeyError as exc:
+                    raise ConfigError(f"method {self.cfg.method.name!r}: tap on {name}: {exc.args[0]}") from None
+
+        # Distributed wrapping (trainable learners only; frozen teachers are never wrapped)
+        self.forward_nets: dict[str, nn.Module] = dict(self.networks)
+        if self.dist.enabled:
+            from adaptkd.engine.distributed import wrap_learners
+
+            self.forward_nets.update(wrap_learners({n: self.networks[n] for n in self.learners}, self.device))
+
+        # Optimisers: one per learner (its network + the method parameters assigned to it)
+        extra = self.method.param_groups()
+        unknown = set(extra) - set(self.learners)
+        if unknown:
+            raise ConfigError(f"method parameters assigned to unknown learners {sorted(unknown)}")
+        self.optim_cfgs = {}
+        self.optims: dict[str, torch.optim.Optimizer] = {}
+        self.params: dict[str, list[nn.Parameter]] = {}
+        self.extra_params: dict[str, list[nn.Parameter]] = {n: list(extra.get(n, [])) for n in self.learners}
+        for name in self.learners:
+            ocfg = self.cfg.optim
+            override = self.net_cfgs[name].optim
+            if override:
+                ocfg = type(ocfg).model_validate({**ocfg.model_dump(), **override})
+            self.optim_cfgs[name] = ocfg
+            self.params[name] = [p for p in self.networks[name].parameters() if p.requires_grad]
+            self.optims[name] = build_optimizer(self.params[name] + self.extra_params[name], ocfg)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+        self.epoch = 0  # last completed epoch
+        self.global_step = 0
+        self.best_acc = -1.0
+        self.nonfinite_skipped = 0
+        self.history: list[dict[str, Any]] = []
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.dist.is_main,
+                                  tensorboard=rc.tensorboard)
+        if resume:
+            self._load_resume()
+        elif self.dist.is_main:
+            import yaml
+
+            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
+
+    # ------------------------------------------------------------------------------------------
+    def _check_class_counts(self) -> None:
+        x = self.eval_aug_probe()
+        for name, net in self.networks.items():
+            was = net.training
+            net.eval()
+            with torch.no_grad():
+                out = net(x)
+            net.train(was)
+            if out.dim() != 2 or out.shape[1] != self.num_classes:
+                raise ConfigError(
+                    f"network {name!r} ({self.net_cfgs[name].arch}) outputs {tuple(out.shape[1:])} classes, "
+                    f"but dataset {self.data.name!r} has {self.num_classes} classes"
+                )
+
+    def eval_aug_probe(self) -> Tensor:
+        x = self.data.train.x[:2].to(self.device).float() / 255.0
+        return x
+
+    def _autocast(self):
+        return autocast(self.device, self.precision)
+
+    # ------------------------------------------------------------------------------------------
+    def forward_all(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, dict[str, Any]]]:
+        """Every network once: frozen teachers under no_grad, learners with autograd."""
+        logits: dict[str, Tensor] = {}
+        with self._autocast():
+            for name in self.frozen:
+                with torch.no_grad():
+                    logits[name] = self.forward_nets[name](x)
+            for name in self.learners:
+                logits[name] = self.forward_nets[name](x)
+        feats: dict[str, dict[str, Any]] = {}
+        for name, tp in self.taps.items():
+            feats[name] = {k: (v.float() if isinstance(v, Tensor) and v.is_floating_point() else v) for k, v in tp.outputs.items()}
+        logits = {k: v.float() for k, v in logits.items()}
+        return logits, feats
+
+    def train_step(self, xb: Tensor, yb: Tensor, epoch: int, frac: float) -> tuple[StepOut, dict[str, Tensor]]:
+        x = self.train_aug(xb.to(self.device, non_blocking=True), self.gen)
+        if self.cfg.run.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = yb.to(self.device, non_blocking=True)
+        logits, feats = self.forward_all(x)
+        out = self.method(StepIn(x=x, y=y, epoch=epoch, step=self.global_step, logits=logits, feats=feats))
+        stepping = [n for n in self.learners if out.stepping is None or n in out.stepping]
+        for opt in self.optims.values():
+            opt.zero_grad(set_to_none=True)
+        checks = self._finite_checks(x, logits, out)
+        if self.cfg.run.nonfinite == "skip" and not bool(checks["all"]):
+            self.nonfinite_skipped += 1
+            return out, {}
+        ctx = BackwardContext(params=self.params, extra_params=self.extra_params,
+                              task_terms=self.method.task_terms, stepping=stepping, step=self.global_step,
+                              scale=self.scaler.scale)
+        signals = self.balancer.backward(out, ctx)
+        for name in stepping:
+            set_lr(self.optims[name], self.optim_cfgs[name], epoch, frac)
+            self.scaler.step(self.optims[name])
+        self.scaler.update()
+        return out, signals
+
+    def _finite_checks(self, x: Tensor, logits: dict[str, Tensor], out: StepOut) -> dict[str, Tensor]:
+        """Device-side finiteness flags; accumulated and read only at the logging interval."""
+        named: dict[str, Tensor] = {"input": torch.isfinite(x).all()}
+        for n, v in logits.items():
+            named[f"{n}.logits"] = torch.isfinite(v).all()
+        for learner, terms in out.losses.items():
+            for term, v in terms.items():
+                named[f"{learner}.{term}"] = torch.isfinite(v.detach()).all()
+        flags = torch.stack(list(named.values()))
+        all_ok = flags.all()
+        if not hasattr(self, "_bad_first"):
+            self._bad_first: dict[str, Tensor] = {}
+        if not hasattr(self, "_step_dev"):
+            self._step_dev = torch.full((), self.global_step, dtype=torch.long, device=self.device)
+        step_t = self._step_dev
+        for key, ok in named.items():
+            prev = self._bad_first.get(key)
+            if prev is None:
+                prev = torch.full((), -1, dtype=torch.long, device=self.device)
+            self._bad_first[key] = torch.where((prev < 0) & ~ok, step_t, prev)
+        self._step_dev += 1
+        return {"all": all_ok}
+
+    def _raise_if_nonfinite(self) -> None:
+        if self.cfg.run.nonfinite == "skip" or not getattr(self, "_bad_first", None):
+            return
+        keys = list(self._bad_first)
+        firsts = torch.stack([self._bad_first[k] for k in keys]).tolist()
+        bad = [(s, k) for k, s in zip(keys, firsts) if s >= 0]
+        if bad:
+            bad.sort()
+            step, key = bad[0]
+            where = f"epoch {self.epoch + 1}, step {step}"
+            raise NonFiniteError(
+                f"non-finite value in `{key}` at {where} (also: {', '.join(k for _, k in bad[1:]) or 'none'}); "
+                f"training stopped; the last good checkpoint {str(self.out / 'last.pt')!r} (epoch {self.epoch}) is kept. "
+                "Lower the learning rate, check the data, or set run.nonfinite=skip to skip such steps."
+            )
+
+    # ------------------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        for name in self.learners:
+            self.networks[name].train()
+        for name in self.frozen:
+            self.networks[name].eval()
+        d = self.cfg.data
+        sums: dict[str, Tensor] = {}
+        correct: dict[str, Tensor] = {}
+        seen = 0
+        t0 = time.perf_counter()
+        last_log_t, last_log_seen = t0, 0
+        steps = self.steps_per_epoch
+        batches = iterate_batches(self.data.train, d.batch_size, shuffle=True, seed=self.cfg.run.seed, epoch=epoch,
+                                  drop_last=d.drop_last, rank=self.dist.rank, world_size=self.dist.world_size)
+        for i, (xb, yb) in enumerate(batches):
+            if i >= steps:
+                break
+            out, signals = self.train_step(xb, yb, epoch, i / steps)
+            y = yb.to(self.device, non_blocking=True)
+            for learner, terms in out.losses.items():
+                for term, v in terms.items():
+                    key = f"{learner}/{term}"
+                    sums[key] = sums[key] + v.detach() if key in sums else v.detach().clone()
+            for k, v in signals.items():
+                if v.dim() == 0:
+                    sums[k] = sums[k] + v if k in sums else v.clone()
+            for learner, lg in out.logits.items():
+                c = (lg.detach().argmax(1) == y).sum()
+                correct[learner] = correct[learner] + c if learner in correct else c
+            seen += xb.shape[0]
+            self.global_step += 1
+            if self.global_step % self.cfg.run.log_every == 0 or i == steps - 1:
+                self._raise_if_nonfinite()
+                now = time.perf_counter()
+                rec: dict[str, Any] = {"kind": "step", "epoch": epoch, "step": self.global_step}
+                for learner, terms in out.losses.items():
+                    for term, v in terms.items():
+                        rec[f"loss/{learner}/{term}"] = float(v.detach())
+                for k, v in {**signals, **out.signals}.items():
+                    rec[k] = v.detach().float().item() if v.numel() == 1 else v.detach().float().cpu().tolist()
+                for learner, w in out.weights.items():
+                    for term, val in w.items():
+                        rec[f"weight/{learner}/{term}"] = float(val)
+                for name in self.learners:
+                    rec[f"lr/{name}"] = self.optims[name].param_groups[0]["lr"]
+                rec["images_per_s"] = (seen - last_log_seen) * self.dist.world_size / max(now - last_log_t, 1e-9)
+                last_log_t, last_log_seen = now, seen
+                self.metrics.write(rec)
+                if progress is not None:
+                    progress({"i": i + 1, "steps": steps, "rec": rec, "elapsed": now - t0})
+        elapsed = time.perf_counter() - t0
+        n_steps = min(steps, i + 1) if steps else 0
+        summary: dict[str, Any] = {}
+        reduced = self._reduce({**{k: v for k, v in sums.items()}, **{f"__correct/{k}": v for k, v in correct.items()}},
+                               extra=torch.tensor([float(seen)], device=self.device))
+        total_seen = reduced.pop("__seen")
+        for k, v in reduced.items():
+            if k.startswith("__correct/"):
+                summary[f"train/acc/{k.split('/', 1)[1]}"] = 100.0 * v / max(total_seen, 1)
+            else:
+                summary[f"train/{k}"] = v / max(n_steps * self.dist.world_size, 1)
+        summary["time/epoch_s"] = elapsed
+        summary["images_per_s"] = total_seen / max(elapsed, 1e-9)
+        if self.cfg.run.nonfinite == "skip":
+            summary["nonfinite_skipped"] = self.nonfinite_skipped
+        return summary
+
+    def _reduce(self, values: dict[str, Tensor], extra: Tensor) -> dict[str, float]:
+        keys = list(values)
+        flat = torch.cat([torch.stack([values[k].float().reshape(()) for k in keys]) if keys else torch.zeros(0, device=self.device), extra])
+        if self.dist.enabled:
+            import torch.distributed as tdist
+
+            tdist.all_reduce(flat)
+        vals = flat.tolist()
+        out = {k: vals[i] for i, k in enumerate(keys)}
+        out["__seen"] = vals[-1]
+        return out
+
+    def evaluate(self) -> dict[str, Any]:
+        res: dict[str, Any] = {}
+        d = self.cfg.data
+        for name in self.learners:
+            m = evaluate_model(self.networks[name], self.data.test.x, self.data.test.y, self.eval_aug,
+                               batch_size=d.eval_batch_size, device=self.device, num_classes=self.num_classes,
+                               autocast_ctx=self._autocast)
+            res[name] = m
+        return res
+
+    # ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        meta = {
+            "arch": {n: c.arch for n, c in self.net_cfgs.items()},
+            "args": {n: dict(c.args) for n, c in self.net_cfgs.items()},
+            "num_classes": self.num_classes,
+            "in_channels": self.data.in_channels,
+            "image_size": self.data.image_size,
+            "mean": list(self.data.mean),
+            "std": list(self.data.std),
+            "dataset": self.data.name,
+            "method": self.cfg.method.name,
+            "learners": list(self.learners),
+        }
+        rng = {"torch": torch.get_rng_state(), "gen": self.gen.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": FORMAT,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "best_acc": self.best_acc,
+            "nonfinite_skipped": self.nonfinite_skipped,
+            "meta": meta,
+            "config": config_to_dict(self.cfg),
+            "models": {n: self.networks[n].state_dict() for n in self.learners},
+            "method": self.method.state_dict(),
+            "method_extra": self.method.extra_state(),
+            "balancer": self.balancer.state_dict(),
+            "optims": {n: o.state_dict() for n, o in self.optims.items()},
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": rng,
+        }
+
+    def _load_resume(self) -> None:
+        path = self.out / "last.pt"
+        ckpt = load_checkpoint(path, map_location=self.device)
+        if ckpt.get("format") != FORMAT:
+            raise CheckpointError(f"checkpoint {str(path)!r} is not an adaptkd run checkpoint")
+        saved_arch = ckpt["meta"]["arch"]
+        for n in self.learners:
+            if saved_arch.get(n) != self.net_cfgs[n].arch:
+                raise CheckpointError(f"checkpoint {str(path)!r}: network {n!r} is {saved_arch.get(n)!r}, config says {self.net_cfgs[n].arch!r}")
+            self.networks[n].load_state_dict(ckpt["models"][n])
+        self.method.load_state_dict(ckpt["method"])
+        self.method.load_extra_state(ckpt.get("method_extra", {}))
+        self.balancer.load_state_dict(ckpt["balancer"])
+        for n, o in self.optims.items():
+            o.load_state_dict(ckpt["optims"][n])
+        if self.scaler.is_enabled() and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        self.gen.set_state(ckpt["rng"]["gen"].cpu() if self.device.type == "cpu" else ckpt["rng"]["gen"])
+        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        self.epoch = int(ckpt["epoch"])
+        self.global_step = int(ckpt["global_step"])
+        self.best_acc = float(ckpt["best_acc"])
+        self.nonfinite_skipped = int(ckpt.get("nonfinite_skipped", 0))
+        self.metrics.truncate_after(self.epoch)
+        self._log(f"resumed from {path} at epoch {self.epoch} (step {self.global_step})")
+
+    def save(self, best: bool) -> None:
+        if not self.dist.is_main:
+            return
+        state = self.state_dict()
+        if best:
+            atomic_save(state, self.out / "best.pt")
+        atomic_save(state, self.out / "last.pt")
+
+    # ------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train to ``optim.epochs``; returns the summary (also written to ``summary.json``)."""
+        from adaptkd.engine.progress import Progress
+
+        epochs = self.cfg.optim.epochs
+        prog = Progress(enabled=self.cfg.run.progress and self.dist.is_main, total_epochs=epochs, log=self._log)
+        try:
+            with prog:
+                while self.epoch < epochs:
+                    epoch = self.epoch + 1
+                    if self.dist.enabled:
+                        from adaptkd.engine.distributed import barrier
+
+                        barrier()
+                    prog.start_epoch(epoch, self.steps_per_epoch)
+                    train = self.train_epoch(epoch, progress=prog.update)
+                    self._raise_if_nonfinite()
+                    rec: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": self.global_step, **train}
+                    for k, v in self.method.epoch_end(epoch).items():
+                        rec[k] = v
+                    if epoch % self.cfg.run.eval_every == 0 or epoch == epochs:
+                        ev = self.evaluate()
+                        for name, m in ev.items():
+                            rec[f"test/acc/{name}"] = m["top1"]
+                            rec[f"test/top5/{name}"] = m["top5"]
+                            rec[f"test/loss/{name}"] = m["loss"]
+                    for name in self.learners:
+                        rec[f"lr/{name}"] = self.optims[name].param_groups[0]["lr"]
+                    acc = rec.get("test/acc/student", -1.0)
+                    best = acc > self.best_acc
+                    if best:
+                        self.best_acc = acc
+                    rec["best/acc/student"] = self.best_acc
+                    self.epoch = epoch
+                    self.history.append(rec)
+                    self.metrics.write(rec, sync=True)  # metrics first, then the checkpoint (see resume)
+                    self.save(best)
+                    prog.end_epoch(rec)
+        finally:
+            self.metrics.close()
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Final evaluation and ``summary.json``."""
+        from adaptkd.engine.measure import model_card
+
+        ev = self.evaluate()
+        summary: dict[str, Any] = {
+            "method": self.cfg.method.name,
+            "dataset": self.data.name,
+            "num_classes": self.num_classes,
+            "epochs": self.epoch,
+            "steps": self.global_step,
+            "best_acc": self.best_acc,
+            "learners": {},
+            "teachers": {},
+        }
+        shape = (self.data.in_channels, self.data.image_size, self.data.image_size)
+        for name in self.learners:
+            card = model_card(self.networks[name], shape, latency=self.cfg.run.latency and self.dist.is_main)
+            summary["learners"][name] = {"arch": self.net_cfgs[name].arch, "final_acc": ev[name]["top1"],
+                                         "final_top5": ev[name]["top5"], **card}
+        for name in self.frozen:
+            m = evaluate_model(self.networks[name], self.data.test.x, self.data.test.y, self.eval_aug,
+                               batch_size=self.cfg.data.eval_batch_size, device=self.device,
+                               num_classes=self.num_classes, autocast_ctx=self._autocast)
+            card = model_card(self.networks[name], shape, latency=self.cfg.run.latency and self.dist.is_main)
+            summary["teachers"][name] = {"arch": self.net_cfgs[name].arch, "final_acc": m["top1"], "final_top5": m["top5"], **card}
+        summary["final_acc"] = summary["learners"]["student"]["final_acc"]
+        if self.dist.is_main:
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
+        return summary
+
+
+def train(config: Config | str | dict, overrides: list[str] | None = None, *, resume: bool = False,
+          student: nn.Module | None = None, teachers: list[nn.Module] | None = None,
+          networks: dict[str, nn.Module] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train the experiment ``config`` (path, dict or Config) and return its summary.
+
+    ``student=`` and ``teachers=[...]`` let you bring any ``nn.Module`` (the config's ``arch``
+    entries for them are then only labels).
+    """
+    cfg = config if isinstance(config, Config) and not overrides else load_config(config, overrides)
+    nets = dict(networks or {})
+    if student is not None:
+        nets["student"] = student
+    for i, t in enumerate(teachers or []):
+        nets[list(cfg.network_names())[1 + i]] = t
+    return Trainer(cfg, resume=resume, networks=nets, log=log).fit()
+
+
+def _finite_or_none(v: float) -> float | None:
+    return v if math.isfinite(v) else None

@@ -1,0 +1,32 @@
+"""Methods, registered by name. Importing this package registers every built-in method."""
+
+from adaptkd.methods.base import (
+    Method,
+    MethodContext,
+    MethodParams,
+    StepIn,
+    StepOut,
+    build_method,
+    list_methods,
+    method_class,
+    register_method,
+    warmup_factor,
+)
+
+# Built-in methods (one module each; importing registers them).
+from adaptkd.methods import ce as _ce  # noqa: F401,E402
+from adaptkd.methods import kd as _kd  # noqa: F401,E402
+from adaptkd.methods import dkd as _dkd  # noqa: F401,E402
+
+__all__ = [
+    "Method",
+    "MethodContext",
+    "MethodParams",
+    "StepIn",
+    "StepOut",
+    "build_method",
+    "list_methods",
+    "method_class",
+    "register_method",
+    "warmup_factor",
+]

@@ -1,0 +1,237 @@
+"""The method contract: what the engine gives a method each step and what it gets back.
+
+A method is a small ``nn.Module`` that wires loss functions (``adaptkd.losses``) to networks and
+holds the method's state (running statistics, projectors, mode). The engine runs every network
+once per step (frozen teachers under ``no_grad``) and hands the method their logits and the
+features it asked for; the method returns *unweighted* loss terms per learner with their
+weights, the logits to score, every adaptive signal, and which learners step now.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from adaptkd.config import Config
+
+__all__ = [
+    "StepIn",
+    "StepOut",
+    "MethodContext",
+    "Method",
+    "MethodParams",
+    "register_method",
+    "method_class",
+    "list_methods",
+    "build_method",
+    "warmup_factor",
+]
+
+
+class MethodParams(BaseModel):
+    """Base of every method's options (``method:`` keys other than ``name``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StepIn:
+    """Everything a method sees in one step.
+
+    Attributes:
+        x: the augmented input batch [B, ...].
+        y: int64 targets [B].
+        epoch: current epoch, counted from 1 (as the reference trainers do).
+        step: global optimisation step, counted from 0.
+        logits: {network name: logits [B, C]} for every network (learners and frozen teachers),
+            float32.
+        feats: {network name: {tap name: tensor}} for the taps the method asked for.
+    """
+
+    x: Tensor
+    y: Tensor
+    epoch: int
+    step: int
+    logits: dict[str, Tensor]
+    feats: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class StepOut:
+    """What a method returns.
+
+    Attributes:
+        losses: {learner: {term: unweighted 0-d loss}}.
+        weights: {learner: {term: weight (float or 0-d tensor)}}; a term without a weight has 1.
+        logits: {learner: logits} used for training accuracy.
+        signals: {name: 0-d (or small) tensor} — every adaptive quantity, logged at the interval.
+        stepping: the learners whose optimiser steps this iteration, as a Python set (None = all).
+    """
+
+    losses: dict[str, dict[str, Tensor]]
+    weights: dict[str, dict[str, Any]] = field(default_factory=dict)
+    logits: dict[str, Tensor] = field(default_factory=dict)
+    signals: dict[str, Tensor] = field(default_factory=dict)
+    stepping: set[str] | None = None
+
+    def weight(self, learner: str, term: str) -> Any:
+        return self.weights.get(learner, {}).get(term, 1.0)
+
+
+@dataclass
+class MethodContext:
+    """What a method may know when it is built.
+
+    Attributes:
+        networks: {name: module} — every network (learners first: ``student``, trainable
+            teachers, peers; then frozen teachers).
+        learners: names of the trainable networks.
+        frozen: names of the frozen teachers.
+        arches: {name: architecture string}.
+        num_classes: number of classes.
+        epochs: total epochs.
+        steps_per_epoch: optimiser steps per epoch.
+        sample_input: a small float batch on the device (for probing feature shapes).
+        seed, rank, world_size: for seeded, per-rank random draws.
+        device: torch device.
+    """
+
+    networks: dict[str, nn.Module]
+    learners: list[str]
+    frozen: list[str]
+    arches: dict[str, str]
+    num_classes: int
+    epochs: int
+    steps_per_epoch: int
+    sample_input: Tensor
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def probe_features(self, name: str, taps: list[str]) -> dict[str, Tensor]:
+        """Run network ``name`` once on ``sample_input`` (no grad, mode preserved) and return taps."""
+        from adaptkd.taps import FeatureTaps
+
+        net = self.networks[name]
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad(), FeatureTaps(net, taps, detach=True) as t:
+                net(self.sample_input)
+        finally:
+            net.train(was_training)
+        return dict(t.outputs)
+
+
+class Method(nn.Module):
+    """Base class of every method.
+
+    Subclasses set ``Params`` (their option model), ``task_terms`` (names of task-loss terms; every
+    other term is a distillation term for the balancer) and implement :meth:`forward`.
+    """
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    task_terms: ClassVar[frozenset[str]] = frozenset({"ce"})
+    #: "offline": frozen teachers, the student learns; "online": several learners train together.
+    kind: ClassVar[str] = "offline"
+
+    def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
+        super().__init__()
+        self.params = params
+        self.ctx_learners = list(ctx.learners)
+        self.ctx_frozen = list(ctx.frozen)
+
+    # -- configuration-time checks -----------------------------------------------------------
+    @classmethod
+    def check_networks(cls, cfg: "Config") -> None:
+        """Raise ConfigError when the config's networks do not suit this method.
+
+        Default for offline methods: every teacher is frozen (no ``trainable``), no peers, and
+        distillation methods need at least one teacher.
+        """
+        from adaptkd.config import ConfigError
+
+        if cls.kind == "offline":
+            for i, t in enumerate(cfg.teachers):
+                if t.trainable:
+                    raise ConfigError(f"field `teachers.{i}.trainable`: method {cls.name!r} distils from frozen teachers; set it false (online KD: method dml or switokd)")
+            if cfg.peers:
+                raise ConfigError(f"field `peers`: method {cls.name!r} takes no online peers")
+            if cls.needs_teacher() and not cfg.teachers:
+                raise ConfigError(f"field `teachers`: method {cls.name!r} needs at least one teacher")
+
+    @classmethod
+    def needs_teacher(cls) -> bool:
+        return True
+
+    # -- per-step interface ------------------------------------------------------------------
+    def taps(self) -> dict[str, list[str]]:
+        """{network name: [module paths]} the engine should capture each step."""
+        return {}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Which learner's optimiser trains this method's own parameters (default: the student)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return {"student": params} if params else {}
+
+    def forward(self, inp: StepIn) -> StepOut:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def epoch_end(self, epoch: int) -> dict[str, float]:
+        """Per-epoch summaries (Python floats) to log; called after each training epoch."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Non-tensor state to checkpoint (tensors belong in buffers/state_dict)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        return None
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register_method(name: str):
+    """Class decorator: register a :class:`Method` subclass under ``name``."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"method {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def list_methods() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def method_class(name: str) -> type[Method]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        raise KeyError(f"unknown method {name!r}" + (f"; closest: {', '.join(close)}" if close else "")) from None
+
+
+def build_method(name: str, options: dict[str, Any], ctx: MethodContext) -> Method:
+    cls = method_class(name)
+    return cls(cls.Params.model_validate(options), ctx)
+
+
+def warmup_factor(epoch: int, warmup: float) -> float:
+    """``min(epoch / warmup, 1)`` with epochs counted from 1 (warmup 0 means no warm-up)."""
+    if warmup <= 0:
+        return 1.0
+    return min(epoch / warmup, 1.0)

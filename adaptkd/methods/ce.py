@@ -1,0 +1,28 @@
+"""``ce``: the student alone, trained with cross-entropy. Also how teachers are trained."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from pydantic import Field
+
+from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method
+
+
+class CEParams(MethodParams):
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+@register_method("ce")
+class CE(Method):
+    """Plain cross-entropy on the labels: ``CE(s, y)``."""
+
+    Params = CEParams
+
+    @classmethod
+    def needs_teacher(cls) -> bool:
+        return False
+
+    def forward(self, inp: StepIn) -> StepOut:
+        s = inp.logits["student"]
+        ce = F.cross_entropy(s, inp.y, label_smoothing=self.params.label_smoothing)
+        return StepOut(losses={"student": {"ce": ce}}, logits={"student": s})

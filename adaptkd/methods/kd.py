@@ -1,0 +1,32 @@
+"""``kd``: Hinton knowledge distillation (mdistiller ``KD.py``; ``specs/logit.md`` §1).
+
+Total: ``ce_weight · CE(s, y) + kd_weight · T² · mean_i KL(p_t ‖ p_s)``; defaults 0.1 / 0.9, T=4.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from pydantic import Field
+
+from adaptkd.losses import kd_loss
+from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method
+from adaptkd.methods.common import teacher_logits
+
+
+class KDParams(MethodParams):
+    temperature: float = Field(4.0, gt=0)
+    ce_weight: float = Field(0.1, ge=0)
+    kd_weight: float = Field(0.9, ge=0)
+
+
+@register_method("kd")
+class KD(Method):
+    Params = KDParams
+
+    def forward(self, inp: StepIn) -> StepOut:
+        p = self.params
+        s = inp.logits["student"]
+        t = teacher_logits(inp, self.ctx_frozen)
+        losses = {"ce": F.cross_entropy(s, inp.y), "kd": kd_loss(s, t, p.temperature)}
+        weights = {"ce": p.ce_weight, "kd": p.kd_weight}
+        return StepOut(losses={"student": losses}, weights={"student": weights}, logits={"student": s})

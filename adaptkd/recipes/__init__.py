@@ -1,0 +1,1 @@
+"""Embedded recipes (package data)."""

@@ -1,0 +1,15 @@
+"""adaptkd model zoo: CIFAR KD architectures, small ViTs, and small nets for the bundled data.
+
+    from adaptkd.models import build_model, list_models, register_model
+    model = build_model("resnet8x4", num_classes=100)
+    model.tap_blocks, model.head_name, model.feature_dim
+
+See docs/models.md for the table of models, parameter counts and what each tap gives.
+"""
+
+from .registry import build_model, list_models, register_model
+
+# Importing the zoo modules registers their builders.
+from . import mobilenet, resnet, shufflenet, small, vgg, vit, wrn  # noqa: E402,F401
+
+__all__ = ["build_model", "list_models", "register_model"]

@@ -117,3 +117,149 @@ def dkd_loss(
     nckd = (p_t_nt * (log_pt_nt - log_ps_nt)).sum(dim=1).mean()
 
     return (alpha * tckd + beta * nckd) * (temperature**2)
+
+
+# --------------------------------------------------------------------------------------------
+# DTKD: dynamic temperature KD (JinYu1998/DTKD ``DTKD.py``; ``specs/logit.md`` §3)
+
+__all__ += ["DTKDParts", "dtkd_sharpness", "dtkd_guarded", "dtkd_temperatures", "dtkd_loss", "dtkd_loss_parts"]
+
+from typing import NamedTuple  # noqa: E402
+
+_SHARPNESS = ("max", "logsumexp")
+
+
+class DTKDParts(NamedTuple):
+    """Everything one DTKD evaluation computes (see :func:`dtkd_loss_parts`).
+
+    Attributes:
+        loss: 0-d tensor, ``mean_i T^s_i · T^t_i · KL_i``.
+        student_T: per-sample student temperature [B].
+        teacher_T: per-sample teacher temperature [B].
+        guarded: bool [B], the samples for which the reference rule gives no usable temperature
+            (see :func:`dtkd_guarded`); with ``guard=True`` these used the reference T.
+    """
+
+    loss: Tensor
+    student_T: Tensor
+    teacher_T: Tensor
+    guarded: Tensor
+
+
+def dtkd_sharpness(logits: Tensor, sharpness: str = "max") -> Tensor:
+    """Per-sample sharpness of a logit vector: [B, C] → [B].
+
+    ``"max"``: the signed maximum logit ``max_c z_c`` (what the authors' code uses).
+    ``"logsumexp"``: ``log Σ_c exp(z_c)`` (the paper's stated definition).
+    """
+    if sharpness == "max":
+        return logits.amax(dim=1)
+    if sharpness == "logsumexp":
+        return torch.logsumexp(logits, dim=1)
+    raise ValueError(f"sharpness must be one of {', '.join(_SHARPNESS)}, got {sharpness!r}")
+
+
+def dtkd_guarded(student_logits: Tensor, teacher_logits: Tensor, *, sharpness: str = "max") -> Tensor:
+    """bool [B]: samples where the reference temperature rule breaks down.
+
+    The rule ``T_s = 2·m_s/(m_s+m_t)·T``, ``T_t = 2·m_t/(m_s+m_t)·T`` gives two temperatures in
+    (0, 2T) exactly when both sharpness values are positive. A sample is *guarded* when it is
+    not: ``m_s + m_t ≤ 0`` (temperatures undefined, or of the wrong sign and ordering) or one of
+    ``m_s, m_t`` is ≤ 0 while the sum is positive (that model's temperature is ≤ 0: its
+    distribution would be inverted or undefined). ``guarded.sum()`` is the guarded count.
+    """
+    _check_pair(student_logits, teacher_logits)
+    m_s = dtkd_sharpness(student_logits, sharpness)
+    m_t = dtkd_sharpness(teacher_logits, sharpness)
+    return torch.minimum(m_s, m_t) <= 0
+
+
+def _dtkd_temperatures(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float, sharpness: str, guard: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    _check_pair(student_logits, teacher_logits)
+    _check_temperature(temperature)
+    m_s = dtkd_sharpness(student_logits, sharpness)
+    m_t = dtkd_sharpness(teacher_logits, sharpness)
+    guarded = torch.minimum(m_s, m_t) <= 0
+    denom = m_t + m_s
+    if guard:
+        # A safe denominator in the unused branch keeps the backward free of inf/NaN.
+        denom = torch.where(guarded, torch.ones_like(denom), denom)
+    t_s = 2 * m_s / denom * temperature
+    t_t = 2 * m_t / denom * temperature
+    if guard:
+        ref = torch.full_like(t_s, float(temperature))
+        t_s = torch.where(guarded, ref, t_s)
+        t_t = torch.where(guarded, ref, t_t)
+    return t_s, t_t, guarded
+
+
+def dtkd_temperatures(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 4.0,
+    *,
+    sharpness: str = "max",
+    guard: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """DTKD's per-sample temperatures ``(student_T [B], teacher_T [B])``.
+
+    With m_s, m_t the per-sample sharpness (:func:`dtkd_sharpness`) of the student and teacher
+    logits and T the reference temperature::
+
+        T_s = 2·m_s / (m_t + m_s) · T        T_t = 2·m_t / (m_t + m_s) · T
+
+    They sum to 2T, equal T when m_s = m_t, and the model with the larger (positive) sharpness
+    gets the higher temperature. Gradients flow through both temperatures (no detach), as in
+    the reference.
+
+    Args:
+        student_logits, teacher_logits: [B, C].
+        temperature: the reference temperature T > 0.
+        sharpness: ``"max"`` (reference code: signed max logit) or ``"logsumexp"`` (paper text).
+        guard: if True, samples flagged by :func:`dtkd_guarded` (a sharpness ≤ 0) use T for
+            both models (constant, no gradient through it). If False the reference arithmetic is
+            applied unchanged: temperatures may be negative, huge or non-finite.
+    """
+    t_s, t_t, _ = _dtkd_temperatures(student_logits, teacher_logits, temperature, sharpness, guard)
+    return t_s, t_t
+
+
+def dtkd_loss_parts(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 4.0,
+    *,
+    sharpness: str = "max",
+    guard: bool = True,
+) -> DTKDParts:
+    """The DTKD term together with its temperatures and guard mask (one evaluation).
+
+    ``loss = (1/B) Σ_i T^s_i · T^t_i · KL(softmax(t_i/T^t_i) ‖ softmax(s_i/T^s_i))``, KL summed
+    over classes. Arguments as :func:`dtkd_temperatures`.
+    """
+    t_s, t_t, guarded = _dtkd_temperatures(student_logits, teacher_logits, temperature, sharpness, guard)
+    log_ps = F.log_softmax(student_logits / t_s.unsqueeze(1), dim=1)
+    log_pt = F.log_softmax(teacher_logits / t_t.unsqueeze(1), dim=1)
+    loss = (kl_rows(log_pt, log_ps) * t_t * t_s).mean()
+    return DTKDParts(loss, t_s, t_t, guarded)
+
+
+def dtkd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 4.0,
+    *,
+    sharpness: str = "max",
+    guard: bool = True,
+) -> Tensor:
+    """The DTKD term alone: ``mean_i T^s_i · T^t_i · KL_i`` (0-d tensor).
+
+    KL_i = KL(softmax(t_i/T^t_i) ‖ softmax(s_i/T^s_i)) summed over classes; the per-sample
+    temperatures are those of :func:`dtkd_temperatures` and carry gradient. The product of the
+    two temperatures replaces KD's T². A guarded sample (``guard=True``) contributes exactly its
+    KD term ``T²·KL`` at the reference T. With ``guard=False, sharpness="max"`` this is the
+    authors' arithmetic, negative losses included. Warm-up and weights belong to the method.
+    """
+    return dtkd_loss_parts(student_logits, teacher_logits, temperature, sharpness=sharpness, guard=guard).loss

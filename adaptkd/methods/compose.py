@@ -1,0 +1,263 @@
+"""``compose``: a weighted sum of registered logit loss terms, configured entirely in YAML.
+
+    method:
+      name: compose
+      terms:
+        - {loss: dtkd, weight: 3.0, warmup_epochs: 20}
+        - {loss: dkd, weight: 1.0, beta: 8, warmup_epochs: 20}
+        - {loss: ce, weight: 1.0}
+
+Total: ``Σ_k weight_k · min(epoch / warmup_k, 1) · L_k`` (epochs from 1; ``warmup_epochs: 0``,
+the default, means no warm-up). Every term has the common keys ``loss``, ``weight``,
+``warmup_epochs`` and ``name`` (the term's name in logs; defaults to the loss name and must be
+unique, so two terms of one loss need names) plus its loss's own options. ``ce`` terms are task
+terms; every other term is a distillation term for the balancer.
+
+The composable losses form a small registry: a new logit loss plugs in with
+``@register_term("name")`` on a :class:`LossTerm` subclass that declares its options as pydantic
+fields and implements ``compute``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Annotated, Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, SerializeAsAny, ValidationError, WrapValidator, model_validator
+from pydantic_core import PydanticCustomError
+from torch import Tensor
+
+from adaptkd.losses import DTKDParts, dkd_loss, dtkd_loss_parts, kd_loss
+from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method, warmup_factor
+from adaptkd.methods.common import teacher_logits
+
+__all__ = ["LossTerm", "register_term", "list_terms", "ComposeParams", "Compose", "EpochSignals", "dtkd_signals"]
+
+
+class LossTerm(MethodParams):
+    """One composable loss term: common keys plus (in subclasses) the loss's own options."""
+
+    loss: str
+    weight: float = Field(1.0, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    name: str | None = Field(None, min_length=1)
+
+    #: a task term (the balancer's "task" side) rather than a distillation term
+    task: ClassVar[bool] = False
+    #: the term reads the teacher's logits
+    needs_teacher: ClassVar[bool] = True
+    #: {signal suffix: epoch reduction "mean" | "sum" | "min" | "max"} for the per-epoch summary
+    reductions: ClassVar[dict[str, str]] = {}
+
+    @property
+    def key(self) -> str:
+        return self.name or self.loss
+
+    def compute(self, student: Tensor, teacher: Tensor | None, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """(unweighted 0-d loss, {signal suffix: 0-d tensor})."""
+        raise NotImplementedError
+
+
+_TERMS: dict[str, type[LossTerm]] = {}
+
+
+def register_term(name: str):
+    """Class decorator: register a :class:`LossTerm` subclass as loss ``name``."""
+
+    def deco(cls: type[LossTerm]) -> type[LossTerm]:
+        if name in _TERMS and _TERMS[name] is not cls:
+            raise ValueError(f"loss term {name!r} is already registered")
+        _TERMS[name] = cls
+        return cls
+
+    return deco
+
+
+def list_terms() -> list[str]:
+    return sorted(_TERMS)
+
+
+def _error(kind: str, message: str, loc: tuple[Any, ...], value: Any, **ctx: Any) -> ValidationError:
+    err = PydanticCustomError(kind, message, ctx or None)
+    return ValidationError.from_exception_data("term", [{"type": err, "loc": loc, "input": value}])
+
+
+def _validate_term(value: Any, _handler: Any) -> LossTerm:
+    """Dispatch one ``terms`` entry to its loss's option model (errors keep their field path)."""
+    if isinstance(value, LossTerm):
+        return value
+    if not isinstance(value, dict):
+        raise _error("term_mapping", "expected a mapping with a `loss` key, such as {loss: kd, weight: 1.0}", (), value)
+    name = value.get("loss")
+    if name not in _TERMS:
+        close = difflib.get_close_matches(str(name), list(_TERMS), n=2)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise _error("unknown_loss", "unknown loss {name}{hint} (composable losses: {known})", ("loss",), name,
+                     name=repr(name), hint=hint, known=", ".join(list_terms()))
+    return _TERMS[name].model_validate(value)
+
+
+class ComposeParams(MethodParams):
+    terms: list[Annotated[SerializeAsAny[LossTerm], WrapValidator(_validate_term)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "ComposeParams":
+        seen: set[str] = set()
+        for i, term in enumerate(self.terms):
+            if term.key in seen:
+                raise _error("duplicate_term", "term name {key} is used twice; give one of them a `name`",
+                             ("terms", i, "name"), term.key, key=repr(term.key))
+            seen.add(term.key)
+        return self
+
+
+class EpochSignals:
+    """Per-epoch summaries of step signals, accumulated on the device (one host sync per epoch).
+
+    ``reductions`` maps a signal name to "mean" (mean over steps), "sum", "min" or "max";
+    :meth:`summary` returns ``{"train/<name>": float}`` and starts a new epoch. Per process: under
+    DDP each rank summarises its own shard.
+    """
+
+    def __init__(self, reductions: dict[str, str]) -> None:
+        self.reductions = dict(reductions)
+        self._acc: dict[str, Tensor] = {}
+        self._steps = 0
+
+    def update(self, signals: dict[str, Tensor]) -> None:
+        for key, how in self.reductions.items():
+            v = signals[key].detach()
+            prev = self._acc.get(key)
+            if prev is None:
+                self._acc[key] = v.clone()
+            elif how == "min":
+                self._acc[key] = torch.minimum(prev, v)
+            elif how == "max":
+                self._acc[key] = torch.maximum(prev, v)
+            else:
+                self._acc[key] = prev + v
+        self._steps += 1
+
+    def summary(self) -> dict[str, float]:
+        if not self._acc:
+            return {}
+        keys = list(self._acc)
+        values = torch.stack([self._acc[k].float() for k in keys]).tolist()
+        out = {}
+        for k, v in zip(keys, values):
+            out[f"train/{k}"] = v / self._steps if self.reductions[k] == "mean" else v
+        self._acc, self._steps = {}, 0
+        return out
+
+
+DTKD_REDUCTIONS = {"student_T_mean": "mean", "student_T_min": "min", "student_T_max": "max",
+                   "teacher_T_mean": "mean", "teacher_T_min": "min", "teacher_T_max": "max", "guarded": "sum"}
+
+
+def dtkd_signals(parts: DTKDParts, prefix: str = "") -> dict[str, Tensor]:
+    """Temperature mean/min/max of student and teacher and the guarded count, as device tensors
+    (no host sync), named ``<prefix>/<signal>`` (just ``<signal>`` without a prefix)."""
+    temps = torch.stack([parts.student_T.detach(), parts.teacher_T.detach()])
+    mean, lo, hi = temps.mean(1), temps.amin(1), temps.amax(1)
+    out = {}
+    for i, who in enumerate(("student", "teacher")):
+        out[f"{who}_T_mean"], out[f"{who}_T_min"], out[f"{who}_T_max"] = mean[i], lo[i], hi[i]
+    out["guarded"] = parts.guarded.sum().float()
+    return {f"{prefix}/{k}" if prefix else k: v for k, v in out.items()}
+
+
+# -- the built-in composable losses ----------------------------------------------------------
+@register_term("ce")
+class CETerm(LossTerm):
+    """Cross-entropy on the labels (a task term)."""
+
+    task: ClassVar[bool] = True
+    needs_teacher: ClassVar[bool] = False
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+    def compute(self, student, teacher, target):
+        return F.cross_entropy(student, target, label_smoothing=self.label_smoothing), {}
+
+
+@register_term("kd")
+class KDTerm(LossTerm):
+    """Hinton KD, ``T² · mean_i KL`` (:func:`adaptkd.losses.kd_loss`)."""
+
+    temperature: float = Field(4.0, gt=0)
+
+    def compute(self, student, teacher, target):
+        return kd_loss(student, teacher, self.temperature), {}
+
+
+@register_term("dkd")
+class DKDTerm(LossTerm):
+    """Decoupled KD, ``α·TCKD + β·NCKD`` (:func:`adaptkd.losses.dkd_loss`)."""
+
+    alpha: float = Field(1.0, ge=0)
+    beta: float = Field(8.0, ge=0)
+    temperature: float = Field(4.0, gt=0)
+
+    def compute(self, student, teacher, target):
+        return dkd_loss(student, teacher, target, alpha=self.alpha, beta=self.beta, temperature=self.temperature), {}
+
+
+@register_term("dtkd")
+class DTKDTerm(LossTerm):
+    """The DTKD term, ``mean_i T^s_i·T^t_i·KL_i`` (:func:`adaptkd.losses.dtkd_loss`), with signals."""
+
+    temperature: float = Field(4.0, gt=0)
+    sharpness: Literal["max", "logsumexp"] = "max"
+    guard: bool = True
+    reductions: ClassVar[dict[str, str]] = DTKD_REDUCTIONS
+
+    def compute(self, student, teacher, target):
+        parts = dtkd_loss_parts(student, teacher, self.temperature, sharpness=self.sharpness, guard=self.guard)
+        return parts.loss, dtkd_signals(parts)
+
+
+# -- the method ------------------------------------------------------------------------------
+@register_method("compose")
+class Compose(Method):
+    """Σ weight·warm-up·term over the configured terms (see the module docstring)."""
+
+    Params = ComposeParams
+
+    def __init__(self, params: ComposeParams, ctx) -> None:
+        super().__init__(params, ctx)
+        self.terms = list(params.terms)
+        self.task_terms = frozenset(t.key for t in self.terms if t.task)
+        self.epoch_signals = EpochSignals({f"{t.key}/{s}": how for t in self.terms for s, how in t.reductions.items()})
+
+    @classmethod
+    def needs_teacher(cls) -> bool:
+        return False  # decided per config in check_networks
+
+    @classmethod
+    def check_networks(cls, cfg) -> None:
+        from adaptkd.config import ConfigError
+
+        super().check_networks(cfg)
+        try:
+            params = cls.Params.model_validate(cfg.method.options())
+        except ValidationError:
+            return  # the option check reports it
+        users = [t.key for t in params.terms if t.needs_teacher]
+        if users and not cfg.teachers:
+            raise ConfigError(f"field `teachers`: the compose terms {', '.join(users)} need a teacher; add one under `teachers`")
+
+    def forward(self, inp: StepIn) -> StepOut:
+        s = inp.logits["student"]
+        t = teacher_logits(inp, self.ctx_frozen) if self.ctx_frozen else None
+        losses, weights, signals = {}, {}, {}
+        for term in self.terms:
+            loss, sig = term.compute(s, t, inp.y)
+            losses[term.key] = loss
+            weights[term.key] = term.weight * warmup_factor(inp.epoch, term.warmup_epochs)
+            signals.update({f"{term.key}/{k}": v for k, v in sig.items()})
+        self.epoch_signals.update(signals)
+        return StepOut(losses={"student": losses}, weights={"student": weights}, logits={"student": s}, signals=signals)
+
+    def epoch_end(self, epoch: int) -> dict[str, float]:
+        return self.epoch_signals.summary()

@@ -14,10 +14,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from adaptkd.methods.base import StepOut
@@ -27,6 +27,14 @@ __all__ = [
     "BalanceParams",
     "BackwardContext",
     "FixedBalance",
+    "GradientBalance",
+    "GradientParams",
+    "controller_lambda",
+    "decrease_interval",
+    "dominance_bound",
+    "cone_bound",
+    "importance",
+    "update_norm",
     "register_balancer",
     "build_balancer",
     "list_balancers",
@@ -51,6 +59,8 @@ class BackwardContext:
         stepping: learners whose optimisers step now (only their losses are backpropagated).
         step: global step, from 0.
         scale: loss scaling for fp16 (GradScaler.scale) or the identity.
+        networks: {learner: its network module (unwrapped)}; optional, used by
+            ``GradientBalance(over="head")`` to find the last layer (``head_name``).
     """
 
     params: dict[str, list[nn.Parameter]]
@@ -59,6 +69,7 @@ class BackwardContext:
     stepping: list[str]
     step: int = 0
     scale: Callable[[Tensor], Tensor] = field(default=lambda t: t)
+    networks: dict[str, nn.Module] = field(default_factory=dict)
 
 
 def weighted_sum(terms: dict[str, Tensor], weights: dict[str, Any]) -> Tensor:
@@ -140,3 +151,401 @@ class FixedBalance(Balancer):
             ctx.scale(total).backward()
         return signals
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Dynamic balancing (specs/balance.md §4–§6): adaptkd's own first-order analysis, motivated by
+# Kim et al. 2025 ("Importance Analysis for Dynamic Control of Balancing Parameter in a Simple
+# Knowledge Distillation Setting"), whose body was not available. Not the paper's rule.
+#
+# Notation: g_T, g_D are the gradients of the (normalised) task and distillation losses,
+# a = ‖g_T‖, b = ‖g_D‖, c = cos(g_T, g_D); the update direction is g_λ = (1−λ)·g_T + λ·g_D.
+# The functions below are pure tensor arithmetic (any float dtype, any broadcastable shape), so
+# that they run on the device without host synchronisation and can be checked in float64.
+
+
+def _div(num: Tensor, den: Tensor, default: float) -> Tensor:
+    """``num / den`` where ``den > 0``, else ``default`` (no NaN/Inf from 0/0)."""
+    ok = den > 0
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.full_like(num, default))
+
+
+def importance(a: Tensor, b: Tensor, c: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """(I_T, I_D) of §4.2: I_T = (1−λ)⟨g_T, g_λ⟩, I_D = λ⟨g_D, g_λ⟩ (so ΔL_λ ≈ −η(I_T + I_D))."""
+    ab = a * b * c
+    i_t = (1 - lam) * ((1 - lam) * a * a + lam * ab)
+    i_d = lam * ((1 - lam) * ab + lam * b * b)
+    return i_t, i_d
+
+
+def update_norm(a: Tensor, b: Tensor, c: Tensor, lam: Tensor) -> Tensor:
+    """‖g_λ‖ = sqrt((1−λ)²a² + 2λ(1−λ)·abc + λ²b²)."""
+    sq = (1 - lam) ** 2 * a * a + 2 * lam * (1 - lam) * a * b * c + lam * lam * b * b
+    return sq.clamp_min(0).sqrt()
+
+
+def dominance_bound(a: Tensor, b: Tensor, c: Tensor, rho: float = 1.0) -> Tensor:
+    """λ_ρ (§4.2): the smallest λ with I_D ≥ ρ·I_T.
+
+    With k = λb/((1−λ)a), I_D ≥ ρ·I_T ⟺ k² + c(1−ρ)k − ρ ≥ 0 ⟺ k ≥ k_ρ, the positive root
+    k_ρ = [c(ρ−1) + sqrt(c²(ρ−1)² + 4ρ)] / 2; then λ_ρ = k_ρ·a / (k_ρ·a + b). ρ = 1 gives a/(a+b).
+    """
+    k = (c * (rho - 1) + torch.sqrt(c * c * (rho - 1) ** 2 + 4 * rho)) / 2
+    return _div(k * a, k * a + b, 0.0)
+
+
+def decrease_interval(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """[λ_lo, λ_hi] (§4.3): both losses decrease to first order iff λ_lo ≤ λ ≤ λ_hi.
+
+    λ_lo = a|c|/(b + a|c|) and λ_hi = a/(a + b|c|) when c < 0; [0, 1] when c ≥ 0.
+    """
+    neg = (-c).clamp_min(0)
+    lo = _div(a * neg, b + a * neg, 0.0)
+    hi = _div(a, a + b * neg, 1.0)
+    return lo, hi
+
+
+def cone_bound(a: Tensor, b: Tensor, c: Tensor, psi0_deg: float) -> Tensor:
+    """λ_ψ0 (§5 C1 variant): the largest λ with cos(g_T, g_λ) ≥ cos ψ0.
+
+    λ_ψ0 = a·sin ψ0 / (a·sin ψ0 + b·sin(φ − ψ0)) when φ = arccos(c) > ψ0, else 1.
+    """
+    psi = torch.deg2rad(torch.as_tensor(psi0_deg, dtype=a.dtype, device=a.device))
+    phi = torch.arccos(c.clamp(-1, 1))
+    num = a * torch.sin(psi)
+    bound = _div(num, num + b * torch.sin(phi - psi), 1.0)
+    return torch.where(phi > psi, bound, torch.ones_like(bound))
+
+
+def controller_lambda(p: "GradientParams", a: Tensor, b: Tensor, c: Tensor, lam0: Tensor | float) -> dict[str, Tensor]:
+    """λ of the configured controller (§5) and the interval bounds, from the statistics a, b, c.
+
+    Returns {"lambda", "lambda_lo", "lambda_hi", "lambda_rho"} (+ "lambda_psi" with ψ0). The
+    clip [lambda_min, lambda_max] is applied last.
+    """
+    lo, hi = decrease_interval(a, b, c)
+    lam_rho = dominance_bound(a, b, c, p.rho)
+    lower = torch.maximum(lam_rho, lo)
+    out = {"lambda_lo": lo, "lambda_hi": hi, "lambda_rho": lam_rho}
+    if p.controller == "safe":
+        upper = hi
+        if p.psi0 is not None:
+            upper = cone_bound(a, b, c, p.psi0)
+            out["lambda_psi"] = upper
+        lam0_t = torch.as_tensor(lam0, dtype=a.dtype, device=a.device)
+        lam = torch.minimum(upper, torch.maximum(lower, lam0_t))  # task safety wins over dominance
+    elif p.controller == "task_max":
+        lam = torch.where(b * c < a, lower, hi)
+    elif p.controller == "ratio":
+        lam = _div(p.kappa * a, p.kappa * a + b, p.kappa / (1 + p.kappa))
+        if p.task_safe:
+            lam = torch.minimum(lam, hi)
+    else:  # cosine_gate
+        gate = c.clamp_min(0) if p.gate == "soft" else (c > 0).to(c.dtype)
+        w = p.w0 * gate
+        lam = w / (1 + w)
+    out["lambda"] = lam.clamp(p.lambda_min, p.lambda_max)
+    return out
+
+
+_CONTROLLER_OPTIONS = {
+    "rho": ("safe", "task_max"),
+    "psi0": ("safe",),
+    "kappa": ("ratio",),
+    "task_safe": ("ratio",),
+    "w0": ("cosine_gate",),
+    "gate": ("cosine_gate",),
+}
+
+
+class GradientParams(BalanceParams):
+    """Options of ``balance: {name: gradient, ...}`` (see docs/balance.md)."""
+
+    controller: Literal["safe", "task_max", "ratio", "cosine_gate"] = "safe"
+    over: Literal["logits", "head", "params"] = "logits"
+    lambda0: float | Literal["method"] = 0.9
+    rho: float = Field(1.0, gt=0)
+    psi0: float | None = Field(None, gt=0, le=90)
+    kappa: float = Field(1.0, gt=0)
+    task_safe: bool = False
+    w0: float = Field(9.0, ge=0)
+    gate: Literal["soft", "hard"] = "soft"
+    ema: float = Field(0.0, ge=0, lt=1)
+    lambda_min: float = Field(0.0, ge=0, le=1)
+    lambda_max: float = Field(1.0, ge=0, le=1)
+    every: int = Field(1, ge=1)
+    renormalise: bool = False
+
+    @field_validator("lambda0")
+    @classmethod
+    def _lambda0(cls, v: float | str) -> float | str:
+        if isinstance(v, float) and not 0.0 <= v <= 1.0:
+            raise ValueError(f"lambda0 must be in [0, 1] or 'method', got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GradientParams":
+        if self.lambda_min > self.lambda_max:
+            raise ValueError(f"lambda_min ({self.lambda_min}) must not exceed lambda_max ({self.lambda_max})")
+        for key, ctrls in _CONTROLLER_OPTIONS.items():
+            if key in self.model_fields_set and self.controller not in ctrls:
+                raise ValueError(f"option `{key}` applies only to controller {' / '.join(ctrls)}, not {self.controller!r}")
+        if "lambda0" in self.model_fields_set and self.controller != "safe" and not self.renormalise:
+            raise ValueError(f"option `lambda0` is used by controller 'safe' or with renormalise: true; controller {self.controller!r} ignores it")
+        return self
+
+
+def _grads(loss: Tensor, inputs: list[Tensor], retain: bool) -> list[Tensor | None]:
+    """∂loss/∂inputs, None for an input the loss does not reach (no error)."""
+    if not loss.requires_grad:
+        return [None] * len(inputs)
+    return list(torch.autograd.grad(loss, inputs, retain_graph=retain, allow_unused=True))
+
+
+def _flat(grads: list[Tensor]) -> Tensor:
+    """One flat vector of the gradients, in at least float32 (float64 stays float64)."""
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    return flat.to(torch.promote_types(flat.dtype, torch.float32))
+
+
+def _world() -> int:
+    import torch.distributed as tdist
+
+    return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
+
+
+@dataclass
+class _Groups:
+    """One learner's losses split for the convex form: loss = s·[(1−λ)·L̂_T + λ·L̂_D]."""
+
+    task: Tensor      # L̂_T = Σ_task w_k L_k / W_T
+    distill: Tensor   # L̂_D = Σ_distill w_k L_k / W_D
+    scale: Tensor | float  # s = W_T + W_D
+    lam_method: Tensor | float  # W_D / (W_T + W_D)
+    task_names: list[str]
+    distill_names: list[str]
+
+
+def _normalised(terms: dict[str, Tensor], weights: dict[str, Any]) -> tuple[Tensor, Tensor | float]:
+    """(Σ w_k L_k / W, W) with W = Σ w_k; the plain mean of the terms where W = 0."""
+    ws = [weights.get(k, 1.0) for k in terms]
+    total_w: Tensor | float = sum(ws)
+    if isinstance(total_w, Tensor):
+        ok = total_w > 0
+        safe = torch.where(ok, total_w, torch.ones_like(total_w))
+        norm = [torch.where(ok, w / safe, torch.full_like(safe, 1.0 / len(ws))) for w in ws]
+    else:
+        norm = [w / total_w for w in ws] if total_w > 0 else [1.0 / len(ws)] * len(ws)
+    loss = None
+    for v, w in zip(terms.values(), norm):
+        part = v * w
+        loss = part if loss is None else loss + part
+    return loss, total_w
+
+
+@register_balancer("gradient")
+class GradientBalance(Balancer):
+    """Per learner: loss = s·[(1−λ)·L̂_T + λ·L̂_D] with λ set each update from gradient statistics.
+
+    L̂_T / L̂_D are the method's task / distillation terms with the method's weights normalised
+    within each group, s = W_T + W_D is the method's total weight, so λ replaces only the
+    method's group balance W_D/(W_T+W_D). Statistics a, b, c come from gradients with respect to
+    the learner's logits (``over: logits``), its last Linear layer (``head``) or all its network
+    parameters (``params``, exact). See docs/balance.md.
+    """
+
+    Params = GradientParams
+    _SIG = ("a", "b", "dot", "c", "lambda", "renorm", "lambda_lo", "lambda_hi", "lambda_rho", "lambda_psi")
+
+    def __init__(self, params: GradientParams) -> None:
+        super().__init__(params)
+        self.state: dict[str, Tensor] = {}  # learner -> vector over _SIG
+        self._checked: set[tuple[str, frozenset[str]]] = set()
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"state": {k: v.detach().clone() for k, v in self.state.items()}}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.state = {k: v.clone() for k, v in state.get("state", {}).items()}
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _split(self, learner: str, terms: dict[str, Tensor], weights: dict[str, Any], task_terms: frozenset[str]) -> _Groups:
+        from adaptkd.config import ConfigError
+
+        t_names = [k for k in terms if k in task_terms]
+        d_names = [k for k in terms if k not in task_terms]
+        if not t_names or not d_names:
+            raise ConfigError(
+                f"field `balance.name`: balancer 'gradient' needs task terms ({sorted(task_terms)}) and distillation "
+                f"terms for every learner; learner {learner!r} returned only {sorted(terms)}. Use `balance: {{name: fixed}}`."
+            )
+        lt, wt = _normalised({k: terms[k] for k in t_names}, weights)
+        ld, wd = _normalised({k: terms[k] for k in d_names}, weights)
+        s = wt + wd
+        if isinstance(s, Tensor):
+            lam_m = _div(torch.as_tensor(wd, device=s.device, dtype=s.dtype), s, 0.0)
+        else:
+            lam_m = wd / s if s > 0 else 0.0
+        return _Groups(lt, ld, s, lam_m, t_names, d_names)
+
+    def _stat_inputs(self, learner: str, g: _Groups, terms: dict[str, Tensor], out: StepOut, ctx: BackwardContext) -> list[Tensor]:
+        """What the statistics differentiate with respect to (logits or head), checked once per term set."""
+        from adaptkd.config import ConfigError
+
+        over = self.params.over
+        if over == "logits":
+            z = out.logits.get(learner)
+            if z is None or not z.requires_grad:
+                raise ConfigError(f"field `balance.over`: 'logits' needs learner {learner!r}'s logits with gradient in the method's output; use over: params")
+            inputs, what = [z], f"logits of {learner!r}"
+        else:
+            net = ctx.networks.get(learner)
+            head_name = getattr(net, "head_name", None)
+            head = dict(net.named_modules()).get(head_name) if net is not None and head_name else None
+            if not isinstance(head, nn.Linear):
+                raise ConfigError(f"field `balance.over`: 'head' needs learner {learner!r}'s network with a `head_name` naming its last nn.Linear; use over: logits or params")
+            inputs = [p for p in head.parameters() if p.requires_grad]
+            what = f"last layer `{head_name}` of {learner!r}"
+        key = (learner, frozenset(terms))
+        if key not in self._checked:
+            unreached = [k for k in g.task_names + g.distill_names if all(x is None for x in _grads(terms[k], inputs, True))]
+            if unreached:
+                raise ConfigError(
+                    f"field `balance.over`: {over!r} measures gradients at the {what}, but term(s) {unreached} do not reach it "
+                    f"(feature-only terms). Use `balance.over: params` (exact, one extra backward per update)."
+                )
+            self._checked.add(key)
+        return inputs
+
+    def _update(self, learner: str, g: _Groups, a2: Tensor, b2: Tensor, dot: Tensor) -> None:
+        """New statistics → (EMA) → controller → stored state vector (kept when non-finite)."""
+        p = self.params
+        raw = torch.stack([a2, b2, dot])
+        if _world() > 1:
+            import torch.distributed as tdist
+
+            tdist.all_reduce(raw)
+            raw = raw / _world()
+        cur = torch.stack([raw[0].clamp_min(0).sqrt(), raw[1].clamp_min(0).sqrt(), raw[2]])
+        old = self.state.get(learner)
+        if old is None:
+            prev = torch.zeros_like(cur)
+            ok = torch.isfinite(cur).all()
+            sm = torch.where(ok, cur, prev)
+        else:
+            prev = old[:3]
+            ok = torch.isfinite(cur).all()
+            sm = torch.where(ok, p.ema * prev + (1 - p.ema) * cur if p.ema > 0 else cur, prev)
+        a, b, d = sm[0], sm[1], sm[2]
+        c = _div(d, a * b, 0.0).clamp(-1, 1)
+        lam0 = g.lam_method if p.lambda0 == "method" else p.lambda0
+        lam0 = torch.as_tensor(lam0, dtype=a.dtype, device=a.device)
+        res = controller_lambda(p, a, b, c, lam0)
+        lam = res["lambda"]
+        r = _div(update_norm(a, b, c, lam0), update_norm(a, b, c, lam), 1.0) if p.renormalise else torch.ones_like(lam)
+        psi = res.get("lambda_psi", torch.ones_like(lam))
+        self.state[learner] = torch.stack([a, b, d, c, lam, r, res["lambda_lo"], res["lambda_hi"], res["lambda_rho"], psi]).detach()
+
+    def _coefs(self, learner: str, g: _Groups) -> tuple[Tensor, Tensor]:
+        """(s·r·(1−λ), s·r·λ) from the stored state."""
+        st = self.state[learner]
+        lam, r = st[4], st[5]
+        sr = g.scale * r
+        return sr * (1 - lam), sr * lam
+
+    def _signals(self, learner: str, signals: dict[str, Tensor]) -> None:
+        st = self.state[learner]
+        names = ["a", "b", "c", "lambda", "lambda_lo", "lambda_hi", "lambda_rho"]
+        if self.params.psi0 is not None:
+            names.append("lambda_psi")
+        if self.params.renormalise:
+            names.append("renorm")
+        for n in names:
+            signals[f"balance/{learner}/{n}"] = st[self._SIG.index(n)]
+
+    # -- the step ------------------------------------------------------------------------------
+    def backward(self, out: StepOut, ctx: BackwardContext) -> dict[str, Tensor]:
+        p = self.params
+        signals: dict[str, Tensor] = {}
+        groups: dict[str, _Groups] = {}
+        for learner in ctx.stepping:
+            terms = out.losses.get(learner)
+            if terms:
+                groups[learner] = self._split(learner, terms, out.weights.get(learner, {}), ctx.task_terms)
+        if not groups:
+            return signals
+        due = [n for n in groups if n not in self.state or ctx.step % p.every == 0]
+        if p.over == "params" and due:
+            self._params_step(groups, due, ctx)
+        else:
+            for learner in due:
+                g = groups[learner]
+                inputs = self._stat_inputs(learner, g, out.losses[learner], out, ctx)
+                gt = [x for x in _grads(g.task, inputs, True) if x is not None]
+                gd = [x for x in _grads(g.distill, inputs, True) if x is not None]
+                ft, fd = _flat(gt), _flat(gd)
+                self._update(learner, g, ft.dot(ft), fd.dot(fd), ft.dot(fd))
+            total: Tensor | None = None
+            for learner, g in groups.items():
+                ct, cd = self._coefs(learner, g)
+                loss = ct * g.task + cd * g.distill
+                signals[f"loss/{learner}"] = loss.detach()
+                total = loss if total is None else total + loss
+            ctx.scale(total).backward()
+        for learner, g in groups.items():
+            self._signals(learner, signals)
+        return signals
+
+    def _params_step(self, groups: dict[str, _Groups], due: list[str], ctx: BackwardContext) -> None:
+        """Exact statistics over every network parameter: two autograd.grad per learner, no third backward.
+
+        Gradients are taken with respect to every stepping learner's network and method
+        parameters, so a learner's loss that reaches another learner contributes exactly as in
+        the plain backward; a, b, c use the learner's own network parameters only (method-owned
+        modules are excluded from the statistics, as in the spec, but still get their exact
+        gradient of the combined loss).
+        """
+        from adaptkd.config import ConfigError
+
+        if _world() > 1:
+            raise ConfigError("field `balance.over`: 'params' sets gradients directly and bypasses DDP's gradient "
+                              "synchronisation; in multi-process runs use over: logits or head")
+        inputs: list[nn.Parameter] = []
+        own: dict[str, list[int]] = {}
+        seen: dict[int, int] = {}
+        for learner in groups:
+            for plist, is_own in ((ctx.params.get(learner, []), True), (ctx.extra_params.get(learner, []), False)):
+                for prm in plist:
+                    if not prm.requires_grad:
+                        continue
+                    if id(prm) not in seen:
+                        seen[id(prm)] = len(inputs)
+                        inputs.append(prm)
+                    if is_own:
+                        own.setdefault(learner, []).append(seen[id(prm)])
+        unit = ctx.scale(torch.ones((), device=inputs[0].device)) if inputs else 1.0
+        acc: list[Tensor | None] = [None] * len(inputs)
+        names = list(groups)
+        for i, learner in enumerate(names):
+            g = groups[learner]
+            last = i == len(names) - 1
+            gt = _grads(ctx.scale(g.task), inputs, True)
+            gd = _grads(ctx.scale(g.distill), inputs, not last)
+            if learner in due:
+                idx = own.get(learner, [])
+                ft = _flat([gt[j] if gt[j] is not None else torch.zeros_like(inputs[j]) for j in idx]) / unit
+                fd = _flat([gd[j] if gd[j] is not None else torch.zeros_like(inputs[j]) for j in idx]) / unit
+                self._update(learner, g, ft.dot(ft), fd.dot(fd), ft.dot(fd))
+            ct, cd = self._coefs(learner, g)
+            for j, (xt, xd) in enumerate(zip(gt, gd)):
+                if xt is None and xd is None:
+                    continue
+                part = xt * ct.to(xt.dtype) if xt is not None else None
+                if xd is not None:
+                    part = xd * cd.to(xd.dtype) if part is None else part + xd * cd.to(xd.dtype)
+                acc[j] = part if acc[j] is None else acc[j] + part
+        for prm, grad in zip(inputs, acc):
+            if grad is None:
+                continue
+            prm.grad = grad if prm.grad is None else prm.grad + grad

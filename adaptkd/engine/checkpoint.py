@@ -160,4 +160,15 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source:
         if wrong:
             parts.append(f"{len(wrong)} shape mismatches (e.g. {wrong[:2]})")
         raise CheckpointError(f"checkpoint {source!r} does not fit model {arch!r}: " + "; ".join(parts))
+    # NaN anywhere, or ±inf in a parameter, is never a usable weight: refuse it here rather than
+    # stop at the first training step with non-finite outputs.
+    params = {k for k, _ in model.named_parameters()}
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            bad = torch.isnan(v) if k not in params else ~torch.isfinite(v)
+            if bool(bad.any()):
+                raise CheckpointError(
+                    f"checkpoint {source!r}: tensor {k!r} holds {int(bad.sum())} non-finite value(s) (NaN/Inf); "
+                    "the weights are unusable (was the run that wrote it diverging?)"
+                )
     model.load_state_dict(state, strict=True)

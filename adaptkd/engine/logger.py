@@ -34,13 +34,18 @@ class MetricsLog:
         self.enabled = enabled
         self._fh = None
         self._tb = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # type: ignore
+        # The TensorBoard writer is created at the first record, so a run refused while it
+        # starts (a bad resume checkpoint) leaves no event file behind.
+        self._tb_wanted = enabled and tensorboard
 
-                self._tb = SummaryWriter(log_dir=str(path.parent / "tb"))
-            except Exception:  # noqa: BLE001 - tensorboard is an optional extra
-                self._tb = None
+    def _open_tb(self) -> None:
+        self._tb_wanted = False
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # type: ignore
+
+            self._tb = SummaryWriter(log_dir=str(self.path.parent / "tb"))
+        except Exception:  # noqa: BLE001 - tensorboard is an optional extra
+            self._tb = None
 
     def truncate_after(self, epoch: int) -> None:
         """Keep only records with epoch ≤ ``epoch`` (and drop a torn last line)."""
@@ -54,20 +59,25 @@ class MetricsLog:
                 continue  # a line torn by a crash
             if int(rec.get("epoch", 0)) <= epoch:
                 keep.append(line)
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-        os.replace(tmp, self.path)
+        from adaptkd.engine.checkpoint import atomic_write_text
+
+        # temp file with a fresh random name (O_EXCL) + rename: never writes through a planted link
+        atomic_write_text(self.path, "".join(k + "\n" for k in keep))
 
     def write(self, record: dict[str, Any], *, sync: bool = False) -> None:
         if not self.enabled:
             return
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            # O_NOFOLLOW: a symlink planted at metrics.jsonl is refused, not written through.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self._fh.write(json.dumps(to_jsonable(record), sort_keys=False) + "\n")
         self._fh.flush()
         if sync:
             os.fsync(self._fh.fileno())
+        if self._tb_wanted:
+            self._open_tb()
         if self._tb is not None:
             step = int(record.get("step", record.get("epoch", 0)))
             prefix = "epoch/" if record.get("kind") == "epoch" else "step/"

@@ -15,11 +15,18 @@ __all__ = ["resolve_device", "resolve_precision", "autocast", "seed_everything",
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        from adaptkd.config import ConfigError
+    from adaptkd.config import ConfigError
 
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"field `run.device`: {spec!r} is not a device (expected auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"field `run.device`: {spec!r} requested but CUDA is not available here (use device=cpu or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"field `run.device`: {spec!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"field `run.device`: {spec!r} requested but MPS is not available here (use device=cpu or auto)")
     return dev
 
 

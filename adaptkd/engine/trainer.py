@@ -27,7 +27,8 @@ from adaptkd.engine.evaluate import evaluate_model
 from adaptkd.engine.logger import MetricsLog
 from adaptkd.engine.networks import build_network, count_params, freeze, state_size_bytes
 from adaptkd.engine.optim import build_optimizer, set_lr
-from adaptkd.engine.runtime import autocast, dist_info, resolve_device, resolve_precision, seed_everything
+from adaptkd.engine.runtime import (autocast, configure_backends, dist_info, maybe_compile, resolve_device,
+                                    resolve_precision, seed_everything)
 from adaptkd.methods import MethodContext, StepIn, StepOut, build_method
 from adaptkd.taps import FeatureTaps
 
@@ -45,22 +46,41 @@ class RunFolderError(RuntimeError):
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
 
 
-def prepare_run_dir(out: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> Path:
-    """Create (or reopen) a run folder without following symlinks planted in it."""
+def prepare_run_dir(out: str | os.PathLike[str], *, resume: bool, overwrite: bool, create: bool = True) -> Path:
+    """Check, then (``create=True``) create or reopen a run folder without following symlinks planted in it.
+
+    ``create=False`` only checks and touches nothing: the engine checks before it loads data and
+    builds networks and creates the folder once every input is validated, so a refused config
+    leaves no files behind. Creating removes the temp files of writes interrupted by a crash
+    (``.last.pt.*.tmp``, ...) and, for a fresh start, what a run stopped before its first
+    checkpoint left (``metrics.jsonl``, ``best.pt``, ``summary.json``; with ``overwrite``, ``last.pt`` too).
+    """
     path = Path(os.path.expanduser(str(out)))
     if path.is_symlink():
         raise RunFolderError(f"run folder {str(path)!r} is a symbolic link; refusing to write through it")
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"run folder {str(path)!r} exists and is not a folder")
     for name in RUN_FILES + ("tb", "report"):
         p = path / name
         if p.is_symlink():
             raise RunFolderError(f"{str(p)!r} is a symbolic link planted in the run folder; refusing to write through it")
+    if resume and not (path / "last.pt").is_file():
+        raise RunFolderError(
+            f"nothing to resume: {str(path / 'last.pt')!r} does not exist (the run stopped before its first "
+            "checkpoint, or run.out is wrong); start it again without --resume"
+        )
     if not resume and (path / "last.pt").exists() and not overwrite:
         raise RunFolderError(
             f"run folder {str(path)!r} already holds a run (last.pt); resume it with --resume, "
             "choose another run.out, or set run.overwrite=true"
         )
-    if not resume and overwrite:
+    if not create:
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        for stale in path.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    if not resume:
         for name in ("metrics.jsonl", "last.pt", "best.pt", "summary.json"):
             (path / name).unlink(missing_ok=True)
     return path
@@ -103,7 +123,9 @@ class Trainer:
         if self.precision == "bf16" and self.device.type == "cpu":
             pass  # CPU bf16 autocast is supported by torch; slower than fp32 on most CPUs
         seed_everything(rc.seed + self.dist.rank, rc.deterministic)
-        self.out = prepare_run_dir(rc.out, resume=resume, overwrite=rc.overwrite) if self.dist.is_main else Path(rc.out)
+        configure_backends(self.device, rc.deterministic)
+        # Checked now, created only after every input below is validated (a refused config writes nothing).
+        self.out = prepare_run_dir(rc.out, resume=resume, overwrite=rc.overwrite, create=False) if self.dist.is_main else Path(rc.out)
 
         # Data
         d = self.cfg.data
@@ -177,9 +199,17 @@ class Trainer:
         # Distributed wrapping (trainable learners only; frozen teachers are never wrapped)
         self.forward_nets: dict[str, nn.Module] = dict(self.networks)
         if self.dist.enabled:
-            from adaptkd.engine.distributed import wrap_learners
+            from adaptkd.engine.distributed import broadcast_state, wrap_learners
 
+            # Rank 0's method modules (projectors, attention) and frozen teachers on every rank;
+            # DDP itself copies rank 0's learners when it wraps them.
+            broadcast_state(self.method)
+            for name in self.frozen:
+                broadcast_state(self.networks[name])
             self.forward_nets.update(wrap_learners({n: self.networks[n] for n in self.learners}, self.device))
+        if rc.compile:  # after DDP: torch.compile of the DDP wrapper (the documented order)
+            for name in list(self.forward_nets):
+                self.forward_nets[name] = maybe_compile(self.forward_nets[name], name)
 
         # Optimisers: one per learner (its network + the method parameters assigned to it)
         extra = self.method.param_groups()
@@ -205,6 +235,8 @@ class Trainer:
         self.best_acc = -1.0
         self.nonfinite_skipped = 0
         self.history: list[dict[str, Any]] = []
+        if self.dist.is_main:
+            prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True)
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.dist.is_main,
                                   tensorboard=rc.tensorboard)
         if resume:
@@ -262,19 +294,46 @@ class Trainer:
         stepping = [n for n in self.learners if out.stepping is None or n in out.stepping]
         for opt in self.optims.values():
             opt.zero_grad(set_to_none=True)
+        if self.dist.enabled and out.stepping is not None:
+            self._check_stepping(stepping)
         checks = self._finite_checks(x, logits, out)
-        if self.cfg.run.nonfinite == "skip" and not bool(checks["all"]):
+        if self.cfg.run.nonfinite == "skip" and not bool(self._all_ranks(checks["all"])):
             self.nonfinite_skipped += 1
             return out, {}
         ctx = BackwardContext(params=self.params, extra_params=self.extra_params,
                               task_terms=self.method.task_terms, stepping=stepping, step=self.global_step,
-                              scale=self.scaler.scale)
+                              scale=self.scaler.scale, networks=self.networks)
         signals = self.balancer.backward(out, ctx)
+        if self.dist.enabled:  # DDP averages its learners' gradients; the method's own parameters here
+            from adaptkd.engine.distributed import average_grads
+
+            average_grads([p for n in stepping for p in self.extra_params[n]])
         for name in stepping:
             set_lr(self.optims[name], self.optim_cfgs[name], epoch, frac)
             self.scaler.step(self.optims[name])
         self.scaler.update()
         return out, signals
+
+    def _all_ranks(self, flag: Tensor) -> Tensor:
+        if not self.dist.enabled:
+            return flag
+        from adaptkd.engine.distributed import all_ranks_true
+
+        return all_ranks_true(flag)
+
+    def _check_stepping(self, stepping: list[str]) -> None:
+        """Under DDP every rank must step the same learners (else the gradient all-reduce of a
+        learner stepped on one rank only would wait forever): a clear error instead of a hang."""
+        from adaptkd.engine.distributed import mean_across_ranks
+
+        mask = torch.tensor([float(n in stepping) for n in self.learners], device=self.device)
+        agreed = mean_across_ranks(mask).tolist()
+        if any(0.0 < v < 1.0 for v in agreed):
+            split = [n for n, v in zip(self.learners, agreed) if 0.0 < v < 1.0]
+            raise RuntimeError(
+                f"method {self.cfg.method.name!r} chose to step {split} on some ranks but not on others; under DDP "
+                "the decision must be identical on every rank (reduce its statistics across ranks before deciding)"
+            )
 
     def _finite_checks(self, x: Tensor, logits: dict[str, Tensor], out: StepOut) -> dict[str, Tensor]:
         """Device-side finiteness flags; accumulated and read only at the logging interval."""
@@ -284,6 +343,12 @@ class Trainer:
         for learner, terms in out.losses.items():
             for term, v in terms.items():
                 named[f"{learner}.{term}"] = torch.isfinite(v.detach()).all()
+        for learner, ws in out.weights.items():  # adaptive weights (tensors) and float weights
+            for term, w in ws.items():
+                if isinstance(w, Tensor):
+                    named[f"{learner}.{term}.weight"] = torch.isfinite(w.detach()).all()
+                elif isinstance(w, float) and not math.isfinite(w):
+                    named[f"{learner}.{term}.weight"] = torch.zeros((), dtype=torch.bool, device=self.device)
         flags = torch.stack(list(named.values()))
         all_ok = flags.all()
         if not hasattr(self, "_bad_first"):
@@ -303,15 +368,22 @@ class Trainer:
         if self.cfg.run.nonfinite == "skip" or not getattr(self, "_bad_first", None):
             return
         keys = list(self._bad_first)
-        firsts = torch.stack([self._bad_first[k] for k in keys]).tolist()
+        firsts_t = torch.stack([self._bad_first[k] for k in keys])
+        if self.dist.enabled:  # every rank stops at once (no rank left waiting in a collective)
+            from adaptkd.engine.distributed import earliest_across_ranks
+
+            firsts_t = earliest_across_ranks(firsts_t)
+        firsts = firsts_t.tolist()
         bad = [(s, k) for k, s in zip(keys, firsts) if s >= 0]
         if bad:
             bad.sort()
             step, key = bad[0]
             where = f"epoch {self.epoch + 1}, step {step}"
+            kept = (f"the last good checkpoint {str(self.out / 'last.pt')!r} (epoch {self.epoch}) is kept"
+                    if self.epoch > 0 else "no checkpoint had been written yet (it stopped in epoch 1)")
             raise NonFiniteError(
                 f"non-finite value in `{key}` at {where} (also: {', '.join(k for _, k in bad[1:]) or 'none'}); "
-                f"training stopped; the last good checkpoint {str(self.out / 'last.pt')!r} (epoch {self.epoch}) is kept. "
+                f"training stopped; {kept}. "
                 "Lower the learning rate, check the data, or set run.nonfinite=skip to skip such steps."
             )
 
@@ -351,11 +423,7 @@ class Trainer:
                 self._raise_if_nonfinite()
                 now = time.perf_counter()
                 rec: dict[str, Any] = {"kind": "step", "epoch": epoch, "step": self.global_step}
-                for learner, terms in out.losses.items():
-                    for term, v in terms.items():
-                        rec[f"loss/{learner}/{term}"] = float(v.detach())
-                for k, v in {**signals, **out.signals}.items():
-                    rec[k] = v.detach().float().item() if v.numel() == 1 else v.detach().float().cpu().tolist()
+                rec.update(self._step_values(out, signals))
                 for learner, w in out.weights.items():
                     for term, val in w.items():
                         rec[f"weight/{learner}/{term}"] = float(val)
@@ -383,6 +451,42 @@ class Trainer:
             summary["nonfinite_skipped"] = self.nonfinite_skipped
         return summary
 
+    def _step_values(self, out: StepOut, signals: dict[str, Tensor]) -> dict[str, Any]:
+        """Loss terms and signals of the current step as Python numbers for ``metrics.jsonl``;
+        under DDP each is the mean over ranks (one all-reduce at the logging interval)."""
+        items = [(f"loss/{learner}/{term}", v) for learner, terms in out.losses.items() for term, v in terms.items()]
+        items += list({**signals, **out.signals}.items())
+        if not items:
+            return {}
+        if self.dist.enabled:
+            from adaptkd.engine.distributed import mean_across_ranks
+
+            flat = mean_across_ranks(torch.cat([v.detach().float().reshape(-1) for _, v in items]))
+            vals, i = flat.tolist(), 0
+            res: dict[str, Any] = {}
+            for k, v in items:
+                n = v.numel()
+                res[k] = vals[i] if n == 1 and v.dim() == 0 else vals[i : i + n]
+                i += n
+            return res
+        return {k: (v.detach().float().item() if v.numel() == 1 else v.detach().float().cpu().tolist()) for k, v in items}
+
+    def _epoch_end_values(self, epoch: int) -> dict[str, Any]:
+        """``method.epoch_end``; under DDP its numbers are averaged over ranks."""
+        vals = self.method.epoch_end(epoch)
+        if not self.dist.enabled:
+            return vals
+        from adaptkd.engine.distributed import gather_objects, mean_across_ranks
+
+        keys = [k for k, v in vals.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len({tuple(k) for k in gather_objects(keys)}) != 1:
+            raise RuntimeError(f"method {self.cfg.method.name!r} returned different epoch summaries on different ranks")
+        if keys:
+            mean = mean_across_ranks(torch.tensor([float(vals[k]) for k in keys], dtype=torch.float64,
+                                                  device=self.device)).tolist()
+            vals = {**vals, **dict(zip(keys, mean))}
+        return vals
+
     def _reduce(self, values: dict[str, Tensor], extra: Tensor) -> dict[str, float]:
         keys = list(values)
         flat = torch.cat([torch.stack([values[k].float().reshape(()) for k in keys]) if keys else torch.zeros(0, device=self.device), extra])
@@ -398,6 +502,11 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         res: dict[str, Any] = {}
         d = self.cfg.data
+        if self.dist.enabled:  # BatchNorm statistics drift per rank: evaluate rank 0's (the saved) model everywhere
+            from adaptkd.engine.distributed import broadcast_state
+
+            for name in self.learners:
+                broadcast_state(self.networks[name], buffers_only=True)
         for name in self.learners:
             m = evaluate_model(self.networks[name], self.data.test.x, self.data.test.y, self.eval_aug,
                                batch_size=d.eval_batch_size, device=self.device, num_classes=self.num_classes,
@@ -419,9 +528,7 @@ class Trainer:
             "method": self.cfg.method.name,
             "learners": list(self.learners),
         }
-        rng = {"torch": torch.get_rng_state(), "gen": self.gen.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        rng = self._rng_state()
         return {
             "format": FORMAT,
             "epoch": self.epoch,
@@ -438,6 +545,12 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "rng": rng,
         }
+
+    def _rng_state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), "gen": self.gen.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return rng
 
     def _load_resume(self) -> None:
         path = self.out / "last.pt"
@@ -456,10 +569,20 @@ class Trainer:
             o.load_state_dict(ckpt["optims"][n])
         if self.scaler.is_enabled() and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        self.gen.set_state(ckpt["rng"]["gen"].cpu() if self.device.type == "cpu" else ckpt["rng"]["gen"])
-        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        rng = ckpt["rng"]
+        ranks = ckpt.get("rng_ranks")
+        if self.dist.enabled:  # each rank continues its own random streams (augmentation, dropout)
+            if ranks and len(ranks) == self.dist.world_size:
+                rng = ranks[self.dist.rank]
+            else:
+                rng = None
+                self._log(f"resume: checkpoint written by {len(ranks) if ranks else 1} process(es), resuming with "
+                          f"{self.dist.world_size}: random streams restart from the seeds (not an exact continuation)")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"].cpu())
+            self.gen.set_state(rng["gen"].cpu() if self.device.type == "cpu" else rng["gen"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
         self.best_acc = float(ckpt["best_acc"])
@@ -468,9 +591,16 @@ class Trainer:
         self._log(f"resumed from {path} at epoch {self.epoch} (step {self.global_step})")
 
     def save(self, best: bool) -> None:
+        ranks = None
+        if self.dist.enabled:  # collective: every rank hands rank 0 its RNG state
+            from adaptkd.engine.distributed import gather_objects
+
+            ranks = gather_objects({k: v for k, v in self._rng_state().items()})
         if not self.dist.is_main:
             return
         state = self.state_dict()
+        if ranks is not None:
+            state["rng_ranks"] = ranks
         if best:
             atomic_save(state, self.out / "best.pt")
         atomic_save(state, self.out / "last.pt")
@@ -494,7 +624,7 @@ class Trainer:
                     train = self.train_epoch(epoch, progress=prog.update)
                     self._raise_if_nonfinite()
                     rec: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": self.global_step, **train}
-                    for k, v in self.method.epoch_end(epoch).items():
+                    for k, v in self._epoch_end_values(epoch).items():
                         rec[k] = v
                     if epoch % self.cfg.run.eval_every == 0 or epoch == epochs:
                         ev = self.evaluate()

@@ -1,0 +1,131 @@
+"""Layer-level query/key attention shared by ``afd`` and ``rtk`` (``specs/rtk.md`` §2.2, §4).
+
+One side's layers ask (queries), the other side's layers answer (keys):
+
+* query of layer i: ``BN(Linear(GAP(f_i)))`` — no ReLU;
+* key of layer j: ``ReLU(BN(Linear(GAP(f_j))))``;
+* a bilinear map per *query* layer from one ``Linear(d → d·n_q)`` + ``BatchNorm1d`` applied to every
+  key (the BatchNorm sees the ``B·n_k`` stacked keys): ``k̃_{j,i}``;
+* learnable layer-position embeddings ``p_q [n_q, d]``, ``p_k [n_k, d]`` (Xavier normal);
+* logits ``e[b, i, j] = (q_i · k̃_{j,i} + p_i · p_j) / √d`` and the softmax over keys ``j``.
+
+AFD: queries = teacher layers, keys = student layers. RTK (default orientation): queries =
+student layers, keys = teacher layers. Module names are the same in both, so an RTK run with
+``orientation: teacher_query`` has exactly AFD's parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adaptkd.methods.base import MethodContext
+
+
+class _Proj(nn.Module):
+    """``Linear → BatchNorm1d (→ ReLU)``."""
+
+    def __init__(self, cin: int, cout: int, relu: bool) -> None:
+        super().__init__()
+        self.linear = nn.Linear(cin, cout)
+        self.bn = nn.BatchNorm1d(cout)
+        self.relu = relu
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.bn(self.linear(x))
+        return F.relu(y) if self.relu else y
+
+
+class LayerAttention(nn.Module):
+    """Attention of ``n_q`` query layers over ``n_k`` key layers → ``[B, n_q, n_k]``.
+
+    Args:
+        query_channels: channel count of each query-side feature.
+        key_channels: channel count of each key-side feature.
+        qk_dim: ``d``, the query/key width (AFD: 128).
+    """
+
+    def __init__(self, query_channels: Sequence[int], key_channels: Sequence[int], qk_dim: int = 128) -> None:
+        super().__init__()
+        self.n_q, self.n_k, self.qk_dim = len(query_channels), len(key_channels), int(qk_dim)
+        d = self.qk_dim
+        self.query = nn.ModuleList([_Proj(c, d, relu=False) for c in query_channels])
+        self.key = nn.ModuleList([_Proj(c, d, relu=True) for c in key_channels])
+        self.bilinear = _Proj(d, d * self.n_q, relu=False)
+        self.pos_query = nn.Parameter(torch.empty(self.n_q, d))
+        self.pos_key = nn.Parameter(torch.empty(self.n_k, d))
+        nn.init.xavier_normal_(self.pos_query)
+        nn.init.xavier_normal_(self.pos_key)
+
+    def logits(self, query_feats: Sequence[Tensor], key_feats: Sequence[Tensor]) -> Tensor:
+        """Attention logits ``e [B, n_q, n_k]`` from ``[B, C, H, W]`` features."""
+        b = query_feats[0].shape[0]
+        q = torch.stack([p(f.mean((2, 3))) for p, f in zip(self.query, query_feats)], dim=1)  # [B, n_q, d]
+        k = torch.stack([p(f.mean((2, 3))) for p, f in zip(self.key, key_feats)], dim=1)  # [B, n_k, d]
+        kt = self.bilinear(k.reshape(b * self.n_k, self.qk_dim)).view(b, self.n_k, self.n_q, self.qk_dim)
+        e = torch.einsum("bkqd,bqd->bqk", kt, q) + self.pos_query @ self.pos_key.t()
+        return e / math.sqrt(self.qk_dim)
+
+    def forward(self, query_feats: Sequence[Tensor], key_feats: Sequence[Tensor]) -> Tensor:
+        """Attention weights ``[B, n_q, n_k]``: softmax over the key layers."""
+        return F.softmax(self.logits(query_feats, key_feats), dim=2)
+
+
+def default_taps(ctx: MethodContext, network: str, given: list[str] | None, option: str) -> list[str]:
+    """The taps named in the config, else the zoo model's ``tap_blocks`` (clear error otherwise)."""
+    if given:
+        return list(given)
+    net = ctx.networks[network]
+    blocks = getattr(net, "tap_blocks", None)
+    if not blocks:
+        raise ValueError(
+            f"method option `{option}`: network {network!r} ({type(net).__name__}) has no `tap_blocks`; "
+            f"list the module paths to tap in `{option}` (see adaptkd.taps.list_taps)"
+        )
+    return list(blocks)
+
+
+def probe_shapes(ctx: MethodContext, network: str, taps: list[str], option: str) -> list[tuple[int, int, int]]:
+    """``(C, H, W)`` of each tap of ``network`` on the sample input; 4-D features only."""
+    try:
+        feats = ctx.probe_features(network, taps)
+    except KeyError as exc:
+        raise ValueError(f"method option `{option}`: {exc.args[0]}") from None
+    shapes = []
+    for name in taps:
+        f = feats.get(name)
+        if not isinstance(f, Tensor) or f.dim() != 4:
+            got = tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
+            raise ValueError(
+                f"method option `{option}`: tap {name!r} of {network!r} gives {got}; feature distillation "
+                "needs [B, C, H, W] feature maps (tap a convolutional block)"
+            )
+        shapes.append((int(f.shape[1]), int(f.shape[2]), int(f.shape[3])))
+    return shapes
+
+
+def gather(feats: dict[str, Tensor], taps: list[str], relu: bool, detach: bool = False) -> list[Tensor]:
+    """The tapped features in tap order (ReLU applied when asked; detached for teachers)."""
+    out = [feats[n].detach() if detach else feats[n] for n in taps]
+    return [F.relu(f) for f in out] if relu else out
+
+
+def require_batch(x: Tensor) -> None:
+    """BatchNorm1d in training mode needs two samples (a static shape check, no sync)."""
+    if x.shape[0] < 2:
+        raise ValueError(
+            "feature attention (BatchNorm1d) needs batches of at least 2 samples; "
+            "set data.drop_last: true so that no 1-sample batch is formed"
+        )
+
+
+def require_one_teacher(method: str, cfg) -> None:
+    """Config-time check: feature methods distil from exactly one teacher."""
+    from adaptkd.config import ConfigError
+
+    if len(cfg.teachers) != 1:
+        raise ConfigError(f"field `teachers`: method {method!r} distils features from exactly one teacher, got {len(cfg.teachers)}")

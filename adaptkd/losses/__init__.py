@@ -10,3 +10,5 @@ __all__ = ["kd_loss", "dkd_loss"]
 __all__ += ["dtkd_temperatures", "dtkd_loss", "dtkd_loss_parts", "dtkd_guarded", "dtkd_sharpness", "DTKDParts"]
 from adaptkd.losses.features import afd_loss, attention_map_distances, hint_loss, rtk_influence, rtk_loss, select_keys, spatial_attention  # noqa: E402,E501
 __all__ += ["spatial_attention", "attention_map_distances", "afd_loss", "rtk_influence", "select_keys", "rtk_loss", "hint_loss"]
+from adaptkd.losses.tokens import standardize, teacher_drop_weights, unic_token_loss  # noqa: E402
+__all__ += ["unic_token_loss", "teacher_drop_weights", "standardize"]

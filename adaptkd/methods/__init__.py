@@ -17,6 +17,7 @@ from adaptkd.methods.base import (
 from adaptkd.methods import ce as _ce  # noqa: F401,E402
 from adaptkd.methods import kd as _kd  # noqa: F401,E402
 from adaptkd.methods import dkd as _dkd  # noqa: F401,E402
+from adaptkd.methods import unic as _unic  # noqa: F401,E402
 from adaptkd.methods import afd as _afd  # noqa: F401,E402
 from adaptkd.methods import rtk as _rtk  # noqa: F401,E402
 from adaptkd.methods import fitnet as _fitnet  # noqa: F401,E402

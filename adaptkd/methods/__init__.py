@@ -23,6 +23,8 @@ from adaptkd.methods import rtk as _rtk  # noqa: F401,E402
 from adaptkd.methods import fitnet as _fitnet  # noqa: F401,E402
 from adaptkd.methods import compose as _compose  # noqa: F401,E402
 from adaptkd.methods import dtkd as _dtkd  # noqa: F401,E402
+from adaptkd.methods import switokd as _switokd  # noqa: F401,E402
+from adaptkd.methods import dml as _dml  # noqa: F401,E402
 
 __all__ = [
     "Method",

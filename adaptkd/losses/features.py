@@ -127,7 +127,7 @@ def select_keys(
     with torch.no_grad():
         infl = influence.detach()
         if rule == "fixed":
-            thr = torch.as_tensor(1.0 / n if threshold is None else float(threshold), dtype=infl.dtype, device=infl.device)
+            thr = 1.0 / n if threshold is None else float(threshold)  # a Python float: no host-to-device copy
         elif rule == "relative":
             factor = 1.0 if threshold is None else float(threshold)
             if relative_to == "mean":
@@ -144,7 +144,7 @@ def select_keys(
         else:
             raise ValueError(f"select_keys: rule must be 'fixed', 'relative' or 'top_m', got {rule!r}")
         keep = infl >= thr
-        best = F.one_hot(infl.argmax(-1), n).bool()
+        best = torch.zeros_like(keep).scatter_(-1, infl.argmax(-1, keepdim=True), True)
         empty = ~keep.any(-1, keepdim=True)
         return keep | (empty & best)
 

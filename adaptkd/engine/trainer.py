@@ -336,39 +336,63 @@ class Trainer:
             )
 
     def _finite_checks(self, x: Tensor, logits: dict[str, Tensor], out: StepOut) -> dict[str, Tensor]:
-        """Device-side finiteness flags; accumulated and read only at the logging interval."""
-        named: dict[str, Tensor] = {"input": torch.isfinite(x).all()}
-        for n, v in logits.items():
-            named[f"{n}.logits"] = torch.isfinite(v).all()
+        """Device-side finiteness flags; accumulated and read only at the logging interval.
+
+        Whole tensors (input, logits) get one ``isfinite().all()`` each; the 0-d loss terms and
+        tensor weights are stacked and checked in one op; the "first non-finite step" per name is
+        one vector updated by a few ops per step, however many terms the method returns.
+        """
+        keys: list[str] = ["input", *(f"{n}.logits" for n in logits)]
+        flags: list[Tensor] = [torch.isfinite(x).all(), *(torch.isfinite(v).all() for v in logits.values())]
+        scalar_keys: list[str] = []
+        scalars: list[Tensor] = []
+
+        def add(key: str, v: Tensor) -> None:
+            if v.dim() == 0:
+                scalar_keys.append(key)
+                scalars.append(v.detach())
+            else:
+                keys.append(key)
+                flags.append(torch.isfinite(v.detach()).all())
+
         for learner, terms in out.losses.items():
             for term, v in terms.items():
-                named[f"{learner}.{term}"] = torch.isfinite(v.detach()).all()
+                add(f"{learner}.{term}", v)
         for learner, ws in out.weights.items():  # adaptive weights (tensors) and float weights
             for term, w in ws.items():
                 if isinstance(w, Tensor):
-                    named[f"{learner}.{term}.weight"] = torch.isfinite(w.detach()).all()
+                    add(f"{learner}.{term}.weight", w)
                 elif isinstance(w, float) and not math.isfinite(w):
-                    named[f"{learner}.{term}.weight"] = torch.zeros((), dtype=torch.bool, device=self.device)
-        flags = torch.stack(list(named.values()))
-        all_ok = flags.all()
-        if not hasattr(self, "_bad_first"):
-            self._bad_first: dict[str, Tensor] = {}
-        if not hasattr(self, "_step_dev"):
-            self._step_dev = torch.full((), self.global_step, dtype=torch.long, device=self.device)
-        step_t = self._step_dev
-        for key, ok in named.items():
-            prev = self._bad_first.get(key)
-            if prev is None:
-                prev = torch.full((), -1, dtype=torch.long, device=self.device)
-            self._bad_first[key] = torch.where((prev < 0) & ~ok, step_t, prev)
-        self._step_dev += 1
-        return {"all": all_ok}
+                    keys.append(f"{learner}.{term}.weight")
+                    flags.append(torch.zeros((), dtype=torch.bool, device=self.device))
+        flag_t = torch.stack(flags)
+        if scalars:
+            keys += scalar_keys
+            flag_t = torch.cat([flag_t, torch.isfinite(torch.stack(scalars).to(self.device))])
+        key_t = tuple(keys)
+        if key_t != getattr(self, "_bad_keys", None):  # first step, or the method's terms changed
+            self._bad_first = self._nonfinite_record()
+            never = torch.full((), -1, dtype=torch.long, device=self.device)
+            prev = torch.stack([self._bad_first.get(k, never) for k in keys])
+            self._bad_keys = key_t
+        else:
+            prev = self._bad_vec
+        self._bad_vec = torch.where((prev < 0) & ~flag_t, self.global_step, prev)
+        return {"all": flag_t.all()}
+
+    def _nonfinite_record(self) -> dict[str, Tensor]:
+        """{name: first step at which it was non-finite (-1: never)} as device tensors."""
+        rec = dict(getattr(self, "_bad_first", {}))
+        for i, k in enumerate(getattr(self, "_bad_keys", ())):
+            rec[k] = self._bad_vec[i]
+        return rec
 
     def _raise_if_nonfinite(self) -> None:
-        if self.cfg.run.nonfinite == "skip" or not getattr(self, "_bad_first", None):
+        record = self._nonfinite_record()
+        if self.cfg.run.nonfinite == "skip" or not record:
             return
-        keys = list(self._bad_first)
-        firsts_t = torch.stack([self._bad_first[k] for k in keys])
+        keys = list(record)
+        firsts_t = torch.stack([record[k] for k in keys])
         if self.dist.enabled:  # every rank stops at once (no rank left waiting in a collective)
             from adaptkd.engine.distributed import earliest_across_ranks
 

@@ -370,16 +370,13 @@ class GradientBalance(Balancer):
         self.state = {k: v.clone() for k, v in state.get("state", {}).items()}
 
     # -- helpers -------------------------------------------------------------------------------
-    def _split(self, learner: str, terms: dict[str, Tensor], weights: dict[str, Any], task_terms: frozenset[str]) -> _Groups:
-        from adaptkd.config import ConfigError
-
+    @staticmethod
+    def _split(terms: dict[str, Tensor], weights: dict[str, Any], task_terms: frozenset[str]) -> _Groups | None:
+        """The convex-form groups, or None when the learner has terms of one group only."""
         t_names = [k for k in terms if k in task_terms]
         d_names = [k for k in terms if k not in task_terms]
         if not t_names or not d_names:
-            raise ConfigError(
-                f"field `balance.name`: balancer 'gradient' needs task terms ({sorted(task_terms)}) and distillation "
-                f"terms for every learner; learner {learner!r} returned only {sorted(terms)}. Use `balance: {{name: fixed}}`."
-            )
+            return None
         lt, wt = _normalised({k: terms[k] for k in t_names}, weights)
         ld, wd = _normalised({k: terms[k] for k in d_names}, weights)
         s = wt + wd
@@ -469,15 +466,23 @@ class GradientBalance(Balancer):
         p = self.params
         signals: dict[str, Tensor] = {}
         groups: dict[str, _Groups] = {}
+        plain: dict[str, Tensor] = {}  # learners with task terms only or distillation terms only
         for learner in ctx.stepping:
             terms = out.losses.get(learner)
-            if terms:
-                groups[learner] = self._split(learner, terms, out.weights.get(learner, {}), ctx.task_terms)
-        if not groups:
+            if not terms:
+                continue
+            weights = out.weights.get(learner, {})
+            g = self._split(terms, weights, ctx.task_terms)
+            if g is None:
+                plain[learner] = weighted_sum(terms, weights)
+                signals[f"loss/{learner}"] = plain[learner].detach()
+            else:
+                groups[learner] = g
+        if not groups and not plain:
             return signals
         due = [n for n in groups if n not in self.state or ctx.step % p.every == 0]
         if p.over == "params" and due:
-            self._params_step(groups, due, ctx)
+            self._params_step(groups, plain, due, ctx)
         else:
             for learner in due:
                 g = groups[learner]
@@ -487,17 +492,19 @@ class GradientBalance(Balancer):
                 ft, fd = _flat(gt), _flat(gd)
                 self._update(learner, g, ft.dot(ft), fd.dot(fd), ft.dot(fd))
             total: Tensor | None = None
+            for learner, loss in plain.items():
+                total = loss if total is None else total + loss
             for learner, g in groups.items():
                 ct, cd = self._coefs(learner, g)
                 loss = ct * g.task + cd * g.distill
                 signals[f"loss/{learner}"] = loss.detach()
                 total = loss if total is None else total + loss
             ctx.scale(total).backward()
-        for learner, g in groups.items():
+        for learner in groups:
             self._signals(learner, signals)
         return signals
 
-    def _params_step(self, groups: dict[str, _Groups], due: list[str], ctx: BackwardContext) -> None:
+    def _params_step(self, groups: dict[str, _Groups], plain: dict[str, Tensor], due: list[str], ctx: BackwardContext) -> None:
         """Exact statistics over every network parameter: two autograd.grad per learner, no third backward.
 
         Gradients are taken with respect to every stepping learner's network and method
@@ -514,7 +521,7 @@ class GradientBalance(Balancer):
         inputs: list[nn.Parameter] = []
         own: dict[str, list[int]] = {}
         seen: dict[int, int] = {}
-        for learner in groups:
+        for learner in list(groups) + list(plain):
             for plist, is_own in ((ctx.params.get(learner, []), True), (ctx.extra_params.get(learner, []), False)):
                 for prm in plist:
                     if not prm.requires_grad:
@@ -526,6 +533,10 @@ class GradientBalance(Balancer):
                         own.setdefault(learner, []).append(seen[id(prm)])
         unit = ctx.scale(torch.ones((), device=inputs[0].device)) if inputs else 1.0
         acc: list[Tensor | None] = [None] * len(inputs)
+        for loss in plain.values():  # one plain gradient each, accumulated like a backward
+            for j, x in enumerate(_grads(ctx.scale(loss), inputs, True)):
+                if x is not None:
+                    acc[j] = x if acc[j] is None else acc[j] + x
         names = list(groups)
         for i, learner in enumerate(names):
             g = groups[learner]

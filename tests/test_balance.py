@@ -522,12 +522,17 @@ def test_online_learners_get_their_own_lambda_and_exact_cross_gradients():
     assert_grads(params, want)
 
 
-def test_methods_without_both_groups_are_refused():
-    net = Tiny()
-    x, y, _ = kd_problem(0)
-    out = StepOut(losses={"student": {"ce": F.cross_entropy(net(x), y)}}, logits={"student": net(x)})
-    with pytest.raises(ConfigError, match="needs task terms"):
-        build_balancer("gradient", {}).backward(out, context({"student": net}))
+@pytest.mark.parametrize("over", ["logits", "params"])
+def test_a_learner_with_one_group_only_gets_the_plain_weighted_sum(over):
+    """E.g. method ce, or FitNet's hint-only stage: nothing to balance, FixedBalance's gradient."""
+    x, y, t = kd_problem(9)
+    a, b = Tiny(seed=5), Tiny(seed=5)
+    outs = [StepOut(losses={"student": {"kd": kd_loss(n(x), t, 4.0)}}, weights={"student": {"kd": 0.7}},
+                    logits={"student": n(x)}) for n in (a, b)]
+    FixedBalance(FixedBalance.Params()).backward(outs[0], context({"student": a}))
+    sig = build_balancer("gradient", {"over": over}).backward(outs[1], context({"student": b}))
+    assert not any(k.startswith("balance/") for k in sig)
+    assert_grads(list(b.parameters()), [p.grad for p in a.parameters()], rtol=1e-12)
 
 
 def test_bad_options_are_refused_by_the_config_loader(tmp_path):
@@ -557,3 +562,57 @@ def test_end_to_end_kd_with_gradient_balance_logs_lambda(tmp_path, teacher_ckpt,
         assert lo - 1e-6 <= lam <= hi + 1e-6 and r["balance/student/a"] > 0 and -1 <= r["balance/student/c"] <= 1
     epoch = [r for r in recs if r["kind"] == "epoch"][0]
     assert 0 <= epoch["train/balance/student/lambda"] <= 1
+
+
+def _ddp_worker(rank: int, world: int, init: str, result: str) -> None:
+    import torch.distributed as tdist
+
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        net = Tiny(seed=0)
+        ddp = nn.parallel.DistributedDataParallel(net)
+        x, y, t = kd_problem(40 + rank)
+        bal = build_balancer("gradient", {"controller": "ratio"})
+        sig = bal.backward(kd_out(ddp, x, y, t), context({"student": net}))
+        refused = ""
+        try:
+            build_balancer("gradient", {"over": "params"}).backward(kd_out(ddp, x, y, t), context({"student": net}))
+        except ConfigError as exc:
+            refused = str(exc)
+        if rank == 0:
+            torch.save({"lambda": sig["balance/student/lambda"], "grads": [p.grad for p in net.parameters()],
+                        "refused": refused}, result)
+        tdist.barrier()
+        if rank == 1:
+            torch.save({"lambda": sig["balance/student/lambda"], "grads": [p.grad for p in net.parameters()],
+                        "refused": refused}, result + ".1")
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_multi_process_statistics_are_averaged_over_ranks(tmp_path):
+    """Two gloo processes under DDP: both use one λ, from the rank-averaged (a², b², ⟨g_T,g_D⟩)."""
+    import torch.multiprocessing as mp
+
+    res = str(tmp_path / "res.pt")
+    mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path / 'pg'}", res), nprocs=2, join=True)
+    r0, r1 = torch.load(res), torch.load(res + ".1")
+    assert float(r0["lambda"]) == float(r1["lambda"])
+    assert "multi-process" in r0["refused"] and "multi-process" in r1["refused"]
+    stats, parts = [], []
+    for rank in range(2):
+        net = Tiny(seed=0)
+        x, y, t = kd_problem(40 + rank)
+        out = kd_out(net, x, y, t)
+        lt, ld = out.losses["student"]["ce"], out.losses["student"]["kd"]
+        a, b, c = direct_stats(lt, ld, [out.logits["student"]])
+        stats.append(torch.stack([a * a, b * b, a * b * c]))
+        parts.append((grads0(lt, list(net.parameters())), grads0(ld, list(net.parameters()))))
+    m = torch.stack(stats).mean(0)
+    lam = m[0].sqrt() / (m[0].sqrt() + m[1].sqrt())  # ratio, κ = 1
+    assert math.isclose(float(r0["lambda"]), float(lam), rel_tol=1e-12)
+    for i, g in enumerate(r0["grads"]):
+        want = sum((1 - lam) * p[0][i] + lam * p[1][i] for p in parts) / 2
+        assert torch.allclose(g, want, rtol=1e-9, atol=1e-14)
+        assert torch.equal(g, r1["grads"][i])

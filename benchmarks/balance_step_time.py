@@ -1,0 +1,120 @@
+"""Training-step time of GradientBalance relative to FixedBalance, measured in one process.
+
+One engine per balancer setting (same networks, data and method ``kd``) takes training steps
+(``Trainer.train_step``: augmentation, frozen-teacher forward, student forward, method, balancer
+backward, optimiser step) on the same batch, in rotating order, each step timed on its own; the
+medians after a warm-up are compared with FixedBalance's. Rotating the order cancels slow drifts
+of a shared machine. On the CPU each step is timed twice: wall clock, and the process's CPU time
+(``time.process_time``), which on a crowded machine is the steadier measure of the work done
+(single-threaded, the process's CPU time is the step's compute).
+
+Settings: ``fixed``; ``gradient`` over ``logits`` (every step); over ``head`` (every step); over
+``params`` updating λ every 10 steps; over ``params`` every step.
+
+    python benchmarks/balance_step_time.py                          # resnet32x4 -> resnet8x4, batch 64
+    python benchmarks/balance_step_time.py --teacher cnn_medium --student cnn_small --steps 60
+
+Single-threaded CPU by default (``--threads``); the teacher is randomly initialised (speed only).
+Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adaptkd.engine.trainer import Trainer  # noqa: E402
+
+SETTINGS = {
+    "fixed": {"name": "fixed"},
+    "logits": {"name": "gradient", "over": "logits"},
+    "head": {"name": "gradient", "over": "head"},
+    "params/10": {"name": "gradient", "over": "params", "every": 10},
+    "params/1": {"name": "gradient", "over": "params", "every": 1},
+}
+
+
+def config(balance: dict, args: argparse.Namespace, out: str) -> dict:
+    return {
+        "data": {"name": "synthetic", "image_size": args.image_size, "num_classes": args.classes,
+                 "train_size": args.batch * 2, "test_size": args.batch, "batch_size": args.batch},
+        "student": {"arch": args.student},
+        "teachers": [{"arch": args.teacher, "random_init": True}],
+        "method": {"name": "kd"},
+        "balance": balance,
+        "optim": {"name": "sgd", "lr": 0.01, "epochs": 1},
+        "run": {"out": out, "seed": 0, "device": args.device, "progress": False, "latency": False,
+                "tensorboard": False, "log_every": 10**9, "threads": args.threads},
+    }
+
+
+def step_times(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    names = list(SETTINGS)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {n: Trainer(config(SETTINGS[n], args, f"{tmp}/{i}"), log=lambda s: None) for i, n in enumerate(names)}
+        first = trainers[names[0]]
+        xb, yb = first.data.train.x[: args.batch], first.data.train.y[: args.batch]
+        for tr in trainers.values():
+            for n in tr.learners:
+                tr.networks[n].train()
+        sync = torch.cuda.synchronize if first.device.type == "cuda" else (lambda: None)
+        wall: dict[str, list[float]] = {n: [] for n in names}
+        cpu: dict[str, list[float]] = {n: [] for n in names}
+        for i in range(args.warmup + args.steps):
+            k = i % len(names)
+            for n in names[k:] + names[:k]:
+                tr = trainers[n]
+                t0, c0 = time.perf_counter(), time.process_time()
+                tr.train_step(xb, yb, 1, 0.0)
+                sync()
+                dt, dc = time.perf_counter() - t0, time.process_time() - c0
+                tr.global_step += 1  # as train_epoch does: drives `every`
+                if i >= args.warmup:
+                    wall[n].append(dt)
+                    cpu[n].append(dc)
+        return wall, cpu
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default="resnet32x4")
+    p.add_argument("--student", default="resnet8x4")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--classes", type=int, default=100)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=30, help="timed steps per setting (use a multiple of 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per setting")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    wall, cpu = step_times(args)
+    print(f"kd, {args.teacher} -> {args.student}, batch {args.batch}, {args.classes} classes, {args.image_size}px, "
+          f"device {args.device}, {args.threads} thread(s), {args.steps} timed steps each after {args.warmup} "
+          f"warm-up (rotating order), torch {torch.__version__}\n")
+    tables = [("wall clock", wall)] + ([("process CPU time", cpu)] if args.device == "cpu" else [])
+    for label, st in tables:
+        med = {n: statistics.median(v) for n, v in st.items()}
+        mean = {n: statistics.fmean(v) for n, v in st.items()}
+        q = {n: statistics.quantiles(v, n=4) for n, v in st.items()}
+        print(f"{label}:\n")
+        print("| balancer | step median (ms) | IQR (ms) | median / fixed | mean / fixed |")
+        print("|---|---|---|---|---|")
+        for n in st:
+            print(f"| {n} | {med[n] * 1e3:.1f} | {q[n][0] * 1e3:.1f}–{q[n][2] * 1e3:.1f} | "
+                  f"{med[n] / med['fixed']:.3f} | {mean[n] / mean['fixed']:.3f} |")
+        print()
+    print("`params/10`: the median is an ordinary step (9 of 10 steps); the mean includes the update steps.")
+
+
+if __name__ == "__main__":
+    main()

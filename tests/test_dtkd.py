@@ -288,6 +288,10 @@ def test_term_registry_and_config_errors(tmp_path):
         load([{"loss": "kd", "weight": -1}])
     with pytest.raises(ConfigError, match=r"method\.terms"):
         load([])
+    with pytest.raises(ConfigError, match=r"method\.terms\.0\.loss`: required"):
+        load([{"weight": 1.0}])
+    with pytest.raises(ConfigError, match=r"method\.terms\.0\.name"):
+        load([{"loss": "kd", "name": "a/b"}])
     with pytest.raises(ConfigError, match=r"`teachers`.*dtkd need a teacher"):
         load([{"loss": "dtkd"}, {"loss": "ce"}], teachers=[])
     assert load([{"loss": "ce", "label_smoothing": 0.1}], teachers=[]).method.name == "compose"

@@ -42,7 +42,7 @@ class LossTerm(MethodParams):
     loss: str
     weight: float = Field(1.0, ge=0)
     warmup_epochs: float = Field(0.0, ge=0)
-    name: str | None = Field(None, min_length=1)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
 
     #: a task term (the balancer's "task" side) rather than a distillation term
     task: ClassVar[bool] = False
@@ -90,6 +90,8 @@ def _validate_term(value: Any, _handler: Any) -> LossTerm:
         return value
     if not isinstance(value, dict):
         raise _error("term_mapping", "expected a mapping with a `loss` key, such as {loss: kd, weight: 1.0}", (), value)
+    if "loss" not in value:
+        raise _error("missing", "required, but missing", ("loss",), None)
     name = value.get("loss")
     if name not in _TERMS:
         close = difflib.get_close_matches(str(name), list(_TERMS), n=2)

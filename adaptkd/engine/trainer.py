@@ -587,7 +587,11 @@ class Trainer:
                 raise CheckpointError(f"checkpoint {str(path)!r}: network {n!r} is {saved_arch.get(n)!r}, config says {self.net_cfgs[n].arch!r}")
             self.networks[n].load_state_dict(ckpt["models"][n])
         self.method.load_state_dict(ckpt["method"])
-        self.method.load_extra_state(ckpt.get("method_extra", {}))
+        extra_ranks = ckpt.get("method_extra_ranks")
+        if self.dist.enabled and extra_ranks and len(extra_ranks) == self.dist.world_size:
+            self.method.load_extra_state(extra_ranks[self.dist.rank])  # e.g. per-rank draw generators
+        else:
+            self.method.load_extra_state(ckpt.get("method_extra", {}))
         self.balancer.load_state_dict(ckpt["balancer"])
         for n, o in self.optims.items():
             o.load_state_dict(ckpt["optims"][n])
@@ -616,15 +620,16 @@ class Trainer:
 
     def save(self, best: bool) -> None:
         ranks = None
-        if self.dist.enabled:  # collective: every rank hands rank 0 its RNG state
+        if self.dist.enabled:  # collective: every rank hands rank 0 its RNG and method extra state
             from adaptkd.engine.distributed import gather_objects
 
-            ranks = gather_objects({k: v for k, v in self._rng_state().items()})
+            ranks = gather_objects({"rng": self._rng_state(), "method_extra": self.method.extra_state()})
         if not self.dist.is_main:
             return
         state = self.state_dict()
         if ranks is not None:
-            state["rng_ranks"] = ranks
+            state["rng_ranks"] = [r["rng"] for r in ranks]
+            state["method_extra_ranks"] = [r["method_extra"] for r in ranks]
         if best:
             atomic_save(state, self.out / "best.pt")
         atomic_save(state, self.out / "last.pt")

@@ -403,3 +403,114 @@ def test_fresh_start_after_a_kill_before_the_first_checkpoint(tmp_path, fault_te
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "step"]
     assert steps == list(range(1, EPOCHS * STEPS + 1))
     SURVIVED.append("start-up (before the first checkpoint)")
+
+
+# ----------------------------------------------------------------------------------------------
+# non-finite values: stop (naming the term and the step, keeping the last good checkpoint,
+# CLI exit code 3) or skip and count
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def poisoned_digits():
+    """Digits whose normalisation statistics are poisoned: std = 1e-45 (> 0, so accepted) makes
+    ``x·(1/(255·std))`` infinite and every normalised input NaN (0·inf, inf − inf)."""
+    from adaptkd.data import DataBundle, build_data
+
+    b = build_data("digits")
+    return DataBundle(name="digits-poisoned", train=b.train, test=b.test, num_classes=b.num_classes,
+                      in_channels=b.in_channels, image_size=b.image_size, mean=b.mean, std=(1e-45,))
+
+
+def test_input_nan_from_a_poisoned_dataset_stops_at_its_step(tmp_path, fault_teacher):
+    from adaptkd.engine.trainer import NonFiniteError, Trainer
+
+    cfg = method_config("kd", tmp_path / "r", fault_teacher, epochs=1, log_every=5)
+    tr = Trainer(cfg, data=poisoned_digits(), log=lambda s: None)
+    with pytest.raises(NonFiniteError, match=r"non-finite value in `input` at epoch 1, step 0 \(also: teacher0\.logits, "
+                                             r"student\.logits.*no checkpoint had been written yet"):
+        tr.fit()
+    assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def overflowing_teacher(tmp_path: Path, base: str) -> str:
+    """A teacher checkpoint with finite weights whose logits overflow float32 (fc weights 3e38)."""
+    state = torch.load(base, weights_only=True)
+    state["fc.weight"] = torch.full_like(state["fc.weight"], 3e38)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    path = tmp_path / "overflow.pt"
+    torch.save(state, path)
+    return str(path)
+
+
+def test_teacher_inf_stops_the_cli_with_exit_code_3_and_keeps_the_checkpoint(tmp_path, fault_teacher, capsys):
+    out = tmp_path / "r"
+    cfg = write_config("kd", out, fault_teacher, tmp_path / "c.yaml")
+    assert cli_main(["train", str(cfg), "optim.epochs=1", "run.log_every=4"]) == 0
+    kept = {n: _digest(out / n) for n in ("last.pt", "best.pt")}
+    bad = overflowing_teacher(tmp_path, fault_teacher)
+    capsys.readouterr()
+    rc = cli_main(["train", str(cfg), f"teachers.0.checkpoint={bad}", "run.log_every=4", "--resume"])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    first = STEPS  # the first step of epoch 2 (steps count from 0)
+    assert err.startswith(f"adaptkd: error: non-finite value in `teacher0.logits` at epoch 2, step {first} "), err
+    assert "student.kd" in err and "(epoch 1) is kept" in err
+    assert {n: _digest(out / n) for n in ("last.pt", "best.pt")} == kept
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_any_loss_term_going_nan_is_named_with_its_step(tmp_path, fault_teacher, method, monkeypatch):
+    """For every method: a NaN in one loss term (the student's last) stops the run, naming
+    ``learner.term`` and the step it happened at (found on the device, read at the interval)."""
+    from adaptkd.engine.trainer import NonFiniteError, Trainer
+
+    cfg = method_config(method, tmp_path / "r", fault_teacher, epochs=1, steps=5, log_every=5)
+    tr = Trainer(cfg, log=lambda s: None)
+    orig = tr.method.forward
+    poisoned: list[str] = []
+
+    def forward(inp):
+        out = orig(inp)
+        if inp.step >= 2:
+            term = list(out.losses["student"])[-1]
+            out.losses["student"][term] = out.losses["student"][term] * float("nan")
+            poisoned.append(term)
+        return out
+
+    monkeypatch.setattr(tr.method, "forward", forward)
+    with pytest.raises(NonFiniteError) as err:
+        tr.fit()
+    assert f"non-finite value in `student.{poisoned[0]}` at epoch 1, step 2 " in str(err.value)
+
+
+def test_skip_mode_skips_counts_and_leaves_no_trace(tmp_path, fault_teacher):
+    """``run.nonfinite: skip``: every poisoned step is skipped and counted (in the metrics and the
+    checkpoint, across a resume); weights, BN statistics and method state stay as they were."""
+    from adaptkd.engine.trainer import Trainer
+
+    cfg = method_config("dtkd", tmp_path / "r", fault_teacher, epochs=1, nonfinite="skip", log_every=2)
+    tr = Trainer(cfg, data=poisoned_digits(), log=lambda s: None)
+    before = {k: v.clone() for k, v in tr.networks["student"].state_dict().items()}
+    method_before = {k: v.clone() for k, v in tr.method.state_dict().items()}
+    tr.fit()
+    assert tr.nonfinite_skipped == 4
+    after = tr.networks["student"].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a skipped step changed the student"
+    assert all(torch.equal(method_before[k], v) for k, v in tr.method.state_dict().items())
+    rec = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert rec[-1]["nonfinite_skipped"] == 4
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["nonfinite_skipped"] == 4
+    # resumed with clean data: the count carries over, and training proceeds
+    cfg["optim"]["epochs"] = 2
+    tr2 = Trainer(cfg, resume=True, log=lambda s: None)
+    tr2.fit()
+    assert tr2.nonfinite_skipped == 4
+    rec = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert [r["nonfinite_skipped"] for r in rec] == [4, 4]
+    assert not all(torch.equal(before[k], v) for k, v in tr2.networks["student"].state_dict().items())

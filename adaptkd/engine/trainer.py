@@ -237,6 +237,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         if self.dist.is_main:
             prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True)
+        if self.dist.is_main:
+            prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True)
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.dist.is_main,
                                   tensorboard=rc.tensorboard)
         if resume:
@@ -289,6 +291,9 @@ class Trainer:
         if self.cfg.run.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         y = yb.to(self.device, non_blocking=True)
+        skip_mode = self.cfg.run.nonfinite == "skip"
+        if skip_mode:  # a skipped step leaves no trace: the forward's buffer updates are undone
+            saved = [(b, b.detach().clone()) for b in self._step_buffers()]
         logits, feats = self.forward_all(x)
         out = self.method(StepIn(x=x, y=y, epoch=epoch, step=self.global_step, logits=logits, feats=feats))
         stepping = [n for n in self.learners if out.stepping is None or n in out.stepping]
@@ -299,6 +304,9 @@ class Trainer:
         checks = self._finite_checks(x, logits, out)
         if self.cfg.run.nonfinite == "skip" and not bool(self._all_ranks(checks["all"])):
             self.nonfinite_skipped += 1
+            with torch.no_grad():
+                for b, v in saved:
+                    b.copy_(v)
             return out, {}
         ctx = BackwardContext(params=self.params, extra_params=self.extra_params,
                               task_terms=self.method.task_terms, stepping=stepping, step=self.global_step,
@@ -334,6 +342,14 @@ class Trainer:
                 f"method {self.cfg.method.name!r} chose to step {split} on some ranks but not on others; under DDP "
                 "the decision must be identical on every rank (reduce its statistics across ranks before deciding)"
             )
+
+    def _step_buffers(self) -> list[Tensor]:
+        """Buffers a training forward may update (learners' BN statistics and counters, the
+        method's running state); restored when ``run.nonfinite: skip`` skips a step."""
+        if not hasattr(self, "_skip_bufs"):
+            mods = [self.networks[n] for n in self.learners] + [self.method]
+            self._skip_bufs = [b for m in mods for b in m.buffers()]
+        return self._skip_bufs
 
     def _finite_checks(self, x: Tensor, logits: dict[str, Tensor], out: StepOut) -> dict[str, Tensor]:
         """Device-side finiteness flags; accumulated and read only at the logging interval.
@@ -400,7 +416,7 @@ class Trainer:
         firsts = firsts_t.tolist()
         bad = [(s, k) for k, s in zip(keys, firsts) if s >= 0]
         if bad:
-            bad.sort()
+            bad.sort(key=lambda sk: (sk[0], keys.index(sk[1])))  # earliest step, then data-flow order
             step, key = bad[0]
             where = f"epoch {self.epoch + 1}, step {step}"
             kept = (f"the last good checkpoint {str(self.out / 'last.pt')!r} (epoch {self.epoch}) is kept"

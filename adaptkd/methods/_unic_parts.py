@@ -68,9 +68,14 @@ class Ladder(nn.Module):
         if len(xs) != len(self.fc1):
             raise ValueError(f"Ladder: expected {len(self.fc1)} block inputs, got {len(xs)}")
         k = self.num_teachers
-        hidden = [fc(x).unflatten(-1, (k, h)) for fc, x, h in zip(self.fc1, xs, self.hidden_dims)]
-        act = F.gelu(torch.cat(hidden, -1) if len(hidden) > 1 else hidden[0])  # [..., K, Σh]
-        return [F.linear(act[..., t, :], self.fc2_weight[t], self.fc2_bias[t].sum(0)) for t in range(k)]
+        lead = xs[0].shape[:-1]
+        # Teacher-major hidden units [K, M, Σh] (M = rows): one contiguous slab per teacher, so the
+        # per-teacher second layers read (and backpropagate into) contiguous memory.
+        hidden = [fc(x.reshape(-1, x.shape[-1])).view(-1, k, h).transpose(0, 1)
+                  for fc, x, h in zip(self.fc1, xs, self.hidden_dims)]
+        act = F.gelu(torch.cat(hidden, -1) if len(hidden) > 1 else hidden[0].contiguous())
+        return [F.linear(a, self.fc2_weight[t], self.fc2_bias[t].sum(0)).view(*lead, -1)
+                for t, a in enumerate(act.unbind(0))]
 
     def projector(self, teacher: int, block: int) -> nn.Sequential:
         """A detached copy of projector P_{teacher, block} as ``Linear → GELU → Linear``."""

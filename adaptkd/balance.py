@@ -12,6 +12,7 @@ synchronised to the host).
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -152,7 +153,6 @@ class FixedBalance(Balancer):
         return signals
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Dynamic balancing (specs/balance.md §4–§6): adaptkd's own first-order analysis, motivated by
 # Kim et al. 2025 ("Importance Analysis for Dynamic Control of Balancing Parameter in a Simple
@@ -166,8 +166,7 @@ class FixedBalance(Balancer):
 
 def _div(num: Tensor, den: Tensor, default: float) -> Tensor:
     """``num / den`` where ``den > 0``, else ``default`` (no NaN/Inf from 0/0)."""
-    ok = den > 0
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.full_like(num, default))
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), default)
 
 
 def importance(a: Tensor, b: Tensor, c: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
@@ -208,13 +207,16 @@ def decrease_interval(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
 def cone_bound(a: Tensor, b: Tensor, c: Tensor, psi0_deg: float) -> Tensor:
     """λ_ψ0 (§5 C1 variant): the largest λ with cos(g_T, g_λ) ≥ cos ψ0.
 
-    λ_ψ0 = a·sin ψ0 / (a·sin ψ0 + b·sin(φ − ψ0)) when φ = arccos(c) > ψ0, else 1.
+    λ_ψ0 = a·sin ψ0 / (a·sin ψ0 + b·sin(φ − ψ0)) when φ = arccos(c) > ψ0, else 1 (also 1 when
+    a = 0: there is no task direction to stay close to). Uses sin(φ − ψ0) = sin φ·cos ψ0 − c·sin ψ0.
     """
-    psi = torch.deg2rad(torch.as_tensor(psi0_deg, dtype=a.dtype, device=a.device))
-    phi = torch.arccos(c.clamp(-1, 1))
-    num = a * torch.sin(psi)
-    bound = _div(num, num + b * torch.sin(phi - psi), 1.0)
-    return torch.where(phi > psi, bound, torch.ones_like(bound))
+    psi = math.radians(psi0_deg)
+    sin_p, cos_p = math.sin(psi), math.cos(psi)
+    c = c.clamp(-1, 1)
+    sin_phi_minus = (1 - c * c).clamp_min(0).sqrt() * cos_p - c * sin_p
+    num = a * sin_p
+    bound = _div(num, num + b * sin_phi_minus, 1.0)
+    return torch.where((c < cos_p) & (a > 0), bound, 1.0)
 
 
 def controller_lambda(p: "GradientParams", a: Tensor, b: Tensor, c: Tensor, lam0: Tensor | float) -> dict[str, Tensor]:
@@ -232,8 +234,8 @@ def controller_lambda(p: "GradientParams", a: Tensor, b: Tensor, c: Tensor, lam0
         if p.psi0 is not None:
             upper = cone_bound(a, b, c, p.psi0)
             out["lambda_psi"] = upper
-        lam0_t = torch.as_tensor(lam0, dtype=a.dtype, device=a.device)
-        lam = torch.minimum(upper, torch.maximum(lower, lam0_t))  # task safety wins over dominance
+        nominal = torch.maximum(lower, lam0) if isinstance(lam0, Tensor) else lower.clamp_min(lam0)
+        lam = torch.minimum(upper, nominal)  # task safety wins over dominance
     elif p.controller == "task_max":
         lam = torch.where(b * c < a, lower, hi)
     elif p.controller == "ratio":
@@ -361,6 +363,7 @@ class GradientBalance(Balancer):
         super().__init__(params)
         self.state: dict[str, Tensor] = {}  # learner -> vector over _SIG
         self._checked: set[tuple[str, frozenset[str]]] = set()
+        self._heads: dict[str, tuple[str, list[Tensor]]] = {}
 
     # -- checkpointing -------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
@@ -381,7 +384,7 @@ class GradientBalance(Balancer):
         ld, wd = _normalised({k: terms[k] for k in d_names}, weights)
         s = wt + wd
         if isinstance(s, Tensor):
-            lam_m = _div(torch.as_tensor(wd, device=s.device, dtype=s.dtype), s, 0.0)
+            lam_m = _div(wd * torch.ones_like(s), s, 0.0)
         else:
             lam_m = wd / s if s > 0 else 0.0
         return _Groups(lt, ld, s, lam_m, t_names, d_names)
@@ -397,12 +400,14 @@ class GradientBalance(Balancer):
                 raise ConfigError(f"field `balance.over`: 'logits' needs learner {learner!r}'s logits with gradient in the method's output; use over: params")
             inputs, what = [z], f"logits of {learner!r}"
         else:
-            net = ctx.networks.get(learner)
-            head_name = getattr(net, "head_name", None)
-            head = dict(net.named_modules()).get(head_name) if net is not None and head_name else None
-            if not isinstance(head, nn.Linear):
-                raise ConfigError(f"field `balance.over`: 'head' needs learner {learner!r}'s network with a `head_name` naming its last nn.Linear; use over: logits or params")
-            inputs = [p for p in head.parameters() if p.requires_grad]
+            if learner not in self._heads:
+                net = ctx.networks.get(learner)
+                head_name = getattr(net, "head_name", None)
+                head = dict(net.named_modules()).get(head_name) if net is not None and head_name else None
+                if not isinstance(head, nn.Linear):
+                    raise ConfigError(f"field `balance.over`: 'head' needs learner {learner!r}'s network with a `head_name` naming its last nn.Linear; use over: logits or params")
+                self._heads[learner] = (head_name, [p for p in head.parameters() if p.requires_grad])
+            head_name, inputs = self._heads[learner]
             what = f"last layer `{head_name}` of {learner!r}"
         key = (learner, frozenset(terms))
         if key not in self._checked:
@@ -437,7 +442,8 @@ class GradientBalance(Balancer):
         a, b, d = sm[0], sm[1], sm[2]
         c = _div(d, a * b, 0.0).clamp(-1, 1)
         lam0 = g.lam_method if p.lambda0 == "method" else p.lambda0
-        lam0 = torch.as_tensor(lam0, dtype=a.dtype, device=a.device)
+        if isinstance(lam0, Tensor):
+            lam0 = lam0.to(a.dtype)
         res = controller_lambda(p, a, b, c, lam0)
         lam = res["lambda"]
         r = _div(update_norm(a, b, c, lam0), update_norm(a, b, c, lam), 1.0) if p.renormalise else torch.ones_like(lam)
@@ -549,8 +555,16 @@ class GradientBalance(Balancer):
                 fd = _flat([gd[j] if gd[j] is not None else torch.zeros_like(inputs[j]) for j in idx]) / unit
                 self._update(learner, g, ft.dot(ft), fd.dot(fd), ft.dot(fd))
             ct, cd = self._coefs(learner, g)
+            # s·r·[(1−λ)·g_T + λ·g_D], with foreach kernels where both gradients exist (the usual case)
+            both = [j for j in range(len(inputs)) if gt[j] is not None and gd[j] is not None and gt[j].dtype == ct.dtype]
+            if both:
+                parts = torch._foreach_mul([gt[j] for j in both], ct)
+                torch._foreach_add_(parts, torch._foreach_mul([gd[j] for j in both], cd))
+                for j, part in zip(both, parts):
+                    acc[j] = part if acc[j] is None else acc[j] + part
+            done = set(both)
             for j, (xt, xd) in enumerate(zip(gt, gd)):
-                if xt is None and xd is None:
+                if j in done or (xt is None and xd is None):
                     continue
                 part = xt * ct.to(xt.dtype) if xt is not None else None
                 if xd is not None:

@@ -575,29 +575,30 @@ def _ddp_worker(rank: int, world: int, init: str, result: str) -> None:
         x, y, t = kd_problem(40 + rank)
         bal = build_balancer("gradient", {"controller": "ratio"})
         sig = bal.backward(kd_out(ddp, x, y, t), context({"student": net}))
+        grads = [p.grad.clone() for p in net.parameters()]
+        for prm in net.parameters():
+            prm.grad = None
+        head_sig = build_balancer("gradient", {"over": "head"}).backward(kd_out(ddp, x, y, t), context({"student": net}))
+        head = {"lambda": head_sig["balance/student/lambda"], "grads": [p.grad.clone() for p in net.parameters()]}
         refused = ""
         try:
             build_balancer("gradient", {"over": "params"}).backward(kd_out(ddp, x, y, t), context({"student": net}))
         except ConfigError as exc:
             refused = str(exc)
-        if rank == 0:
-            torch.save({"lambda": sig["balance/student/lambda"], "grads": [p.grad for p in net.parameters()],
-                        "refused": refused}, result)
-        tdist.barrier()
-        if rank == 1:
-            torch.save({"lambda": sig["balance/student/lambda"], "grads": [p.grad for p in net.parameters()],
-                        "refused": refused}, result + ".1")
+        torch.save({"lambda": sig["balance/student/lambda"], "grads": grads, "head": head, "refused": refused},
+                   f"{result}.{rank}")
     finally:
         tdist.destroy_process_group()
 
 
 def test_multi_process_statistics_are_averaged_over_ranks(tmp_path):
-    """Two gloo processes under DDP: both use one λ, from the rank-averaged (a², b², ⟨g_T,g_D⟩)."""
+    """Two gloo processes under DDP: both use one λ, from the rank-averaged (a², b², ⟨g_T,g_D⟩);
+    DDP still averages the gradients (over logits and over head); over params is refused."""
     import torch.multiprocessing as mp
 
     res = str(tmp_path / "res.pt")
     mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path / 'pg'}", res), nprocs=2, join=True)
-    r0, r1 = torch.load(res), torch.load(res + ".1")
+    r0, r1 = torch.load(res + ".0"), torch.load(res + ".1")
     assert float(r0["lambda"]) == float(r1["lambda"])
     assert "multi-process" in r0["refused"] and "multi-process" in r1["refused"]
     stats, parts = [], []
@@ -616,3 +617,9 @@ def test_multi_process_statistics_are_averaged_over_ranks(tmp_path):
         want = sum((1 - lam) * p[0][i] + lam * p[1][i] for p in parts) / 2
         assert torch.allclose(g, want, rtol=1e-9, atol=1e-14)
         assert torch.equal(g, r1["grads"][i])
+    hl = r0["head"]["lambda"].double()
+    assert float(hl) == float(r1["head"]["lambda"])
+    for i, g in enumerate(r0["head"]["grads"]):
+        want = sum((1 - hl) * p[0][i] + hl * p[1][i] for p in parts) / 2
+        assert torch.allclose(g, want, rtol=1e-9, atol=1e-14)
+        assert torch.equal(g, r1["head"]["grads"][i])

@@ -1,0 +1,167 @@
+"""``adaptkd bench`` on tiny networks; mixed precision, channels_last, deterministic and the
+``torch.compile`` fallback of the engine."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from adaptkd.bench import BenchConfig, parse_balancer, run_bench
+from adaptkd.cli import main as cli_main
+from adaptkd.config import ConfigError
+from adaptkd.engine.trainer import Trainer
+from tests.conftest import tiny_config
+
+TINY = ["--teacher", "cnn_tiny", "--student", "cnn_tiny", "--batch", "8", "--image-size", "8", "--num-classes", "10",
+        "--steps", "2", "--warmup", "1", "--block", "1", "--threads", "1"]
+
+
+def test_bench_cli_writes_json_with_every_field(tmp_path, capsys):
+    out = tmp_path / "bench"
+    rc = cli_main(["bench", *TINY, "--methods", "dkd,dml,fitnet", "--balancers", "fixed,gradient",
+                   "--balancer-methods", "kd,fitnet", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "×floor" in printed and "bench.json" in printed
+    rep = json.loads((out / "bench.json").read_text())
+    for key in ("cpu", "cores", "torch", "threads", "device"):
+        assert key in rep["machine"]
+    assert rep["machine"]["threads"] == 1
+    rows = {r["name"]: r for r in rep["results"]}
+    # kd is added as the reference of offline methods, dml is asked for; one floor per network setup
+    assert {"kd", "dkd", "dml", "kd+gradient"} <= set(rows)
+    floors = [r for r in rep["results"] if r["kind"] == "floor"]
+    assert {f["setup"] for f in floors} == {"cnn_tiny→cnn_tiny", "-→cnn_tiny+cnn_tiny"}
+    for name in ("kd", "dkd", "dml", "kd+gradient"):
+        r = rows[name]
+        assert r["timed_steps"] == 2 and r["median_ms"] > 0 and r["images_per_s"] > 0
+        assert r["x_floor"] > 0 and r["peak_mem_mb"] is not None and r["peak_mem_mb"] >= 0
+    assert rows["dkd"]["x_kd"] > 0 and rows["dkd"]["target"] == "≤ 1.05× floor" and isinstance(rows["dkd"]["met"], bool)
+    assert "x_kd" not in rows["dml"]  # an online method is compared with DML, not KD
+    assert rows["kd+gradient"]["x_fixed"] > 0 and rows["kd+gradient"]["target"] == "≤ 1.05× fixed"
+    assert rows["dml"]["setup"] == "-→cnn_tiny+cnn_tiny"  # trainable teacher: both are learners
+    assert rows["fitnet"]["taps"] and rows["fitnet"]["method_params"] > 0
+    # FitNet's hint term does not reach the logits: GradientBalance over logits refuses it at the
+    # first step, and the bench records why instead of failing
+    skipped = {s["name"]: s["reason"] for s in rep["skipped"]}
+    assert "fitnet+gradient" in skipped and "balance.over" in skipped["fitnet+gradient"]
+    assert rep["memory_method"] == "torch.profiler allocator events"
+
+
+def test_bench_api_floor_matches_its_networks(tmp_path):
+    cfg = BenchConfig(teacher="cnn_small", student="cnn_tiny", batch=4, image_size=8, num_classes=10, steps=1,
+                      warmup=0, block=1, threads=1, methods=["ce"], out=str(tmp_path), memory=False)
+    rep = run_bench(cfg, log=lambda s: None)
+    rows = {r["name"]: r for r in rep["results"]}
+    assert rows["ce"]["setup"] == "-→cnn_tiny"  # the student alone: its floor has no teacher forward
+    assert "floor[-→cnn_tiny]" in rows and "peak_mem_mb" not in rows["ce"]
+
+
+def test_bench_bad_input():
+    assert parse_balancer("gradient:over=params:every=10") == {"name": "gradient", "over": "params", "every": 10}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_balancer("gradient:params")
+    assert cli_main(["bench", *TINY, "--methods", "nosuch"]) == 2
+    assert cli_main(["bench", *TINY, "--balancers", "nosuch"]) == 2
+    assert cli_main(["bench", *TINY, "--steps", "0"]) == 2
+
+
+# -- precision, channels_last, deterministic ------------------------------------------------------
+
+
+def _spy(trainer):
+    """Record the dtypes the method receives."""
+    seen = {}
+    fwd = trainer.method.forward
+
+    def spy(inp):
+        seen["logits"] = {k: v.dtype for k, v in inp.logits.items()}
+        seen["feats"] = {n: {k: v.dtype for k, v in f.items()} for n, f in inp.feats.items()}
+        seen["x"] = inp.x
+        out = fwd(inp)
+        seen["losses"] = {t: v.dtype for t, v in out.losses["student"].items()}
+        return out
+
+    trainer.method.forward = spy
+    return seen
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_gives_methods_float32(tmp_path, precision):
+    cfg = tiny_config(tmp_path / precision, "fitnet", teachers=[{"arch": "cnn_small", "random_init": True}],
+                      **{"run__precision": precision, "optim__epochs": 1, "run__max_steps_per_epoch": 2})
+    tr = Trainer(cfg)
+    assert tr.precision == precision
+    assert tr.scaler.is_enabled() == (precision == "fp16")  # loss scaling for fp16 only
+    seen = _spy(tr)
+    with tr._autocast():  # the networks themselves run in reduced precision
+        assert tr.networks["student"](tr.eval_aug_probe()).dtype == (torch.bfloat16 if precision == "bf16" else torch.float16)
+    s = tr.fit()
+    assert all(d == torch.float32 for d in seen["logits"].values())
+    assert all(d == torch.float32 for f in seen["feats"].values() for d in f.values()) and seen["feats"]
+    assert all(d == torch.float32 for d in seen["losses"].values())
+    assert 0 <= s["final_acc"] <= 100
+
+
+def test_precision_unavailable_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.amp, "is_autocast_available", lambda device_type: False)
+    with pytest.raises(ConfigError, match=r"run\.precision.*fp16.*precision=fp32"):
+        Trainer(tiny_config(tmp_path / "r", run__precision="fp16"))
+    assert not (tmp_path / "r" / "config.yaml").exists()  # refused before anything was written
+
+
+def test_channels_last_and_deterministic(tmp_path):
+    cfg = tiny_config(tmp_path / "cl", "ce", **{"run__channels_last": True, "run__deterministic": True,
+                                               "optim__epochs": 1, "run__max_steps_per_epoch": 2})
+    try:
+        tr = Trainer(cfg)
+        assert torch.are_deterministic_algorithms_enabled()
+        seen = _spy(tr)
+        tr.fit()
+        assert seen["x"].is_contiguous(memory_format=torch.channels_last)
+        conv = next(m for m in tr.networks["student"].modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+# -- torch.compile fallback ---------------------------------------------------------------------
+
+
+def _final(tmp_path, name, **over):
+    cfg = tiny_config(tmp_path / name, "kd", teachers=[{"arch": "cnn_small", "random_init": True}],
+                      **{"optim__epochs": 1, "run__max_steps_per_epoch": 3, **over})
+    tr = Trainer(cfg)
+    return tr, tr.fit()
+
+
+def test_compile_unavailable_falls_back_with_warning(tmp_path, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("torch.compile is not supported on this platform")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(RuntimeWarning, match="run.compile.*student.*uncompiled"):
+        tr, s = _final(tmp_path, "c", run__compile=True)
+    assert tr.forward_nets["student"] is tr.networks["student"]
+    _, ref = _final(tmp_path, "e")
+    assert s["final_acc"] == ref["final_acc"]
+
+
+def test_compile_failing_at_first_call_falls_back(tmp_path, monkeypatch):
+    class FailsWhenCalled(torch.nn.Module):
+        def forward(self, *a, **k):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **k: FailsWhenCalled())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr, s = _final(tmp_path, "c", run__compile=True)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert any("first call" in m and "'student'" in m for m in msgs)
+    assert any("'teacher0'" in m for m in msgs)  # teachers are compiled (and fall back) too
+    assert tr.forward_nets["student"].compiled is False
+    _, ref = _final(tmp_path, "e")
+    assert s["final_acc"] == ref["final_acc"]  # nothing of the failed attempt leaked into training

@@ -1,166 +1,125 @@
-"""DTKD accuracy evidence on the synthetic benchmark (issue 3): two tables.
+"""DTKD teacher-depth sweep on the synthetic benchmark (the DTKD README's bar chart at CPU scale).
 
-1. Methods: ce, kd, dkd, dtkd and dtkd+dkd (a ``compose`` config) for one teacher→student
-   pair, mean ± std over seeds of the student's final and best test top-1.
-2. Teacher depth (the DTKD README's bar chart at CPU scale): one small student (resnet8) from
-   teachers of growing depth (resnet14 → resnet56), plain KD vs DTKD, with the teachers' own
-   accuracy and the student trained alone.
+One small student (resnet8 by default) is distilled with plain KD and with DTKD from teachers
+of growing depth (resnet14 → resnet56), next to the student trained alone. The DTKD README
+claims KD stays flat or drops as the teacher grows while DTKD stays ahead.
 
-Every run starts from ``--base`` (the calibrated synthetic recipe, ``benchmarks/synthetic.yaml``:
-its data, optim and run sections); teachers are trained first with method ``ce`` and reused.
-Finished runs (``summary.json`` present) are not run again, so an interrupted benchmark resumes.
-Warm-ups: the CIFAR recipes warm the distillation terms up over 20 of 240 epochs; a short run
-keeps that fraction (``--warmup`` to override).
+The methods table (ce, kd, dkd, dtkd, dtkd+dkd over seeds) is the accuracy suite's job:
 
-    python benchmarks/dtkd_accuracy.py --base benchmarks/synthetic.yaml
-    python benchmarks/dtkd_accuracy.py --base benchmarks/synthetic.yaml --epochs 5 --seeds 0 1 2 \\
-        --depths resnet14 resnet20 resnet32 --set data.train_size=5000
+    python benchmarks/accuracy/run.py --dataset synthetic --methods ce kd dkd dtkd dtkd_dkd --seeds 3 \\
+        --results benchmarks/dtkd_methods.md
 
-Prints Markdown tables and writes them with the raw numbers to ``<out>/tables.md`` and
-``<out>/results.json``. Single-threaded by default (``--threads``).
+This script reuses that suite's recipe handling (``benchmarks/synthetic.yaml``: ``common`` +
+``teacher`` / ``student`` sections, ``--epochs`` / ``--set`` overrides, cached finished runs) and its
+method snippets ``benchmarks/accuracy/methods/{ce,kd,dtkd}.yaml`` (warm-ups rescaled to the run
+length, w · epochs / 240, at least 1 epoch).
+
+    python benchmarks/dtkd_accuracy.py                                  # resnet14..56 -> resnet8, 1 seed
+    python benchmarks/dtkd_accuracy.py --epochs 5 --set data.train_size=4000 --depths resnet14 resnet32 resnet56
+
+Prints a Markdown table and writes it (with the command) to ``--results`` and the raw numbers to
+``<out>/depth.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
+import shlex
 import statistics
 import sys
+import time
 from pathlib import Path
-from typing import Any
 
-import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from adaptkd.config import apply_overrides  # noqa: E402
-from adaptkd.engine.trainer import Trainer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
-def methods(warmup: float) -> dict[str, dict[str, Any]]:
-    """The compared method sections (library defaults = the reference defaults)."""
-    return {
-        "ce": {"name": "ce"},
-        "kd": {"name": "kd", "temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9},
-        "dkd": {"name": "dkd", "temperature": 4.0, "ce_weight": 1.0, "alpha": 1.0, "beta": 8.0, "warmup_epochs": warmup},
-        "dtkd": {"name": "dtkd", "temperature": 4.0, "alpha": 3.0, "beta": 1.0, "ce_weight": 1.0, "warmup_epochs": warmup},
-        "dtkd+dkd": {"name": "compose", "terms": [
-            {"loss": "dtkd", "weight": 3.0, "warmup_epochs": warmup},
-            {"loss": "dkd", "weight": 1.0, "beta": 8.0, "warmup_epochs": warmup},
-            {"loss": "ce", "weight": 1.0}]},
-    }
+def _suite_module():
+    spec = importlib.util.spec_from_file_location("adaptkd_accuracy_suite", ROOT / "benchmarks" / "accuracy" / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        base = yaml.safe_load(Path(args.base).read_text(encoding="utf-8"))
-        base = apply_overrides(base, list(args.set))
-        if args.epochs:
-            base.setdefault("optim", {})["epochs"] = args.epochs
-        base.setdefault("run", {}).update({"progress": False, "tensorboard": False, "latency": False})
-        base.pop("teachers", None)
-        base.pop("peers", None)
-        self.base = base
-        self.epochs = int(base.get("optim", {}).get("epochs", 240))
-        self.warmup = args.warmup if args.warmup is not None else max(1.0, round(self.epochs * 20 / 240, 2))
-        self.out = Path(args.out)
-        self.results: dict[str, Any] = {"base": args.base, "overrides": list(args.set), "epochs": self.epochs,
-                                        "warmup_epochs": self.warmup, "runs": {}}
-
-    def run(self, name: str, student: str, method: dict, seed: int, teacher: str | None = None,
-            teacher_epochs: int | None = None) -> dict[str, float]:
-        out = self.out / name
-        summary = out / "summary.json"
-        if not summary.is_file():
-            cfg = copy.deepcopy(self.base)
-            cfg["student"] = {"arch": student}
-            cfg["method"] = copy.deepcopy(method)
-            if teacher:
-                cfg["teachers"] = [{"arch": teacher, "checkpoint": str(self.teacher(teacher))}]
-            if teacher_epochs:
-                cfg["optim"]["epochs"] = teacher_epochs
-            cfg["run"].update({"out": str(out), "seed": seed, "overwrite": True})
-            print(f"[dtkd_accuracy] training {name}", flush=True)
-            Trainer(cfg, log=lambda s: None).fit()
-        s = json.loads(summary.read_text(encoding="utf-8"))
-        res = {"final": float(s["final_acc"]), "best": float(s["best_acc"])}
-        self.results["runs"][name] = res
-        return res
-
-    def teacher(self, arch: str) -> Path:
-        self.run(f"teachers/{arch}", arch, {"name": "ce"}, self.args.teacher_seed, teacher_epochs=self.args.teacher_epochs)
-        return self.out / "teachers" / arch / "best.pt"
-
-    def table_methods(self) -> str:
-        t, s = self.args.pair.split(":")
-        rows = ["| method | final top-1 (mean ± std) | best top-1 (mean ± std) | seeds |", "|---|---|---|---|"]
-        teacher_acc = self.run(f"teachers/{t}", t, {"name": "ce"}, self.args.teacher_seed,
-                               teacher_epochs=self.args.teacher_epochs)
-        for m, section in methods(self.warmup).items():
-            accs = [self.run(f"methods/{m}/seed{seed}", s, section, seed, None if m == "ce" else t) for seed in self.args.seeds]
-            rows.append(f"| {m} | {fmt([a['final'] for a in accs])} | {fmt([a['best'] for a in accs])} | {len(accs)} |")
-        head = (f"{t} → {s} (teacher final top-1 {teacher_acc['final']:.2f}); {self.epochs} epochs, "
-                f"distillation warm-up {self.warmup} epochs\n\n")
-        return head + "\n".join(rows)
-
-    def table_depth(self) -> str:
-        st = self.args.depth_student
-        ce = [self.run(f"depth/ce/seed{seed}", st, {"name": "ce"}, seed) for seed in self.args.depth_seeds]
-        ms = methods(self.warmup)
-        rows = [f"| teacher | teacher top-1 | KD → {st} | DTKD → {st} | DTKD − KD |", "|---|---|---|---|---|"]
-        for arch in self.args.depths:
-            tacc = self.run(f"teachers/{arch}", arch, {"name": "ce"}, self.args.teacher_seed,
-                            teacher_epochs=self.args.teacher_epochs)
-            kd = [self.run(f"depth/kd/{arch}/seed{seed}", st, ms["kd"], seed, arch)["final"] for seed in self.args.depth_seeds]
-            dt = [self.run(f"depth/dtkd/{arch}/seed{seed}", st, ms["dtkd"], seed, arch)["final"] for seed in self.args.depth_seeds]
-            rows.append(f"| {arch} | {tacc['final']:.2f} | {fmt(kd)} | {fmt(dt)} | {statistics.mean(dt) - statistics.mean(kd):+.2f} |")
-        head = (f"student {st} trained alone: {fmt([c['final'] for c in ce])}; final top-1, "
-                f"{len(self.args.depth_seeds)} seed(s), {self.epochs} epochs\n\n")
-        return head + "\n".join(rows)
+def snippet_method(name: str, epochs: int) -> dict:
+    sn = yaml.safe_load((ROOT / "benchmarks" / "accuracy" / "methods" / f"{name}.yaml").read_text(encoding="utf-8"))
+    method = copy.deepcopy(sn["method"])
+    w = method.get("warmup_epochs")
+    if isinstance(w, (int, float)) and w > 0:
+        method["warmup_epochs"] = max(1.0, round(w * epochs / 240, 3))
+    return method
 
 
 def fmt(xs: list[float]) -> str:
-    if len(xs) == 1:
-        return f"{xs[0]:.2f}"
-    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}"
+    return f"{xs[0]:.2f}" if len(xs) == 1 else f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs):.2f}"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--base", default="benchmarks/synthetic.yaml", help="the synthetic recipe (data/optim/run)")
-    p.add_argument("--set", nargs="*", default=[], help="key=value overrides of the base recipe")
-    p.add_argument("--epochs", type=int, help="student epochs (default: the base recipe's)")
-    p.add_argument("--teacher-epochs", type=int, help="teacher epochs (default: as the students)")
-    p.add_argument("--warmup", type=float, help="distillation warm-up epochs (default: 20/240 of the run)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--teacher-seed", type=int, default=0)
-    p.add_argument("--pair", default="resnet32x4:resnet8x4", help="teacher:student of the methods table")
-    p.add_argument("--depths", nargs="+", default=["resnet14", "resnet20", "resnet32", "resnet44", "resnet56"])
-    p.add_argument("--depth-student", default="resnet8")
-    p.add_argument("--depth-seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--only", choices=["methods", "depth"], help="run one of the two tables")
-    p.add_argument("--out", default="runs/bench/dtkd")
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--depths", nargs="+", default=["resnet14", "resnet20", "resnet32", "resnet44", "resnet56"])
+    ap.add_argument("--student", default="resnet8")
+    ap.add_argument("--seeds", type=int, default=1, help="student seeds 0..N-1 (teachers: seed 0)")
+    ap.add_argument("--epochs", type=int, help="override the recipe's epochs (teachers and students)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for teachers and students")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="runs/bench/dtkd_depth")
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "dtkd_depth.md"))
+    args = ap.parse_args(argv)
+
+    import torch
+
     torch.set_num_threads(args.threads)
-    if not Path(args.base).is_file():
-        p.error(f"--base {args.base!r} does not exist (the calibrated synthetic recipe, benchmarks/synthetic.yaml)")
+    suite = _suite_module().Suite(argparse.Namespace(out=args.out, set=args.set, epochs=args.epochs, threads=args.threads))
+    out = Path(args.out)
+    t0 = time.perf_counter()
 
-    bench = Bench(args)
-    parts = []
-    if args.only in (None, "methods"):
-        parts.append("### Methods\n\n" + bench.table_methods())
-    if args.only in (None, "depth"):
-        parts.append("### Teacher depth\n\n" + bench.table_depth())
-    text = "\n\n".join(parts) + "\n"
-    print(text)
-    bench.out.mkdir(parents=True, exist_ok=True)
-    (bench.out / "tables.md").write_text(text, encoding="utf-8")
-    (bench.out / "results.json").write_text(json.dumps(bench.results, indent=1), encoding="utf-8")
+    teachers = {}
+    for arch in args.depths:
+        cfg = suite.base("synthetic", "teacher")
+        cfg["student"] = {"arch": arch}
+        cfg["run"]["seed"] = 0
+        teachers[arch] = suite.train(cfg, out / "teachers" / arch)["final_acc"]
+
+    base = suite.base("synthetic", "student")
+    base["student"] = {"arch": args.student}
+    epochs = int(base["optim"]["epochs"])
+    res: dict = {"student": args.student, "epochs": epochs, "teachers": teachers, "ce": [], "kd": {}, "dtkd": {}}
+    for seed in range(args.seeds):
+        cfg = copy.deepcopy(base)
+        cfg.update(method=snippet_method("ce", epochs), teachers=[])
+        cfg["run"]["seed"] = seed
+        res["ce"].append(suite.train(cfg, out / "ce" / f"seed{seed}")["final_acc"])
+    for arch in args.depths:
+        for m in ("kd", "dtkd"):
+            res[m][arch] = []
+            for seed in range(args.seeds):
+                cfg = copy.deepcopy(base)
+                cfg.update(method=snippet_method(m, epochs),
+                           teachers=[{"arch": arch, "checkpoint": str(out / "teachers" / arch / "best.pt")}])
+                cfg["run"]["seed"] = seed
+                res[m][arch].append(suite.train(cfg, out / m / arch / f"seed{seed}")["final_acc"])
+
+    lines = [f"Student {args.student} alone: {fmt(res['ce'])}. Final test top-1 (%), {args.seeds} seed(s), {epochs} epochs.", "",
+             f"| teacher | teacher top-1 | KD → {args.student} | DTKD → {args.student} | DTKD − KD |", "|---|---|---|---|---|"]
+    for arch in args.depths:
+        kd, dt = res["kd"][arch], res["dtkd"][arch]
+        diff = [d - k for d, k in zip(dt, kd)]
+        lines.append(f"| {arch} | {teachers[arch]:.2f} | {fmt(kd)} | {fmt(dt)} | {fmt(diff)} |")
+    body = "\n".join(lines)
+    cmd = "python benchmarks/dtkd_accuracy.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    Path(args.results).write_text(f"# DTKD teacher-depth sweep\n\nCommand: `{cmd.strip()}` "
+                                  f"(torch {torch.__version__}, {args.threads} thread(s), "
+                                  f"{(time.perf_counter() - t0) / 60:.1f} min)\n\n{body}\n", encoding="utf-8")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "depth.json").write_text(json.dumps({"command": cmd, **res}, indent=2), encoding="utf-8")
+    print(body)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

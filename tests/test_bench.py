@@ -165,3 +165,22 @@ def test_compile_failing_at_first_call_falls_back(tmp_path, monkeypatch):
     assert tr.forward_nets["student"].compiled is False
     _, ref = _final(tmp_path, "e")
     assert s["final_acc"] == ref["final_acc"]  # nothing of the failed attempt leaked into training
+
+
+@pytest.mark.parametrize("case", ["gradient_params", "switokd"])
+def test_fp16_gradscaler_on_other_paths(tmp_path, case):
+    """fp16 with loss scaling through GradientBalance's own autograd.grad (params mode) and through
+    SwitOKD's partial stepping (a paused learner gets no scaler.step)."""
+    if case == "gradient_params":
+        cfg = tiny_config(tmp_path / case, "kd", teachers=[{"arch": "cnn_small", "random_init": True}])
+        cfg["balance"] = {"name": "gradient", "over": "params"}
+    else:
+        cfg = tiny_config(tmp_path / case, "switokd", teachers=[{"arch": "cnn_tiny", "trainable": True}])
+    cfg["run"].update({"precision": "fp16", "max_steps_per_epoch": 3})
+    cfg["optim"]["epochs"] = 1
+    tr = Trainer(cfg)
+    before = {n: [p.detach().clone() for p in tr.params[n]] for n in tr.learners}
+    s = tr.fit()
+    assert tr.scaler.is_enabled() and 0 <= s["final_acc"] <= 100
+    moved = any(not torch.equal(a, b) for a, b in zip(before["student"], tr.params["student"]))
+    assert moved  # the scaled gradients were unscaled and applied (not every step skipped as inf)

@@ -15,10 +15,10 @@ its data, optim and run sections). Teachers are trained first with method ``ce``
 run again, so an interrupted benchmark resumes.
 
     python benchmarks/unic_accuracy.py --base benchmarks/synthetic.yaml
-    python benchmarks/unic_accuracy.py --base benchmarks/synthetic.yaml --student resnet8x4 \\
-        --teachers resnet32x4 wrn_40_2 vit_small --epochs 10 --seeds 0 1 2 --set data.train_size=4000
+    python benchmarks/unic_accuracy.py --base benchmarks/synthetic.yaml --teachers resnet20 vit_tiny \\
+        --vit-depth 4 --teacher-set vit_tiny:optim.name=adamw vit_tiny:optim.lr=0.001 --seeds 0 1 2
 
-ViTs get ``img_size`` = the data's image size and ``--patch``. Prints a Markdown table and writes it
+ViTs get ``img_size`` = the data's image size, ``--patch`` and ``--vit-depth``. Prints a Markdown table and writes it
 with the raw numbers to ``<out>/tables.md`` and ``<out>/results.json``. One thread by default.
 """
 
@@ -55,7 +55,14 @@ def fmt(xs: list[float]) -> str:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        base = yaml.safe_load(Path(args.base).read_text(encoding="utf-8"))
+        raw = yaml.safe_load(Path(args.base).read_text(encoding="utf-8"))
+        # benchmarks/synthetic.yaml has sections common / teacher / student; a plain config works too.
+        base = copy.deepcopy(raw.get("common", raw))
+        if not args.student:
+            args.student = (raw.get("student", {}).get("student") or raw.get("student") or {}).get("arch", "vit_tiny")
+        if not args.teachers:
+            t = (raw.get("teacher", {}) or {}).get("student", {}).get("arch")
+            args.teachers = [t] if t else ["resnet32x4", "wrn_40_2", "vit_small"]
         base = apply_overrides(base, list(args.set))
         if args.epochs:
             base.setdefault("optim", {})["epochs"] = args.epochs
@@ -72,14 +79,17 @@ class Bench:
     def net(self, arch: str) -> dict[str, Any]:
         d: dict[str, Any] = {"arch": arch}
         if arch in VITS:
-            d["args"] = {"img_size": self.image_size, "patch_size": self.args.patch}
+            d["args"] = {"img_size": self.image_size, "patch_size": self.args.patch, "depth": self.args.vit_depth}
         return d
 
     def teacher(self, arch: str) -> str:
         out = self.out / "teachers" / arch
         if not (out / "summary.json").is_file():
             cfg = copy.deepcopy(self.base)
-            cfg = apply_overrides(cfg, list(self.args.teacher_set))
+            # "key=value" applies to every teacher, "arch:key=value" to that architecture only
+            sets = [s.split(":", 1)[1] if ":" in s.split("=", 1)[0] else s for s in self.args.teacher_set
+                    if ":" not in s.split("=", 1)[0] or s.split(":", 1)[0] == arch]
+            cfg = apply_overrides(cfg, sets)
             cfg["student"] = self.net(arch)
             cfg["method"] = {"name": "ce"}
             cfg["run"].update({"out": str(out), "seed": 0, "overwrite": True})
@@ -164,15 +174,18 @@ def _kv(text: str) -> tuple[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default="benchmarks/synthetic.yaml")
-    p.add_argument("--student", default="vit_tiny")
-    p.add_argument("--teachers", nargs="+", default=["resnet32x4", "wrn_40_2", "vit_small"])
+    p.add_argument("--student", default="", help="default: the base's student (else vit_tiny)")
+    p.add_argument("--teachers", nargs="+", default=[],
+                   help="default: the base's teacher (else resnet32x4 wrn_40_2 vit_small)")
     p.add_argument("--patch", type=int, default=4, help="ViT patch size")
+    p.add_argument("--vit-depth", type=int, default=12, help="ViT depth")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=0, help="override optim.epochs (0: the base's)")
     p.add_argument("--drop-prob", type=float, default=0.5)
     p.add_argument("--unic", type=_kv, nargs="*", default=[], help="unic options for every UNIC row, key=value")
     p.add_argument("--set", nargs="*", default=[], help="overrides of the base, key=value")
-    p.add_argument("--teacher-set", nargs="*", default=[], help="overrides for the teachers' ce runs")
+    p.add_argument("--teacher-set", nargs="*", default=[],
+                   help="overrides for the teachers' ce runs: key=value, or arch:key=value for one teacher")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/bench/unic_accuracy")
     args = p.parse_args()

@@ -8,7 +8,8 @@ networks (random-init teachers; speed only) and the same batch. The engines take
 rotating every round (cancels slow drifts of a shared machine); each ``Trainer.train_step`` is timed
 on its own. Reported: medians of wall-clock and of process CPU time (``time.process_time``; with
 one thread it is the step's own compute, robust to other jobs on a busy machine) and the CPU-time
-ratio to the floor.
+ratio to the floor. A second measurement times the method alone (its forward and backward on fixed
+features and logits of one step), which is what UNIC adds to the floor, free of the networks' noise.
 
 Variants: ``unic`` (reference defaults: ladder on every student block, standardisation, dropping
 p = 0.5), ``unic_last`` (last block only: no ladder), and any ``--extra name:key=value,...``.
@@ -32,7 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adaptkd.balance import weighted_sum  # noqa: E402
 from adaptkd.engine.trainer import Trainer  # noqa: E402
+from adaptkd.methods import StepIn  # noqa: E402
 
 VITS = ("vit_tiny", "vit_small")
 
@@ -86,6 +89,7 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=64)
     p.add_argument("--steps", type=int, default=6, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds")
+    p.add_argument("--method-reps", type=int, default=10, help="timed method-only repetitions")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--extra", nargs="*", default=[], help="more variants, e.g. nodrop:drop_prob=0")
@@ -108,6 +112,27 @@ def main() -> None:
                 t = timed(one)
                 if i >= args.warmup:
                     times[n].append(t)
+        # The method alone: its forward + backward on fixed features and logits of one real step
+        # (what UNIC adds to the floor, measured without the networks' noise).
+        alone: dict[str, list[float]] = {n: [] for n in names if n != "floor"}
+        fixed = {}
+        for n in alone:
+            tr = trainers[n]
+            logits, feats = tr.forward_all(tr.eval_aug(xb.to(tr.device)))
+            fixed[n] = ({k: v.detach() for k, v in logits.items()}, {m: {k: v.detach() for k, v in f.items()} for m, f in feats.items()})
+        for i in range(args.warmup + args.method_reps):
+            for n in list(alone)[i % len(alone):] + list(alone)[: i % len(alone)]:
+                tr, (lg, ft) = trainers[n], fixed[n]
+                lg = {k: (v.clone().requires_grad_() if k == "student" else v) for k, v in lg.items()}
+                ft = {m: {k: (v.clone().requires_grad_() if m == "student" else v) for k, v in f.items()} for m, f in ft.items()}
+
+                def one(tr=tr, lg=lg, ft=ft):
+                    out = tr.method(StepIn(x=xb, y=yb.to(tr.device), epoch=1, step=0, logits=lg, feats=ft))
+                    weighted_sum(out.losses["student"], out.weights["student"]).backward()
+                    sync()
+                t = timed(one)
+                if i >= args.warmup:
+                    alone[n].append(t[1])
         sizes = {n: sum(q.numel() for q in tr.method.parameters()) for n, tr in trainers.items()}
         student = sum(q.numel() for q in first.networks["student"].parameters())
 
@@ -119,12 +144,15 @@ def main() -> None:
           f"{args.classes} classes, device {args.device}, {args.threads} thread(s), {args.steps} timed steps per "
           f"variant after {args.warmup} warm-up rounds (rotating order), torch {torch.__version__}\n")
     print(f"student parameters: {student / 1e6:.2f} M\n")
-    print("| variant | method options | projector params (M) | step wall median (ms) | step CPU median (ms) | CPU ratio to floor |")
-    print("|---|---|---:|---:|---:|---:|")
+    floor = med("floor", 1)
+    print("| variant | method options | projector params (M) | step wall median (ms) | step CPU median (ms) | "
+          "CPU ratio to floor | method alone fwd+bwd CPU median (ms) | (floor + method alone) / floor |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for n in names:
         opts = ", ".join(f"{k}={v}" for k, v in vs[n].items() if k != "name") or "defaults"
+        a = statistics.median(alone[n]) if n in alone else 0.0
         print(f"| {n} | {vs[n]['name']}: {opts} | {sizes[n] / 1e6:.2f} | {1e3 * med(n, 0):.0f} | {1e3 * med(n, 1):.0f} | "
-              f"{med(n, 1) / med('floor', 1):.3f} |")
+              f"{med(n, 1) / floor:.3f} | {1e3 * a:.0f} | {(floor + a) / floor:.3f} |")
 
 
 if __name__ == "__main__":

@@ -334,3 +334,25 @@ def test_tiny_compose_run(tmp_path, teacher_ckpt):
     Trainer(cfg).fit()
     steps = [r for r in read_metrics(tmp_path / "c" / "metrics.jsonl") if r["kind"] == "step"]
     assert {"loss/student/dtkd", "loss/student/dkd", "loss/student/ce", "dtkd/guarded"} <= set(steps[0])
+
+
+def test_recipes_carry_the_dtkd_table():
+    """configs/cifar100/dtkd*/ are up to date with the per-pair table in configs/generate.py (spec §3)."""
+    import importlib.util
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    spec = importlib.util.spec_from_file_location("adaptkd_generate", root / "generate.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.DTKD["res32x4_res8x4"] == (0.05, 3.0, 1.0) and gen.DTKD["res50_mv2"] == (0.01, 3.0, 2.0)
+    tables = gen.method_tables()
+    for family in ("dtkd", "dtkd_dkd"):
+        files = sorted((root / "cifar100" / family).glob("*.yaml"))
+        assert [f.stem for f in files] == sorted(tables[family])
+        for f in files:
+            cfg = yaml.safe_load(f.read_text())
+            assert cfg["method"] == tables[family][f.stem] and cfg["optim"]["lr"] == gen.DTKD[f.stem][0]
+            assert load_config(cfg, check=False).method.name == ("dtkd" if family == "dtkd" else "compose")

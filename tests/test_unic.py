@@ -381,6 +381,11 @@ def test_draws_are_seeded_per_rank(vit_trainer):
         return torch.rand(5, generator=build_method("unic", {}, ctx)._gen)
     assert torch.equal(draws(0), draws(0)) and not torch.equal(draws(0), draws(1))
     assert torch.equal(draws(1), torch.rand(5, generator=torch.Generator().manual_seed(4)))  # seed + rank
+    # under DDP a label-free student leaves its head without gradient: refused up front
+    ctx = MethodContext(networks=tr.networks, learners=["student"], frozen=["teacher0", "teacher1"], arches={},
+                        num_classes=10, epochs=1, steps_per_epoch=4, sample_input=tr.ctx.sample_input, world_size=2)
+    with pytest.raises(ConfigError, match="ce_weight"):
+        build_method("unic", {"ce_weight": 0.0}, ctx)
 
 
 def test_linear_probe_runs_on_penultimate_features():

@@ -97,6 +97,10 @@ class UNIC(Method):
     def __init__(self, params: UNICParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
         p = params
+        if ctx.world_size > 1 and p.ce_weight == 0 and p.kd_weight == 0:
+            raise _config_error("field `method.ce_weight`: with ce_weight and kd_weight 0 the student's head gets no "
+                                "gradient, which DDP (find_unused_parameters off) refuses; keep ce_weight > 0 under "
+                                "torchrun, or train label-free on one process")
         self.teachers = list(ctx.frozen)
         student = ctx.networks["student"]
         self.blocks = self._student_blocks(student, p.student_blocks)

@@ -169,6 +169,15 @@ def _div(num: Tensor, den: Tensor, default: float) -> Tensor:
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), default)
 
 
+def _ratio(num: Tensor, den: Tensor, default: float) -> Tensor:
+    """``num / den`` for fractions whose numerator is 0 wherever the denominator is (0/0 → ``default``).
+
+    Two operations instead of :func:`_div`'s four: every ratio of §4 has this form (a denominator
+    vanishes only together with its numerator), which keeps the controller cheap per step.
+    """
+    return torch.nan_to_num(num / den, nan=default)
+
+
 def importance(a: Tensor, b: Tensor, c: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
     """(I_T, I_D) of §4.2: I_T = (1−λ)⟨g_T, g_λ⟩, I_D = λ⟨g_D, g_λ⟩ (so ΔL_λ ≈ −η(I_T + I_D))."""
     ab = a * b * c
@@ -189,8 +198,8 @@ def dominance_bound(a: Tensor, b: Tensor, c: Tensor, rho: float = 1.0) -> Tensor
     With k = λb/((1−λ)a), I_D ≥ ρ·I_T ⟺ k² + c(1−ρ)k − ρ ≥ 0 ⟺ k ≥ k_ρ, the positive root
     k_ρ = [c(ρ−1) + sqrt(c²(ρ−1)² + 4ρ)] / 2; then λ_ρ = k_ρ·a / (k_ρ·a + b). ρ = 1 gives a/(a+b).
     """
-    k = (c * (rho - 1) + torch.sqrt(c * c * (rho - 1) ** 2 + 4 * rho)) / 2
-    return _div(k * a, k * a + b, 0.0)
+    k = (c * (rho - 1) + torch.sqrt(c * c * (rho - 1) ** 2 + 4 * rho)) / 2 if rho != 1.0 else 1.0
+    return _ratio(k * a, k * a + b, 0.0)
 
 
 def decrease_interval(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -199,8 +208,9 @@ def decrease_interval(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     λ_lo = a|c|/(b + a|c|) and λ_hi = a/(a + b|c|) when c < 0; [0, 1] when c ≥ 0.
     """
     neg = (-c).clamp_min(0)
-    lo = _div(a * neg, b + a * neg, 0.0)
-    hi = _div(a, a + b * neg, 1.0)
+    a_neg = a * neg
+    lo = _ratio(a_neg, b + a_neg, 0.0)
+    hi = _ratio(a, a + b * neg, 1.0)
     return lo, hi
 
 
@@ -239,7 +249,7 @@ def controller_lambda(p: "GradientParams", a: Tensor, b: Tensor, c: Tensor, lam0
     elif p.controller == "task_max":
         lam = torch.where(b * c < a, lower, hi)
     elif p.controller == "ratio":
-        lam = _div(p.kappa * a, p.kappa * a + b, p.kappa / (1 + p.kappa))
+        lam = _ratio(p.kappa * a, p.kappa * a + b, p.kappa / (1 + p.kappa))
         if p.task_safe:
             lam = torch.minimum(lam, hi)
     else:  # cosine_gate
@@ -364,6 +374,7 @@ class GradientBalance(Balancer):
         self.state: dict[str, Tensor] = {}  # learner -> vector over _SIG
         self._checked: set[tuple[str, frozenset[str]]] = set()
         self._heads: dict[str, tuple[str, list[Tensor]]] = {}
+        self._views: dict[str, tuple[Tensor, ...]] = {}
 
     # -- checkpointing -------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
@@ -371,6 +382,7 @@ class GradientBalance(Balancer):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.state = {k: v.clone() for k, v in state.get("state", {}).items()}
+        self._views = {}
 
     # -- helpers -------------------------------------------------------------------------------
     @staticmethod
@@ -429,43 +441,52 @@ class GradientBalance(Balancer):
 
             tdist.all_reduce(raw)
             raw = raw / _world()
-        cur = torch.stack([raw[0].clamp_min(0).sqrt(), raw[1].clamp_min(0).sqrt(), raw[2]])
+        cur = torch.cat([raw[:2].clamp_min(0).sqrt(), raw[2:]])  # (a, b, ⟨g_T, g_D⟩)
         old = self.state.get(learner)
+        ok = torch.isfinite(cur).all()
         if old is None:
-            prev = torch.zeros_like(cur)
-            ok = torch.isfinite(cur).all()
-            sm = torch.where(ok, cur, prev)
+            sm = torch.where(ok, cur, 0.0)
         else:
             prev = old[:3]
-            ok = torch.isfinite(cur).all()
             sm = torch.where(ok, p.ema * prev + (1 - p.ema) * cur if p.ema > 0 else cur, prev)
-        a, b, d = sm[0], sm[1], sm[2]
-        c = _div(d, a * b, 0.0).clamp(-1, 1)
+        a, b, d = sm.unbind()
+        c = _ratio(d, a * b, 0.0).clamp(-1, 1)
         lam0 = g.lam_method if p.lambda0 == "method" else p.lambda0
         if isinstance(lam0, Tensor):
             lam0 = lam0.to(a.dtype)
         res = controller_lambda(p, a, b, c, lam0)
         lam = res["lambda"]
-        r = _div(update_norm(a, b, c, lam0), update_norm(a, b, c, lam), 1.0) if p.renormalise else torch.ones_like(lam)
-        psi = res.get("lambda_psi", torch.ones_like(lam))
+        r = _div(update_norm(a, b, c, lam0), update_norm(a, b, c, lam), 1.0) if p.renormalise else lam.new_ones(())
+        psi = res.get("lambda_psi", lam)
         self.state[learner] = torch.stack([a, b, d, c, lam, r, res["lambda_lo"], res["lambda_hi"], res["lambda_rho"], psi]).detach()
+        self._views.pop(learner, None)
+
+    def _view(self, learner: str) -> tuple[Tensor, ...]:
+        """The state vector's entries as 0-d views (one ``unbind`` per update, reused in between)."""
+        if learner not in self._views:
+            self._views[learner] = self.state[learner].unbind()
+        return self._views[learner]
 
     def _coefs(self, learner: str, g: _Groups) -> tuple[Tensor, Tensor]:
         """(s·r·(1−λ), s·r·λ) from the stored state."""
-        st = self.state[learner]
-        lam, r = st[4], st[5]
-        sr = g.scale * r
-        return sr * (1 - lam), sr * lam
+        v = self._view(learner)
+        lam = v[4]
+        if self.params.renormalise:
+            sr = v[5] * g.scale
+            return sr * (1 - lam), sr * lam
+        if isinstance(g.scale, float) and g.scale == 1.0:
+            return 1 - lam, lam
+        return g.scale * (1 - lam), g.scale * lam
 
     def _signals(self, learner: str, signals: dict[str, Tensor]) -> None:
-        st = self.state[learner]
+        v = self._view(learner)
         names = ["a", "b", "c", "lambda", "lambda_lo", "lambda_hi", "lambda_rho"]
         if self.params.psi0 is not None:
             names.append("lambda_psi")
         if self.params.renormalise:
             names.append("renorm")
         for n in names:
-            signals[f"balance/{learner}/{n}"] = st[self._SIG.index(n)]
+            signals[f"balance/{learner}/{n}"] = v[self._SIG.index(n)]
 
     # -- the step ------------------------------------------------------------------------------
     def backward(self, out: StepOut, ctx: BackwardContext) -> dict[str, Tensor]:

@@ -1,9 +1,11 @@
 """Accuracy of FixedBalance vs GradientBalance (safe, ratio) for kd and dtkd on the synthetic benchmark.
 
-Every run starts from ``--base`` (the calibrated synthetic recipe ``benchmarks/synthetic.yaml``:
-its data, optim and run sections). One teacher is trained first with method ``ce`` and reused;
-then each (method, balancer, seed) student run. Finished runs (``summary.json`` present) are
-reused, so an interrupted benchmark resumes where it stopped.
+Every run starts from ``--base``, the synthetic recipe ``benchmarks/synthetic.yaml``: its
+``common`` section plus ``teacher`` (the teacher's network, trained first with method ``ce``, seed
+0, and reused) or ``student`` (the student's network) — or a flat config of data/optim/run
+sections with ``--teacher``/``--student``. ``--epochs`` and ``--set key=value`` change teacher and
+students alike. Finished runs (``summary.json`` present) are reused, so an interrupted benchmark
+resumes where it stopped.
 
     python benchmarks/balance_accuracy.py --base benchmarks/synthetic.yaml
     python benchmarks/balance_accuracy.py --base benchmarks/synthetic.yaml --epochs 5 --seeds 0 1 2 \\
@@ -67,32 +69,52 @@ def lambda_curve(run: Path, method: str) -> tuple[list[int], list[float]]:
     return steps, lams
 
 
+def _merge(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        base = yaml.safe_load(Path(args.base).read_text(encoding="utf-8"))
-        base = apply_overrides(base, list(args.set))
-        if args.epochs:
-            base.setdefault("optim", {})["epochs"] = args.epochs
-        base.setdefault("run", {}).update({"progress": False, "tensorboard": False, "latency": False})
-        for key in ("teachers", "peers", "balance", "method"):
-            base.pop(key, None)
-        self.base = base
-        self.epochs = int(base.get("optim", {}).get("epochs", 240))
+        raw = yaml.safe_load(Path(args.base).read_text(encoding="utf-8")) or {}
+        if "common" in raw:  # the synthetic recipe's layout
+            self.bases = {"teacher": _merge(raw["common"], raw.get("teacher", {})),
+                          "student": _merge(raw["common"], raw.get("student", {}))}
+        else:
+            self.bases = {"teacher": raw, "student": raw}
+        for role, base in self.bases.items():
+            base = apply_overrides(base, list(args.set))
+            if args.epochs:
+                base.setdefault("optim", {})["epochs"] = args.epochs
+            base.setdefault("run", {}).update({"progress": False, "tensorboard": False, "latency": False,
+                                               "threads": args.threads})
+            for key in ("teachers", "peers", "balance", "method"):
+                base.pop(key, None)
+            self.bases[role] = base
+        self.teacher_arch = args.teacher or self.bases["teacher"].get("student", {}).get("arch")
+        self.student_arch = args.student or self.bases["student"].get("student", {}).get("arch")
+        if not self.teacher_arch or not self.student_arch:
+            raise SystemExit("--base has no teacher/student network: give --teacher and --student")
+        self.epochs = int(self.bases["student"].get("optim", {}).get("epochs", 240))
         self.warmup = args.warmup if args.warmup is not None else max(1.0, round(self.epochs * 20 / 240, 2))
         self.out = Path(args.out)
         self.results: dict[str, Any] = {"base": args.base, "overrides": list(args.set), "epochs": self.epochs,
-                                        "over": args.over, "runs": {}}
+                                        "over": args.over, "teacher": self.teacher_arch, "student": self.student_arch,
+                                        "runs": {}}
 
-    def run(self, name: str, student: str, method: dict, balance: dict, seed: int, teacher: Path | None) -> dict[str, float]:
+    def run(self, name: str, role: str, arch: str, method: dict, balance: dict, seed: int,
+            teacher: Path | None) -> dict[str, float]:
         out = self.out / name
         if not (out / "summary.json").is_file():
-            cfg = copy.deepcopy(self.base)
-            cfg["student"] = {"arch": student}
+            cfg = copy.deepcopy(self.bases[role])
+            cfg["student"] = {"arch": arch}
             cfg["method"] = copy.deepcopy(method)
             cfg["balance"] = copy.deepcopy(balance)
             if teacher is not None:
-                cfg["teachers"] = [{"arch": self.args.teacher, "checkpoint": str(teacher)}]
+                cfg["teachers"] = [{"arch": self.teacher_arch, "checkpoint": str(teacher)}]
             cfg["run"].update({"out": str(out), "seed": seed, "overwrite": True})
             print(f"[balance_accuracy] training {name}", flush=True)
             Trainer(cfg, log=lambda s: None).fit()
@@ -103,8 +125,9 @@ class Bench:
 
     def table(self) -> tuple[str, dict[str, dict[str, list[tuple[list[int], list[float]]]]]]:
         a = self.args
-        t_acc = self.run(f"teacher/{a.teacher}", a.teacher, {"name": "ce"}, {"name": "fixed"}, a.teacher_seed, None)
-        teacher = self.out / "teacher" / a.teacher / "best.pt"
+        t_acc = self.run(f"teacher/{self.teacher_arch}", "teacher", self.teacher_arch, {"name": "ce"},
+                         {"name": "fixed"}, a.teacher_seed, None)
+        teacher = self.out / "teacher" / self.teacher_arch / "best.pt"
         rows = ["| method | balancer | final top-1 (mean ± std) | best top-1 (mean ± std) | mean λ (last epoch) | seeds |",
                 "|---|---|---|---|---|---|"]
         curves: dict[str, dict[str, list[tuple[list[int], list[float]]]]] = {}
@@ -114,14 +137,14 @@ class Bench:
                 accs, lam_last = [], []
                 for seed in a.seeds:
                     name = f"{m}/{b}/seed{seed}"
-                    accs.append(self.run(name, a.student, section, bal, seed, teacher))
+                    accs.append(self.run(name, "student", self.student_arch, section, bal, seed, teacher))
                     steps, lams = lambda_curve(self.out / name, m)
                     curves.setdefault(m, {}).setdefault(b, []).append((steps, lams))
                     tail = lams[-max(1, len(lams) // self.epochs):]
                     lam_last.append(statistics.fmean(tail))
                 rows.append(f"| {m} | {b} | {fmt([x['final'] for x in accs])} | {fmt([x['best'] for x in accs])} | "
                             f"{statistics.fmean(lam_last):.3f} | {len(accs)} |")
-        head = (f"{a.teacher} → {a.student} (teacher final top-1 {t_acc['final']:.2f}); {self.epochs} epochs; "
+        head = (f"{self.teacher_arch} → {self.student_arch} (teacher final top-1 {t_acc['final']:.2f}); {self.epochs} epochs; "
                 f"GradientBalance over {a.over}; dtkd warm-up {self.warmup} epochs\n\n")
         return head + "\n".join(rows), curves
 
@@ -161,13 +184,13 @@ def plot(curves: dict, path: Path, title: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--base", default="benchmarks/synthetic.yaml", help="the synthetic recipe (data/optim/run)")
+    p.add_argument("--base", default="benchmarks/synthetic.yaml", help="the synthetic recipe (common/teacher/student)")
     p.add_argument("--set", nargs="*", default=[], help="key=value overrides of the base recipe")
-    p.add_argument("--epochs", type=int, help="epochs (default: the base recipe's)")
+    p.add_argument("--epochs", type=int, help="epochs of teacher and students (default: the recipe's)")
     p.add_argument("--warmup", type=float, help="dtkd warm-up epochs (default: 20/240 of the run)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--teacher", default="resnet32")
-    p.add_argument("--student", default="resnet8")
+    p.add_argument("--teacher", help="teacher arch (default: the recipe's `teacher` network)")
+    p.add_argument("--student", help="student arch (default: the recipe's `student` network)")
     p.add_argument("--teacher-seed", type=int, default=0)
     p.add_argument("--over", default="logits", choices=["logits", "head", "params"])
     p.add_argument("--out", default="runs/bench/balance")

@@ -440,8 +440,8 @@ def test_first_order_prediction_of_each_loss_on_softmax_regression(controller):
     pred_t = -eta * a * ((1 - lam) * a + lam * b * c)
     pred_d = -eta * b * ((1 - lam) * a * c + lam * b)
     scale = eta * (a + b) ** 2
-    assert abs(dlt - pred_t) <= 1e-3 * max(abs(pred_t), 1e-3 * scale)
-    assert abs(dld - pred_d) <= 1e-3 * max(abs(pred_d), 1e-3 * scale)
+    assert abs(dlt - pred_t) <= 3e-4 * max(abs(pred_t), 1e-3 * scale)  # measured: ≤ 6e-5
+    assert abs(dld - pred_d) <= 3e-4 * max(abs(pred_d), 1e-3 * scale)
     if controller == "safe":  # both decrease (first order) and distillation dominates
         assert dlt <= 0 and dld <= 0
         i_t, i_d = importance(*(torch.tensor(v, dtype=D64) for v in (a, b, c, lam)))

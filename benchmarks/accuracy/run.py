@@ -5,8 +5,8 @@
     python benchmarks/accuracy/run.py --dataset synthetic --epochs 5 --set data.train_size=5000
 
 Recipes. ``synthetic`` is ``benchmarks/synthetic.yaml`` (its ``common`` section plus ``teacher`` for
-the teacher and ``student`` for the students); ``digits`` is the embedded demo recipe
-(``adaptkd/recipes/demo.yaml``). ``--epochs`` and ``--set key=value`` change both the teacher and
+the teacher and ``student`` for the students); ``digits`` is ``DIGITS`` below (cnn_medium teacher,
+cnn_tiny students, 30 epochs). ``--epochs`` and ``--set key=value`` change both the teacher and
 the students (shorter honest runs on a busy machine).
 
 Methods. One YAML snippet per method in ``benchmarks/accuracy/methods/<name>.yaml``: its
@@ -48,12 +48,25 @@ HERE = Path(__file__).resolve().parent
 CIFAR_EPOCHS = 240  # the schedule the snippets' warm-ups refer to
 
 
+#: scikit-learn's bundled digits (8x8 grey, 10 classes): a small, fast second dataset.
+DIGITS = {
+    "common": {
+        "data": {"name": "digits", "batch_size": 64, "augment": True, "crop_padding": 1, "flip": False},
+        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4, "epochs": 30,
+                  "schedule": "cosine", "milestones": []},
+        "run": {"log_every": 50},
+    },
+    "teacher": {"student": {"arch": "cnn_medium"}, "method": {"name": "ce"}},
+    "student": {"student": {"arch": "cnn_tiny"}},
+}
+
+
 def recipe(dataset: str) -> dict[str, Any]:
     """{common, teacher, student} sections of the dataset's recipe."""
     if dataset == "synthetic":
         raw = yaml.safe_load((ROOT / "benchmarks" / "synthetic.yaml").read_text(encoding="utf-8"))
     elif dataset == "digits":
-        raw = yaml.safe_load((ROOT / "adaptkd" / "recipes" / "demo.yaml").read_text(encoding="utf-8"))
+        raw = copy.deepcopy(DIGITS)
     else:
         raise SystemExit(f"--dataset: unknown {dataset!r} (synthetic, digits)")
     for key in ("common", "teacher", "student"):
@@ -120,12 +133,12 @@ class Suite:
     def train(self, cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         from adaptkd.engine.trainer import Trainer
 
-        summary = out / "summary.json"
-        if summary.is_file():
-            return json.loads(summary.read_text(encoding="utf-8"))
         cfg = copy.deepcopy(cfg)
         cfg["run"]["out"] = str(out)
         cfg["run"]["overwrite"] = True  # a run stopped before summary.json starts again
+        summary = out / "summary.json"
+        if summary.is_file() and _same_config(out / "config.yaml", cfg):
+            return json.loads(summary.read_text(encoding="utf-8"))
         t0 = time.perf_counter()
         s = Trainer(cfg, log=lambda line: None).fit()
         print(f"  {out.relative_to(self.out)}: final {s['final_acc']:.2f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -168,6 +181,19 @@ class Suite:
         return res
 
 
+def _same_config(saved: Path, cfg: dict[str, Any]) -> bool:
+    """True when the finished run in ``saved``'s folder was made with this very config."""
+    from adaptkd.config import config_to_dict, load_config
+
+    if not saved.is_file():
+        return False
+    try:
+        old = config_to_dict(load_config(yaml.safe_load(saved.read_text(encoding="utf-8")), check=False))
+    except Exception:  # noqa: BLE001 - an unreadable or outdated config: run again
+        return False
+    return old == config_to_dict(load_config(cfg, check=False))
+
+
 def _ms(xs: list[float]) -> str:
     if not xs:
         return "–"
@@ -198,6 +224,27 @@ def table(dataset: str, res: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['teachers']} | {_ms(accs)} | {'–' if name == 'ce' else _gain(rows, ce)} | "
                      f"{'–' if name == 'kd' else _gain(rows, kd)} | {_ms(t_accs) if t_accs else '–'} | {len(rows)} |")
     return "\n".join(lines)
+
+
+HEADER = """# Accuracy suite results
+
+Produced by `benchmarks/accuracy/run.py` (see docs/speed.md). Student final test top-1 (%), mean ± std
+over seeds; the gains are the mean ± std of the per-seed differences (same seed: same initialisation
+and data order). `teacher`: frozen = the cached teacher, trainable = online KD with a teacher of the
+same architecture trained from scratch, none = the student alone. Warm-ups are rescaled to the run
+length (w · epochs / 240). Each dataset's table carries the command that produced it.
+"""
+
+
+def write_results(path: Path, blocks: dict[str, str]) -> None:
+    """Replace the blocks of these datasets in ``path`` and keep the others (each has its command)."""
+    import re
+
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    kept = {m.group(1): m.group(0) for m in re.finditer(r"<!-- dataset: (\w+) -->.*?<!-- end: \1 -->", old, re.S)}
+    kept.update(blocks)
+    order = sorted(kept, key=lambda d: ({"synthetic": 0, "digits": 1}.get(d, 2), d))
+    path.write_text(HEADER + "\n" + "\n\n".join(kept[d] for d in order) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,19 +278,17 @@ def main(argv: list[str] | None = None) -> int:
                    if line.lower().startswith("model name"))
     except (OSError, StopIteration):
         pass
-    head = [
-        "# Accuracy suite results", "",
-        f"Command: `{cmd.strip()}`", "",
-        f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s); "
-        f"wall time {elapsed / 60:.1f} min (finished runs reused from `{args.out}`).", "",
-        "Student final test top-1 (%), mean ± std over seeds; gains are the mean ± std of the per-seed "
-        "differences (same seed: same initialisation and data order). Warm-ups rescaled to the run length "
-        "(w · epochs / 240).", "",
-    ]
-    body = "\n\n".join(table(d, r) for d, r in results.items())
-    Path(args.results).write_text("\n".join(head) + body + "\n", encoding="utf-8")
+    when = time.strftime("%Y-%m-%d")
+    blocks = {}
+    for d, r in results.items():
+        blocks[d] = "\n".join([
+            f"<!-- dataset: {d} -->", table(d, r), "",
+            f"Command: `{cmd.strip()}`  ", f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{args.threads} thread(s); {when}; suite wall time {elapsed / 60:.1f} min (finished runs reused from "
+            f"`{args.out}`).", f"<!-- end: {d} -->"])
+    write_results(Path(args.results), blocks)
     (Path(args.out) / "results.json").write_text(json.dumps({"command": cmd, "results": results}, indent=2), encoding="utf-8")
-    print("\n" + body)
+    print("\n" + "\n\n".join(blocks.values()))
     print(f"\nwrote {args.results} and {Path(args.out) / 'results.json'}")
     return 0
 

@@ -147,8 +147,8 @@ def ref_distances(fs, ft):
     return out
 
 
-def rel_err(a, b):
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+def rel_err(a, b, floor=1e-300):
+    return float((a - b).abs().max() / b.abs().max().clamp_min(floor))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,6 +161,8 @@ def test_spatial_attention_and_distances_match_float64_reference():
     fs = [torch.randn(3, 4, 4, 4, dtype=D64), torch.randn(3, 7, 2, 2, dtype=D64)]
     ft = [torch.randn(3, 6, 8, 8, dtype=D64), torch.randn(3, 10, 4, 4, dtype=D64), torch.randn(3, 12, 4, 4, dtype=D64)]
     assert rel_err(attention_map_distances(fs, ft), ref_distances(fs, ft)) < 1e-12
+    ft = [ft[1], ft[0], ft[2]]  # teacher sizes interleaved: 4x4, 8x8, 4x4
+    assert rel_err(attention_map_distances(fs, ft), ref_distances(fs, ft)) < 1e-12
 
 
 def test_afd_matches_independent_float64_computation(plain):
@@ -168,13 +170,21 @@ def test_afd_matches_independent_float64_computation(plain):
     afd = build("afd", {}, s, t, x, D64)
     inp = step_input(s, t, x, y, S_TAPS, T_TAPS, D64)
     out = afd(inp)
-    fs = [inp.feats["student"][n].detach() for n in S_TAPS]
+    out.losses["student"]["afd"].backward()
+    got_grads = [inp.feats["student"][n].grad.clone() for n in S_TAPS] + [p.grad.clone() for p in afd.parameters()]
+    afd.zero_grad()
+    fs = [inp.feats["student"][n].detach().requires_grad_() for n in S_TAPS]
     ft = [inp.feats["teacher0"][n].detach() for n in T_TAPS]
-    with torch.no_grad():
-        alpha = ref_attention(afd.attention, ft, fs)  # teacher queries, student keys: [B, T, S]
-        dist = ref_distances(fs, ft)
-        expected = sum((alpha[:, ti] * dist[:, ti]).sum(1).mean() for ti in range(len(ft)))
+    alpha = ref_attention(afd.attention, ft, fs)  # teacher queries, student keys: [B, T, S]
+    dist = ref_distances(fs, ft)
+    expected = sum((alpha[:, ti] * dist[:, ti]).sum(1).mean() for ti in range(len(ft)))
     assert rel_err(out.losses["student"]["afd"], expected) < 1e-9
+    expected.backward()
+    want_grads = [f.grad for f in fs] + [p.grad for p in afd.parameters()]
+    # (Linear biases before a BatchNorm have a gradient of exactly 0 in theory, ~1e-17 in practice.)
+    scale = max(float(w.abs().max()) for w in want_grads)
+    assert all(rel_err(g, w, floor=1e-4 * scale) < 1e-9 for g, w in zip(got_grads, want_grads))
+    alpha, expected = alpha.detach(), expected.detach()
     assert out.weights["student"] == {"ce": 1.0, "kd": 0.9, "afd": 200.0}
     assert set(out.signals) == {"afd/attention_entropy"}
     ent = -(alpha * alpha.log()).sum(2).mean()

@@ -32,6 +32,19 @@ __all__ = [
 ]
 
 
+def _channel_energy(feat: Tensor) -> Tensor:
+    """Channel mean of the squared feature ``[B, C, H, W]`` → ``[B, 1, H, W]``."""
+    if feat.dim() != 4:
+        raise ValueError(f"spatial attention maps need a [B, C, H, W] feature, got shape {tuple(feat.shape)}")
+    return feat.pow(2).mean(1, keepdim=True)
+
+
+def _finish_map(m: Tensor, size: tuple[int, int] | None, eps: float) -> Tensor:
+    if size is not None and tuple(m.shape[-2:]) != tuple(size):
+        m = F.adaptive_avg_pool2d(m, size)
+    return F.normalize(m.flatten(1), dim=1, eps=eps)
+
+
 def spatial_attention(feat: Tensor, size: tuple[int, int] | None = None, eps: float = 1e-12) -> Tensor:
     """Spatial attention map of a feature ``[B, C, H, W]`` → ``[B, P]``.
 
@@ -39,12 +52,7 @@ def spatial_attention(feat: Tensor, size: tuple[int, int] | None = None, eps: fl
     different from ``(H, W)``), flattened over positions and L2-normalised over them
     (``x / max(‖x‖₂, eps)``, as ``F.normalize``).
     """
-    if feat.dim() != 4:
-        raise ValueError(f"spatial_attention expects a [B, C, H, W] feature, got shape {tuple(feat.shape)}")
-    m = feat.pow(2).mean(1, keepdim=True)
-    if size is not None and tuple(m.shape[-2:]) != tuple(size):
-        m = F.adaptive_avg_pool2d(m, size)
-    return F.normalize(m.flatten(1), dim=1, eps=eps)
+    return _finish_map(_channel_energy(feat), size, eps)
 
 
 def attention_map_distances(student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor]) -> Tensor:
@@ -52,20 +60,28 @@ def attention_map_distances(student_feats: Sequence[Tensor], teacher_feats: Sequ
 
     ``D[b, t, s] = mean_p (v̂_{s→t}[b, p] − v_t[b, p])²`` where ``v_t`` is teacher layer t's spatial
     attention map and ``v̂_{s→t}`` student layer s's map pooled to teacher layer t's ``H×W``
-    (:func:`spatial_attention`). Student maps are pooled once per distinct teacher size.
+    (:func:`spatial_attention`). Student maps are pooled once per distinct teacher size; the
+    teacher layers of one size are handled together, the sum of squared differences computed
+    directly (``torch.cdist`` without the matrix-product shortcut, squared), so equal maps give
+    exactly 0.
     """
     if not student_feats or not teacher_feats:
         raise ValueError("attention_map_distances needs at least one student and one teacher feature")
-    pooled: dict[tuple[int, int], Tensor] = {}
-    cols = []
-    for ft in teacher_feats:
-        size = (int(ft.shape[-2]), int(ft.shape[-1]))
-        if size not in pooled:
-            pooled[size] = torch.stack([spatial_attention(fs, size) for fs in student_feats], dim=1)  # [B, S, P]
-        vs = pooled[size]
-        vt = spatial_attention(ft)  # [B, P]
-        cols.append((vs - vt.unsqueeze(1)).pow(2).mean(2))  # [B, S]
-    return torch.stack(cols, dim=1)
+    energy = [_channel_energy(f) for f in student_feats]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, ft in enumerate(teacher_feats):
+        groups.setdefault((int(ft.shape[-2]), int(ft.shape[-1])), []).append(i)
+    parts, order = [], []
+    for size, idx in groups.items():
+        vs = torch.stack([_finish_map(m, size, 1e-12) for m in energy], dim=1)  # [B, S, P]
+        vt = torch.stack([spatial_attention(teacher_feats[i]) for i in idx], dim=1)  # [B, Tg, P]
+        dist = torch.cdist(vt, vs, compute_mode="donot_use_mm_for_euclid_dist")  # [B, Tg, S]
+        parts.append(dist.pow(2) / vs.shape[-1])
+        order += idx
+    d = torch.cat(parts, dim=1)
+    if order != sorted(order):
+        d = d[:, [order.index(t) for t in range(len(order))]]
+    return d
 
 
 def afd_loss(attention: Tensor, distances: Tensor) -> Tensor:

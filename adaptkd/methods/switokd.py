@@ -71,8 +71,9 @@ class OnlineMethod(Method):
         self.teacher_pairs: dict[str, list[int]] = {}
         for k, (t, _) in enumerate(pairs):
             self.teacher_pairs.setdefault(t, []).append(k)
-        # Per-epoch sums of every pair statistic, accumulated on the device (read at epoch_end).
-        self.register_buffer("_acc", torch.zeros(len(pairs), len(STATS), dtype=torch.float64), persistent=False)
+        # Per-epoch sums of every pair statistic, accumulated on the device (read at epoch_end);
+        # float32, which every backend has (MPS has no float64).
+        self.register_buffer("_acc", torch.zeros(len(pairs), len(STATS)), persistent=False)
         self._steps = 0
         self._paused = {t: 0 for t in self.teacher_pairs}
 

@@ -4,15 +4,16 @@ Table 1: ce, kd, fitnet, afd and rtk for one teacher→student pair, mean ± std
 student's final and best test top-1. Table 2: RTK's kept-key fraction per epoch (mean over seeds
 of the epoch means the method logs as ``rtk/kept_fraction_epoch``).
 
-Every run starts from ``--base`` (the calibrated synthetic recipe ``benchmarks/synthetic.yaml``:
-its data, optim and run sections); the teacher is trained first with method ``ce`` and reused.
+Every run starts from ``--base`` (the synthetic recipe ``benchmarks/synthetic.yaml``: its ``common``
+section plus ``teacher`` for the teacher, trained first with method ``ce`` and reused, and
+``student`` for the students; a flat config is used for both). ``--epochs`` and ``--set`` change
+teacher and students alike.
 Method options are the library defaults (= the CIFAR recipes': AFD's CE + 0.9·KD + 200·AFD, RTK
 with AFD's weights, FitNet one-stage CE + 100·hint from the middle tap block). Finished runs
 (``summary.json`` present) are not run again, so an interrupted benchmark resumes.
 
     python benchmarks/features_accuracy.py --base benchmarks/synthetic.yaml
-    python benchmarks/features_accuracy.py --base benchmarks/synthetic.yaml --pair resnet20:resnet8 \\
-        --epochs 5 --seeds 0 1 2 --set data.train_size=5000
+    python benchmarks/features_accuracy.py --epochs 5 --seeds 0 1 2 --set data.train_size=5000
 
 Prints Markdown tables and writes them with the raw numbers to ``<out>/tables.md`` and
 ``<out>/results.json``. Single-threaded by default (``--threads``).
@@ -52,32 +53,55 @@ def fmt(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}"
 
 
+def merged(a: dict, b: dict) -> dict:
+    """``b`` laid over ``a``, dictionaries merged key by key."""
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        base = yaml.safe_load(Path(args.base).read_text(encoding="utf-8"))
-        base = apply_overrides(base, list(args.set))
-        if args.epochs:
-            base.setdefault("optim", {})["epochs"] = args.epochs
-        base.setdefault("run", {}).update({"progress": False, "tensorboard": False, "latency": False})
-        base.pop("teachers", None)
-        base.pop("peers", None)
-        self.base = base
+        raw = yaml.safe_load(Path(args.base).read_text(encoding="utf-8")) or {}
+        if "common" in raw:  # the synthetic recipe: common + teacher / student sections
+            bases = {"teacher": merged(raw["common"], raw.get("teacher", {})),
+                     "student": merged(raw["common"], raw.get("student", {}))}
+        else:
+            bases = {"teacher": raw, "student": raw}
+        self.bases = {}
+        for role, base in bases.items():
+            base = apply_overrides(base, list(args.set))
+            if args.epochs:
+                base.setdefault("optim", {})["epochs"] = args.epochs
+            if role == "teacher" and args.teacher_epochs:
+                base.setdefault("optim", {})["epochs"] = args.teacher_epochs
+            base.setdefault("run", {}).update({"progress": False, "tensorboard": False, "latency": False,
+                                               "threads": args.threads})
+            for key in ("teachers", "peers", "balance", "method"):
+                base.pop(key, None)
+            self.bases[role] = base
+        t, s = args.pair.split(":") if args.pair else (None, None)
+        self.teacher_arch = t or self.bases["teacher"].get("student", {}).get("arch")
+        self.student_arch = s or self.bases["student"].get("student", {}).get("arch")
+        if not self.teacher_arch or not self.student_arch:
+            raise SystemExit("--base names no teacher/student network: give --pair teacher:student")
         self.out = Path(args.out)
-        self.results: dict[str, Any] = {"base": args.base, "overrides": list(args.set), "pair": args.pair,
-                                        "epochs": int(base.get("optim", {}).get("epochs", 240)), "runs": {}}
+        self.results: dict[str, Any] = {"base": args.base, "overrides": list(args.set),
+                                        "pair": f"{self.teacher_arch}:{self.student_arch}",
+                                        "epochs": int(self.bases["student"].get("optim", {}).get("epochs", 240)),
+                                        "runs": {}}
 
-    def run(self, name: str, student: str, method: dict, seed: int, teacher: str | None = None) -> dict[str, Any]:
+    def run(self, name: str, role: str, arch: str, method: dict, seed: int, teacher: Path | None = None) -> dict[str, Any]:
         out = self.out / name
         summary = out / "summary.json"
         if not summary.is_file():
-            cfg = copy.deepcopy(self.base)
-            cfg["student"] = {"arch": student}
+            cfg = copy.deepcopy(self.bases[role])
+            cfg["student"] = {"arch": arch}
             cfg["method"] = copy.deepcopy(method)
-            if teacher:
-                cfg["teachers"] = [{"arch": teacher, "checkpoint": str(self.teacher(teacher))}]
-            elif self.args.teacher_epochs and name.startswith("teachers/"):
-                cfg["optim"]["epochs"] = self.args.teacher_epochs
+            if teacher is not None:
+                cfg["teachers"] = [{"arch": self.teacher_arch, "checkpoint": str(teacher)}]
             cfg["run"].update({"out": str(out), "seed": seed, "overwrite": True})
             print(f"[features_accuracy] training {name}", flush=True)
             Trainer(cfg, log=lambda s: None).fit()
@@ -88,17 +112,14 @@ class Bench:
         self.results["runs"][name] = res
         return res
 
-    def teacher(self, arch: str) -> Path:
-        self.run(f"teachers/{arch}", arch, {"name": "ce"}, self.args.teacher_seed)
-        return self.out / "teachers" / arch / "best.pt"
-
     def tables(self) -> str:
-        t, s = self.args.pair.split(":")
-        tacc = self.run(f"teachers/{t}", t, {"name": "ce"}, self.args.teacher_seed)
+        t, s = self.teacher_arch, self.student_arch
+        tacc = self.run(f"teacher/{t}", "teacher", t, {"name": "ce"}, self.args.teacher_seed)
+        ckpt = self.out / "teacher" / t / "best.pt"
         rows = ["| method | final top-1 (mean ± std) | best top-1 (mean ± std) | seeds |", "|---|---|---|---|"]
         kept: list[list[float]] = []
         for m in self.args.methods:
-            accs = [self.run(f"methods/{m}/seed{seed}", s, METHODS[m], seed, None if m == "ce" else t)
+            accs = [self.run(f"methods/{m}/seed{seed}", "student", s, METHODS[m], seed, None if m == "ce" else ckpt)
                     for seed in self.args.seeds]
             rows.append(f"| {m} | {fmt([a['final'] for a in accs])} | {fmt([a['best'] for a in accs])} | {len(accs)} |")
             if m == "rtk":
@@ -121,7 +142,7 @@ def main() -> None:
     p.add_argument("--teacher-epochs", type=int, help="teacher epochs (default: as the students)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--teacher-seed", type=int, default=0)
-    p.add_argument("--pair", default="resnet32x4:resnet8x4", help="teacher:student")
+    p.add_argument("--pair", help="teacher:student (default: the recipe's teacher and student networks)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--out", default="runs/bench/features")
     p.add_argument("--threads", type=int, default=1)

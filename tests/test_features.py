@@ -388,6 +388,10 @@ def test_options_are_validated(tmp_path, plain):
         with pytest.raises(ConfigError) as err:
             load_config(raw)
         assert needle in str(err.value)
+    with pytest.raises(ConfigError, match="balance.name"):
+        load_config({**base, "method": {"name": "fitnet", "stage1_epochs": 2}, "optim": {"epochs": 5},
+                     "balance": {"name": "gradient"}})
+    load_config({**base, "method": {"name": "fitnet", "stage1_epochs": 2}, "optim": {"epochs": 5}})  # valid
     with pytest.raises(ConfigError, match="exactly one teacher"):
         load_config({**base, "teachers": base["teachers"] * 2, "method": {"name": "afd"}})
     s, t, x, _ = plain

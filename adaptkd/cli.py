@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "adaptkd.commands.train",
     "adaptkd.commands.eval",
     "adaptkd.commands.list",
+    "adaptkd.commands.report", "adaptkd.commands.export",
     "adaptkd.commands.bench",
 ]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -198,7 +199,15 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         if e.get("type") == "missing":
             lines.append(f"field `{field}`: required, but missing")
             continue
+        if e.get("type") in ("value_error", "assertion_error"):  # a validator's own message
+            msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         shown = repr(value)
+        if field == "<root>":  # a check across sections: the whole config is no useful "value"
+            lines.append(f"config: {msg}")
+            continue
+        if isinstance(value, dict) and len(shown) > 80:
+            lines.append(f"field `{field}`: {msg}")
+            continue
         if len(shown) > 80:
             shown = shown[:77] + "..."
         lines.append(f"field `{field}`: value {shown} is invalid: {msg}")
@@ -282,12 +291,15 @@ def load_config(
     overrides: list[str] | None = None,
     *,
     check: bool = True,
+    provided: Collection[str] = (),
 ) -> Config:
     """Build a validated :class:`Config` from a YAML path, a dict or a Config, plus overrides.
 
     With ``check=True`` the registries are consulted too (model, method, balancer and dataset
     names exist; method/balancer options are valid; checkpoint files exist), so every error
-    appears before any training starts.
+    appears before any training starts. ``provided``: names of networks whose ``nn.Module`` is
+    passed from Python (``adaptkd.train(student=..., teachers=[...])``); their ``arch`` is only a
+    label (e.g. ``custom``) and they take no checkpoint.
     """
     if isinstance(source, Config):
         raw = config_to_dict(source)
@@ -304,7 +316,7 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
     if check:
-        check_config(cfg)
+        check_config(cfg, provided=provided)
     return cfg
 
 
@@ -318,8 +330,8 @@ def _closest(name: str, options: list[str]) -> str:
     return f" (closest: {', '.join(close)})" if close else f" (known: {', '.join(options)})"
 
 
-def check_config(cfg: Config) -> None:
-    """Cross-field and registry checks that pydantic alone cannot make."""
+def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
+    """Cross-field and registry checks that pydantic alone cannot make (``provided``: see load_config)."""
     # Imported here: registries import torch and the model zoo.
     from adaptkd.balance import balancer_params_model, list_balancers
     from adaptkd.data import list_datasets
@@ -332,9 +344,17 @@ def check_config(cfg: Config) -> None:
     models = list_models()
     nets = [("student", cfg.student)] + [(f"teachers.{i}", t) for i, t in enumerate(cfg.teachers)]
     nets += [(f"peers.{i}", p) for i, p in enumerate(cfg.peers)]
+    given = {field for (field, _), name in zip(nets, cfg.network_names()) if name in set(provided)}
     for field, net in nets:
+        if field in given:
+            if net.checkpoint is not None:
+                problems.append(f"field `{field}.checkpoint`: this network's module is passed from Python, so the "
+                                "checkpoint would not be loaded; load the weights into your module and remove the key")
+            continue
         if not _known_arch(net.arch, models):
-            problems.append(f"field `{field}.arch`: unknown model {net.arch!r}{_closest(net.arch, models)}")
+            hint = (f" ({CUSTOM_ARCH!r} labels a module passed from Python: adaptkd.train(config, student=..., "
+                    "teachers=[...]))" if net.arch == CUSTOM_ARCH else _closest(net.arch, models))
+            problems.append(f"field `{field}.arch`: unknown model {net.arch!r}{hint}")
         if net.checkpoint is not None:
             path = Path(os.path.expanduser(net.checkpoint))
             if not path.is_file():
@@ -345,7 +365,7 @@ def check_config(cfg: Config) -> None:
             except ValidationError as exc:
                 problems.append(format_validation_error(exc, prefix=f"{field}.optim"))
     for i, t in enumerate(cfg.teachers):
-        if not t.trainable and t.checkpoint is None and not t.random_init:
+        if not t.trainable and t.checkpoint is None and not t.random_init and f"teachers.{i}" not in given:
             problems.append(
                 f"field `teachers.{i}.checkpoint`: a frozen teacher needs a checkpoint "
                 "(train one with method `ce`), or set `trainable: true` for online KD, "
@@ -376,6 +396,9 @@ def check_config(cfg: Config) -> None:
         problems.append(f"field `data.root`: dataset {cfg.data.name!r} needs a folder (data.root=PATH)")
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+CUSTOM_ARCH = "custom"  # default arch label of a network passed as an nn.Module from Python
 
 
 def _known_arch(arch: str, models: list[str]) -> bool:

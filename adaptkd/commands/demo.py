@@ -1,7 +1,8 @@
 """``adaptkd demo`` — the main job on bundled data, no download.
 
 Trains a teacher (method ``ce``), then three students from scratch — ``ce`` (alone), ``kd`` and
-``dkd`` — and prints the report card: accuracy, parameters, size and CPU latency per model.
+``dkd`` — prints the comparison (accuracy, parameters, size and CPU latency per model) and writes
+the report card of all four runs to ``<out>/report/report.html`` (see ``adaptkd report``).
 The recipe is ``adaptkd/recipes/demo.yaml`` (a normal config; every key can be overridden).
 """
 
@@ -83,6 +84,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"demo finished in {elapsed:.0f}s; runs in {out}/")
     (out / "demo.json").write_text(json.dumps({"runs": runs, "elapsed_s": elapsed, "rows": [
         {"model": r[0], "arch": r[1], **{k: v for k, v in r[2].items()}} for r in rows]}, indent=2))
+    from adaptkd.report import build_report
+
+    rep = build_report(list(runs.values()), out / "report", title="adaptkd demo: teacher vs ce / kd / dkd students")
+    print(f"report card (accuracy, size, latency, agreement, curves, signals): {rep.html}")
+    print(f"  text version: {rep.markdown}; open the HTML in a browser or run: adaptkd report {' '.join(runs.values())}"
+          f" --out {out / 'report'}")
     return 0
 
 

@@ -34,11 +34,15 @@ def flops_per_image(model: nn.Module, input_shape: tuple[int, ...]) -> int | Non
 
 
 def cpu_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1, threads: int = 1,
-                min_run_time: float = 0.3) -> dict[str, float]:
+                min_run_time: float = 0.3, min_runs: int = 10, max_extra_s: float = 10.0) -> dict[str, float]:
     """Median CPU latency (ms) of an eval-mode forward at ``batch``, with ``threads`` threads.
 
-    Uses ``torch.utils.benchmark.Timer.blocked_autorange`` (median of many runs).
+    Uses ``torch.utils.benchmark.Timer.blocked_autorange``; when a forward is so slow that it
+    yields fewer than ``min_runs`` measurements, single-forward timings are added (for at most
+    ``max_extra_s`` seconds) so the median is never that of one or two runs.
     """
+    import statistics
+
     import torch.utils.benchmark as tb
 
     m = copy.deepcopy(model).cpu().eval()
@@ -47,8 +51,14 @@ def cpu_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
         m(x)  # warm-up
         t = tb.Timer(stmt="m(x)", globals={"m": m, "x": x}, num_threads=threads)
         r = t.blocked_autorange(min_run_time=min_run_time)
-    ms = r.median * 1e3
-    return {"median_ms": ms, "images_per_s": batch / r.median, "threads": threads, "batch": batch, "runs": len(r.times)}
+        times = list(r.times)
+        spent = 0.0
+        while len(times) < min_runs and spent < max_extra_s:
+            one = t.timeit(1).median
+            times.append(one)
+            spent += one
+    med = statistics.median(times)
+    return {"median_ms": med * 1e3, "images_per_s": batch / med, "threads": threads, "batch": batch, "runs": len(times)}
 
 
 def model_card(model: nn.Module, input_shape: tuple[int, ...], *, latency: bool = True) -> dict[str, Any]:

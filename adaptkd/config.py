@@ -199,15 +199,7 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         if e.get("type") == "missing":
             lines.append(f"field `{field}`: required, but missing")
             continue
-        if e.get("type") in ("value_error", "assertion_error"):  # a validator's own message
-            msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         shown = repr(value)
-        if field == "<root>":  # a check across sections: the whole config is no useful "value"
-            lines.append(f"config: {msg}")
-            continue
-        if isinstance(value, dict) and len(shown) > 80:
-            lines.append(f"field `{field}`: {msg}")
-            continue
         if len(shown) > 80:
             shown = shown[:77] + "..."
         lines.append(f"field `{field}`: value {shown} is invalid: {msg}")

@@ -184,14 +184,13 @@ def _dtkd_temperatures(
     guarded = torch.minimum(m_s, m_t) <= 0
     denom = m_t + m_s
     if guard:
-        # A safe denominator in the unused branch keeps the backward free of inf/NaN.
-        denom = torch.where(guarded, torch.ones_like(denom), denom)
+        # A safe denominator in the replaced branch keeps the backward free of inf/NaN.
+        denom = denom.masked_fill(guarded, 1.0)
     t_s = 2 * m_s / denom * temperature
     t_t = 2 * m_t / denom * temperature
     if guard:
-        ref = torch.full_like(t_s, float(temperature))
-        t_s = torch.where(guarded, ref, t_s)
-        t_t = torch.where(guarded, ref, t_t)
+        t_s = t_s.masked_fill(guarded, float(temperature))
+        t_t = t_t.masked_fill(guarded, float(temperature))
     return t_s, t_t, guarded
 
 

@@ -119,38 +119,42 @@ class EpochSignals:
     """Per-epoch summaries of step signals, accumulated on the device (one host sync per epoch).
 
     ``reductions`` maps a signal name to "mean" (mean over steps), "sum", "min" or "max";
-    :meth:`summary` returns ``{"train/<name>": float}`` and starts a new epoch. Per process: under
-    DDP each rank summarises its own shard.
+    :meth:`summary` returns ``{"train/<name>": float}`` and starts a new epoch. The signals are
+    stacked into one vector per step, so an update costs four small ops whatever their number.
+    Per process: under DDP each rank summarises its own shard.
     """
 
     def __init__(self, reductions: dict[str, str]) -> None:
+        bad = {k: v for k, v in reductions.items() if v not in ("mean", "sum", "min", "max")}
+        if bad:
+            raise ValueError(f"reductions must be mean, sum, min or max, got {bad}")
         self.reductions = dict(reductions)
-        self._acc: dict[str, Tensor] = {}
+        self.keys = list(reductions)
+        self._sum: Tensor | None = None
+        self._min: Tensor | None = None
+        self._max: Tensor | None = None
         self._steps = 0
 
     def update(self, signals: dict[str, Tensor]) -> None:
-        for key, how in self.reductions.items():
-            v = signals[key].detach()
-            prev = self._acc.get(key)
-            if prev is None:
-                self._acc[key] = v.clone()
-            elif how == "min":
-                self._acc[key] = torch.minimum(prev, v)
-            elif how == "max":
-                self._acc[key] = torch.maximum(prev, v)
-            else:
-                self._acc[key] = prev + v
+        if not self.keys:
+            return
+        v = torch.stack([signals[k].detach().float().reshape(()) for k in self.keys])
+        if self._sum is None:
+            self._sum, self._min, self._max = v, v, v
+        else:
+            self._sum, self._min, self._max = self._sum + v, torch.minimum(self._min, v), torch.maximum(self._max, v)
         self._steps += 1
 
     def summary(self) -> dict[str, float]:
-        if not self._acc:
+        if self._sum is None:
             return {}
-        keys = list(self._acc)
-        values = torch.stack([self._acc[k].float() for k in keys]).tolist()
+        s, lo, hi = torch.stack([self._sum, self._min, self._max]).tolist()
         out = {}
-        for k, v in zip(keys, values):
-            out[f"train/{k}"] = v / self._steps if self.reductions[k] == "mean" else v
-        self._acc, self._steps = {}, 0
+        for i, k in enumerate(self.keys):
+            how = self.reductions[k]
+            out[f"train/{k}"] = {"mean": s[i] / self._steps, "sum": s[i], "min": lo[i], "max": hi[i]}[how]
+        self._sum = self._min = self._max = None
+        self._steps = 0
         return out
 
 
@@ -162,7 +166,7 @@ def dtkd_signals(parts: DTKDParts, prefix: str = "") -> dict[str, Tensor]:
     """Temperature mean/min/max of student and teacher and the guarded count, as device tensors
     (no host sync), named ``<prefix>/<signal>`` (just ``<signal>`` without a prefix)."""
     temps = torch.stack([parts.student_T.detach(), parts.teacher_T.detach()])
-    mean, lo, hi = temps.mean(1), temps.amin(1), temps.amax(1)
+    mean, (lo, hi) = temps.mean(1), torch.aminmax(temps, dim=1)
     out = {}
     for i, who in enumerate(("student", "teacher")):
         out[f"{who}_T_mean"], out[f"{who}_T_min"], out[f"{who}_T_max"] = mean[i], lo[i], hi[i]

@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BenchConfig", "run_bench", "machine_info", "parse_balancer", "METHOD_SETUPS", "TARGETS", "render_table"]
+__all__ = ["BenchConfig", "run_bench", "machine_info", "parse_balancer", "METHOD_SETUPS", "TARGETS", "render_table",
+           "markdown_table"]
 
 # --------------------------------------------------------------------------------------------
 # Per-method network settings and options.
@@ -144,7 +145,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "device": str(device),
-        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_avg": [round(x, 1) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -515,6 +516,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     out = Path(os.path.expanduser(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    (out / "bench.md").write_text(markdown_table(report) + "\n", encoding="utf-8")
     report["path"] = str(out / "bench.json")
     return report
 
@@ -612,3 +614,34 @@ def render_table(report: dict[str, Any]):
     for s in report.get("skipped", []):
         t.add_row(s["name"], "skipped: " + s["reason"][:90], *[""] * 9)
     return t
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The bench report as a Markdown table (ratios with their interquartile range over rounds)."""
+    mi, st = report["machine"], report["settings"]
+
+    def ratio(r: dict[str, Any], key: str) -> str:
+        if f"x_{key}" not in r:
+            return ""
+        return f"{r[f'x_{key}']:.3f} ({r[f'x_{key}_q1']:.3f}–{r[f'x_{key}_q3']:.3f})"
+
+    lines = [
+        f"{st['teacher']}→{st['student']}, batch {st['batch']}, {st['image_size']}px, {st['num_classes']} classes, "
+        f"{mi['device']}, {st['precision']}, {mi['threads']} thread(s); {mi['cpu']}, {mi['cores']} cores, "
+        f"torch {mi['torch']}; {st['warmup']} warm-up + {st['steps']} timed steps per variant in blocks of "
+        f"{st['block']}, interleaved; load average at the end {mi.get('load_avg')}.",
+        "",
+        "| variant | networks (frozen→learners) | median ms | ×floor (IQR) | ×kd (IQR) | ×dml (IQR) | ×fixed (IQR) "
+        "| peak MB | img/s | target | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        met = r.get("met")
+        mem = r.get("peak_mem_mb")
+        lines.append(
+            f"| {r['name']} | {r['setup']} | {r['median_ms']:.1f} | {ratio(r, 'floor')} | {ratio(r, 'kd')} | "
+            f"{ratio(r, 'dml')} | {ratio(r, 'fixed')} | {'' if mem is None else f'{mem:.1f}'} | "
+            f"{r['images_per_s']:.1f} | {r.get('target', '')} | {'' if met is None else ('yes' if met else 'no')} |")
+    for sk in report.get("skipped", []):
+        lines.append(f"| {sk['name']} | skipped: {sk['reason']} | | | | | | | | | |")
+    return "\n".join(lines)

@@ -193,13 +193,24 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         value = e.get("input")
         msg = e.get("msg", "invalid")
         if e.get("type") == "extra_forbidden":
-            parent = field.rsplit(".", 1)[0] if "." in field else "<root>"
+            if "." not in field:
+                lines.append(f"field `{field}`: unknown section (the sections are {', '.join(Config.model_fields)})")
+                continue
+            parent = field.rsplit(".", 1)[0]
             lines.append(f"field `{field}`: unknown key (not a setting of `{parent}`)")
             continue
         if e.get("type") == "missing":
             lines.append(f"field `{field}`: required, but missing")
             continue
+        if e.get("type") in ("value_error", "assertion_error"):  # a validator's own message
+            msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         shown = repr(value)
+        if field == "<root>":  # a check across sections: the whole config is no useful "value"
+            lines.append(f"config: {msg}")
+            continue
+        if isinstance(value, dict) and len(shown) > 80:
+            lines.append(f"field `{field}`: {msg}")
+            continue
         if len(shown) > 80:
             shown = shown[:77] + "..."
         lines.append(f"field `{field}`: value {shown} is invalid: {msg}")

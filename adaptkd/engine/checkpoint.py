@@ -93,12 +93,21 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         obj = torch.load(str(p), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one clear message
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        # torch's weights-only refusal starts with a generic paragraph; the line that matters
+        # names the global it refused ("... GLOBAL os.system ...") or the bad pickle opcode.
+        specific = [ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln]
+        if specific:
             raise CheckpointError(
                 f"checkpoint {str(p)!r} contains objects that need code to load; adaptkd loads "
-                f"weights only (torch.load(weights_only=True)) and refuses it: {text}"
+                f"weights only (torch.load(weights_only=True)) and refuses it: {specific[0]}"
             ) from None
+        text = next((ln for ln in lines if not ln.startswith(("Weights only load failed", "Please file an issue"))), "")
+        for i, ln in enumerate(lines):
+            if "WeightsUnpickler error:" in ln:  # the reason is on this line or the next
+                text = ln.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+                break
+        text = f"{type(exc).__name__}: {text.split('. ')[0].rstrip('.')}"[:200]  # its first sentence
         raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or truncated and cannot be read: {text}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {str(p)!r}: expected a dict, got {type(obj).__name__}")

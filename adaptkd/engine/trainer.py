@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from adaptkd.balance import BackwardContext, build_balancer
 from adaptkd.config import Config, ConfigError, config_to_dict, load_config
-from adaptkd.data import Augment, DataBundle, build_data, iterate_batches, num_batches
-from adaptkd.engine.checkpoint import FORMAT, CheckpointError, atomic_save, atomic_write_text, load_checkpoint
+from adaptkd.data import Augment, DataBundle, DataError, build_data, iterate_batches, num_batches
+from adaptkd.engine.checkpoint import FORMAT, CheckpointError, atomic_save, atomic_write_text, load_checkpoint, load_into
 from adaptkd.engine.evaluate import evaluate_model
 from adaptkd.engine.logger import MetricsLog
 from adaptkd.engine.networks import build_network, count_params, freeze, state_size_bytes
@@ -182,7 +182,13 @@ class Trainer:
             epochs=self.cfg.optim.epochs, steps_per_epoch=self.steps_per_epoch, sample_input=sample,
             seed=rc.seed, rank=self.dist.rank, world_size=self.dist.world_size, device=self.device,
         )
-        self.method = build_method(self.cfg.method.name, self.cfg.method.options(), self.ctx).to(self.device)
+        try:
+            self.method = build_method(self.cfg.method.name, self.cfg.method.options(), self.ctx).to(self.device)
+        except (ConfigError, CheckpointError, DataError):
+            raise
+        except (ValueError, KeyError) as exc:  # a method refusing its options/networks: a config error
+            msg = exc.args[0] if exc.args else str(exc)
+            raise ConfigError(f"method {self.cfg.method.name!r} cannot be built from this config: {msg}") from None
         self.balancer = build_balancer(self.cfg.balance.name, self.cfg.balance.options()).to(self.device)
 
         # Persistent feature taps (attached once; outputs replaced each forward)
@@ -235,6 +241,8 @@ class Trainer:
         self.best_acc = -1.0
         self.nonfinite_skipped = 0
         self.history: list[dict[str, Any]] = []
+        if self.dist.is_main:
+            prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True)
         if self.dist.is_main:
             prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True)
         if self.dist.is_main:
@@ -294,6 +302,9 @@ class Trainer:
         skip_mode = self.cfg.run.nonfinite == "skip"
         if skip_mode:  # a skipped step leaves no trace: the forward's buffer updates are undone
             saved = [(b, b.detach().clone()) for b in self._step_buffers()]
+        skip_mode = self.cfg.run.nonfinite == "skip"
+        if skip_mode:  # a skipped step leaves no trace: the forward's buffer updates are undone
+            saved = [(b, b.detach().clone()) for b in self._step_buffers()]
         logits, feats = self.forward_all(x)
         out = self.method(StepIn(x=x, y=y, epoch=epoch, step=self.global_step, logits=logits, feats=feats))
         stepping = [n for n in self.learners if out.stepping is None or n in out.stepping]
@@ -342,6 +353,14 @@ class Trainer:
                 f"method {self.cfg.method.name!r} chose to step {split} on some ranks but not on others; under DDP "
                 "the decision must be identical on every rank (reduce its statistics across ranks before deciding)"
             )
+
+    def _step_buffers(self) -> list[Tensor]:
+        """Buffers a training forward may update (learners' BN statistics and counters, the
+        method's running state); restored when ``run.nonfinite: skip`` skips a step."""
+        if not hasattr(self, "_skip_bufs"):
+            mods = [self.networks[n] for n in self.learners] + [self.method]
+            self._skip_bufs = [b for m in mods for b in m.buffers()]
+        return self._skip_bufs
 
     def _step_buffers(self) -> list[Tensor]:
         """Buffers a training forward may update (learners' BN statistics and counters, the
@@ -597,12 +616,22 @@ class Trainer:
         ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt.get("format") != FORMAT:
             raise CheckpointError(f"checkpoint {str(path)!r} is not an adaptkd run checkpoint")
-        saved_arch = ckpt["meta"]["arch"]
+        meta = ckpt.get("meta", {})
+        saved_arch = meta.get("arch", {})
+        if meta.get("method", self.cfg.method.name) != self.cfg.method.name:
+            raise CheckpointError(f"checkpoint {str(path)!r} is a run of method {meta['method']!r}, but the config says "
+                                  f"{self.cfg.method.name!r}; resume with the run's config.yaml or start a new run.out")
+        if int(meta.get("num_classes", self.num_classes)) != self.num_classes:
+            raise CheckpointError(f"checkpoint {str(path)!r} was trained for {meta['num_classes']} classes, but the data has {self.num_classes}")
         for n in self.learners:
             if saved_arch.get(n) != self.net_cfgs[n].arch:
                 raise CheckpointError(f"checkpoint {str(path)!r}: network {n!r} is {saved_arch.get(n)!r}, config says {self.net_cfgs[n].arch!r}")
-            self.networks[n].load_state_dict(ckpt["models"][n])
-        self.method.load_state_dict(ckpt["method"])
+            load_into(self.networks[n], ckpt["models"][n], source=str(path), arch=self.net_cfgs[n].arch)
+        try:
+            self.method.load_state_dict(ckpt["method"])
+        except RuntimeError as exc:  # the method's options changed the shape of its state
+            raise CheckpointError(f"checkpoint {str(path)!r}: the state of method {self.cfg.method.name!r} does not fit "
+                                  f"its options in this config: {str(exc).splitlines()[0]}") from None
         extra_ranks = ckpt.get("method_extra_ranks")
         if self.dist.enabled and extra_ranks and len(extra_ranks) == self.dist.world_size:
             self.method.load_extra_state(extra_ranks[self.dist.rank])  # e.g. per-rank draw generators

@@ -16,6 +16,7 @@ length, w · epochs / 240, at least 1 epoch).
 
     python benchmarks/dtkd_accuracy.py                                  # resnet14..56 -> resnet8, 1 seed
     python benchmarks/dtkd_accuracy.py --epochs 5 --set data.train_size=4000 --depths resnet14 resnet32 resnet56
+    python benchmarks/dtkd_accuracy.py --ablation --seeds 3 --out runs/accuracy     # dynamic vs fixed T
 
 Prints a Markdown table and writes it (with the command) to ``--results`` and the raw numbers to
 ``<out>/depth.json``.
@@ -59,6 +60,42 @@ def fmt(xs: list[float]) -> str:
     return f"{xs[0]:.2f}" if len(xs) == 1 else f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs):.2f}"
 
 
+def ablation(suite, args: argparse.Namespace) -> str:
+    """DTKD vs the same objective with its per-sample temperatures fixed at T.
+
+    ``kd_as_dtkd`` = CE + (α+β)·KD with DTKD's warm-up: exactly DTKD's total when every
+    temperature equals T. It separates the effect of the dynamic temperatures from that of
+    DTKD's weights (CE 1 and 4× KD, where the ``kd`` baseline has CE 0.1 and KD 0.9). Runs on the
+    recipe's own teacher→student pair, in the accuracy suite's run layout (finished runs reused).
+    """
+    ckpt, t_arch, t_sum = suite.teacher("synthetic")
+    base = suite.base("synthetic", "student")
+    epochs = int(base["optim"]["epochs"])
+    dt = snippet_method("dtkd", epochs)
+    control = {"name": "compose", "terms": [
+        {"loss": "kd", "weight": dt["alpha"] + dt["beta"], "temperature": dt["temperature"],
+         "warmup_epochs": dt["warmup_epochs"]},
+        {"loss": "ce", "weight": dt["ce_weight"]}]}
+    methods = {"kd": snippet_method("kd", epochs), "kd_as_dtkd": control, "dtkd": dt}
+    acc: dict[str, list[float]] = {}
+    for name, method in methods.items():
+        acc[name] = []
+        for seed in range(args.seeds):
+            cfg = copy.deepcopy(base)
+            cfg.update(method=method, teachers=[{"arch": t_arch, "checkpoint": ckpt}])
+            cfg["run"]["seed"] = seed
+            acc[name].append(suite.train(cfg, Path(args.out) / "synthetic" / name / f"seed{seed}")["final_acc"])
+    lines = [f"Teacher {t_arch} ({t_sum['final_acc']:.2f} %), student {base['student']['arch']}, {epochs} epochs, "
+             f"{args.seeds} seed(s); final test top-1 (%).", "",
+             "| method | objective | student top-1 | DTKD − this (per-seed) |", "|---|---|---|---|"]
+    what = {"kd": "0.1·CE + 0.9·KD", "kd_as_dtkd": "warm·4·KD + CE (DTKD with every T_s = T_t = T)",
+            "dtkd": "warm·(3·DTKD + 1·KD) + CE"}
+    for name in methods:
+        diff = [d - k for d, k in zip(acc["dtkd"], acc[name])]
+        lines.append(f"| {name} | {what[name]} | {fmt(acc[name])} | {'–' if name == 'dtkd' else fmt(diff)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depths", nargs="+", default=["resnet14", "resnet20", "resnet32", "resnet44", "resnet56"])
@@ -68,8 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for teachers and students")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/bench/dtkd_depth")
-    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "dtkd_depth.md"))
+    ap.add_argument("--results", default=None, help="Markdown results (default benchmarks/dtkd_depth.md, "
+                    "with --ablation benchmarks/dtkd_ablation.md)")
+    ap.add_argument("--ablation", action="store_true", help="instead of the sweep: DTKD vs its objective with fixed "
+                    "temperatures, on the recipe's pair (use --out of the accuracy suite to reuse its runs)")
     args = ap.parse_args(argv)
+    if args.results is None:
+        args.results = str(ROOT / "benchmarks" / ("dtkd_ablation.md" if args.ablation else "dtkd_depth.md"))
 
     import torch
 
@@ -77,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     suite = _suite_module().Suite(argparse.Namespace(out=args.out, set=args.set, epochs=args.epochs, threads=args.threads))
     out = Path(args.out)
     t0 = time.perf_counter()
+    cmd = "python benchmarks/dtkd_accuracy.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    if args.ablation:
+        body = ablation(suite, args)
+        Path(args.results).write_text(f"# DTKD ablation: dynamic vs fixed temperatures\n\nCommand: `{cmd.strip()}` "
+                                      f"(torch {torch.__version__}, {args.threads} thread(s), "
+                                      f"{(time.perf_counter() - t0) / 60:.1f} min)\n\n{body}\n", encoding="utf-8")
+        print(body)
+        return 0
 
     teachers = {}
     for arch in args.depths:
@@ -111,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
         diff = [d - k for d, k in zip(dt, kd)]
         lines.append(f"| {arch} | {teachers[arch]:.2f} | {fmt(kd)} | {fmt(dt)} | {fmt(diff)} |")
     body = "\n".join(lines)
-    cmd = "python benchmarks/dtkd_accuracy.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     Path(args.results).write_text(f"# DTKD teacher-depth sweep\n\nCommand: `{cmd.strip()}` "
                                   f"(torch {torch.__version__}, {args.threads} thread(s), "
                                   f"{(time.perf_counter() - t0) / 60:.1f} min)\n\n{body}\n", encoding="utf-8")

@@ -70,7 +70,15 @@ class MetricsLog:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # O_NOFOLLOW: a symlink planted at metrics.jsonl is refused, not written through.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except OSError as exc:
+                if not self.path.is_symlink():
+                    raise
+                from adaptkd.engine.trainer import RunFolderError
+
+                raise RunFolderError(f"{str(self.path)!r} is a symbolic link planted in the run folder; "
+                                     "refusing to write through it") from exc
             self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self._fh.write(json.dumps(to_jsonable(record), sort_keys=False) + "\n")
         self._fh.flush()

@@ -24,7 +24,7 @@ from tests.conftest import tiny_config
 D64 = torch.float64
 VIT8 = {"arch": "vit_tiny", "args": {"img_size": 8, "patch_size": 2, "depth": 2}}
 TEACHERS = [{"arch": "cnn_small", "random_init": True},
-            {"arch": "vit_tiny", "random_init": True, "args": {"img_size": 8, "patch_size": 4, "depth": 2}}]
+            {"arch": "vit_small", "random_init": True, "args": {"img_size": 8, "patch_size": 4, "depth": 2}}]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -275,7 +275,7 @@ def test_heterogeneous_teachers_tokens_and_widths(vit_trainer):
     m = tr.method
     assert m.blocks == ["blocks.0", "blocks.1"] and m.grid == (4, 4)
     assert m.t_tap == {"teacher0": "stages.2", "teacher1": "norm"}
-    assert m.cls_ladder.out_dims == [64, 192] and m.patch_ladder.out_dims == [64, 192]
+    assert m.cls_ladder.out_dims == [64, 384] and m.patch_ladder.out_dims == [64, 384]
     assert m.cls_ladder.hidden_dims == [192, 4 * 192]
     inp = step_inputs(tr)
     cnn = tr.networks["teacher0"]
@@ -285,7 +285,7 @@ def test_heterogeneous_teachers_tokens_and_widths(vit_trainer):
     close(cls, cnn.pool(fmap).flatten(1), rel=1e-6)  # the pooled feature (head input)
     close(patch, F.adaptive_avg_pool2d(fmap, (4, 4)).flatten(2).transpose(1, 2), rel=1e-6)  # 2x2 -> 4x4
     cls, patch = m.teacher_tokens("teacher1", inp)  # ViT: final-norm tokens, 2x2 grid resized to 4x4
-    assert cls.shape == (16, 192) and patch.shape == (16, 16, 192)
+    assert cls.shape == (16, 384) and patch.shape == (16, 16, 384)
     # method parameters train with the student and never enter the student network
     assert set(tr.method.param_groups()) == {"student"}
     assert not any("ladder" in k for k in tr.networks["student"].state_dict())

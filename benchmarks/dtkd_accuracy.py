@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=1, help="student seeds 0..N-1 (teachers: seed 0)")
     ap.add_argument("--epochs", type=int, help="override the recipe's epochs (teachers and students)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for teachers and students")
+    ap.add_argument("--teacher-epochs", type=int, help="teachers' epochs in the sweep (default: as the students)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/bench/dtkd_depth")
     ap.add_argument("--results", default=None, help="Markdown results (default benchmarks/dtkd_depth.md, "
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = suite.base("synthetic", "teacher")
         cfg["student"] = {"arch": arch}
         cfg["run"]["seed"] = 0
+        if args.teacher_epochs:
+            cfg["optim"]["epochs"] = args.teacher_epochs
         teachers[arch] = suite.train(cfg, out / "teachers" / arch)["final_acc"]
 
     base = suite.base("synthetic", "student")
@@ -154,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 cfg["run"]["seed"] = seed
                 res[m][arch].append(suite.train(cfg, out / m / arch / f"seed{seed}")["final_acc"])
 
-    lines = [f"Student {args.student} alone: {fmt(res['ce'])}. Final test top-1 (%), {args.seeds} seed(s), {epochs} epochs.", "",
+    lines = [f"Student {args.student} alone: {fmt(res['ce'])}. Final test top-1 (%), {args.seeds} seed(s), {epochs} epochs "
+             f"(teachers: {args.teacher_epochs or epochs} epochs, seed 0).", "",
              f"| teacher | teacher top-1 | KD → {args.student} | DTKD → {args.student} | DTKD − KD |", "|---|---|---|---|---|"]
     for arch in args.depths:
         kd, dt = res["kd"][arch], res["dtkd"][arch]

@@ -544,6 +544,7 @@ def _summarise(cfg, variants, times, mem, meta, floors) -> list[dict[str, Any]]:
             "name": v.name, **m,
             "median_ms": med * 1e3, "mean_ms": statistics.fmean(flat) * 1e3, "q1_ms": lo * 1e3, "q3_ms": hi * 1e3,
             "timed_steps": len(flat), "images_per_s": cfg.batch / med if med > 0 else None,
+            "times_s": times[v.name],  # raw step times, one list per round (in the order run)
         }
         if v.name in mem:
             row["peak_mem_mb"] = mem[v.name][0] / 2**20 if mem[v.name][0] is not None else None
@@ -564,6 +565,10 @@ def _summarise(cfg, variants, times, mem, meta, floors) -> list[dict[str, Any]]:
                 if p:
                     row["x_fixed"], row["x_fixed_q1"], row["x_fixed_q3"] = p
             row["paused_frac"] = v.paused / max(v.steps, 1)
+            if m["kind"] == "online" and "dml" in by_name and v.name != "dml":
+                # epoch time ∝ mean step time: SwitOKD's expert steps are cheaper than its learning steps
+                rs = [statistics.fmean(a) / statistics.fmean(b) for a, b in zip(times[v.name], times["dml"])]
+                row["x_dml_mean"] = _median(rs)
             tgt = _target(m["method"], v.balancer, m)
             if tgt:
                 ref, limit = tgt

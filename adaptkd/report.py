@@ -575,13 +575,18 @@ def _evaluate(models: list[ModelEntry], which: str, device: str, networks, notes
             notes.append(f"{e.label}: {e.note}")
 
 
-def _measure(models: list[ModelEntry], which: str, networks, threads: int | None) -> None:
+def _measure(models: list[ModelEntry], which: str, networks, threads: int | None, remeasure: bool) -> None:
+    """Fill missing card entries; latency/throughput of all models that need it are timed together,
+    interleaved (one block of each model per round), so the rows of the table are comparable."""
     import torch
 
-    from adaptkd.engine.measure import checkpoint_size_bytes, cpu_latency, flops_per_image
+    from adaptkd.engine.measure import checkpoint_size_bytes, cpu_latency_interleaved, flops_per_image
 
+    timed: dict[str, list[ModelEntry]] = {"latency_b1": [], "throughput_b64": []}
     for e in models:
         need = [k for k in ("params", "size_bytes", "flops", "latency_b1", "throughput_b64") if e.card.get(k) is None]
+        if remeasure:  # timings of one session on one machine: comparable across the rows
+            need += [k for k in ("latency_b1", "throughput_b64") if k not in need]
         if not need:
             continue
         try:
@@ -596,11 +601,17 @@ def _measure(models: list[ModelEntry], which: str, networks, threads: int | None
             e.card["size_bytes"] = checkpoint_size_bytes(model)
         if "flops" in need:
             e.card["flops"] = flops_per_image(model, shape)
-        if "latency_b1" in need:
-            e.card["latency_b1"] = cpu_latency(model, shape, batch=1, threads=1)
-            e.card_source = "measured by this report"
-        if "throughput_b64" in need:
-            e.card["throughput_b64"] = cpu_latency(model, shape, batch=64, threads=threads or torch.get_num_threads())
+        for k in timed:
+            if k in need:
+                timed[k].append(e)
+    for key, batch, th in (("latency_b1", 1, 1), ("throughput_b64", 64, threads or torch.get_num_threads())):
+        group = timed[key]
+        if not group:
+            continue
+        res = cpu_latency_interleaved([e.model for e in group], [(e.in_channels, e.image_size, e.image_size)
+                                                                 for e in group], batch=batch, threads=th)
+        for e, r in zip(group, res):
+            e.card[key] = r
             e.card_source = "measured by this report"
 
 
@@ -742,7 +753,7 @@ def _styled(fn):
 
 @_styled
 def _fig_accuracy(models: list[ModelEntry]) -> _Fig:
-    f = _new_fig("Accuracy on the test split", 1, ncols=1, w=max(5.0, 1.1 * len(models) + 2.5), h=3.4)
+    f = _new_fig("Accuracy on the test split", 1, ncols=1, w=max(4.6, 0.9 * len(models) + 2.0), h=3.4)
     ax = f.axes[0]
     xs = list(range(len(models)))
     t1 = [_top1(m) for m in models]
@@ -758,7 +769,6 @@ def _fig_accuracy(models: list[ModelEntry]) -> _Fig:
     lo = min([v for v in t1 if v is not None] or [0])
     ax.set_ylim(max(0.0, lo - 15), 100)
     ax.set_ylabel("accuracy (%)")
-    ax.legend(loc="lower right")
     ax.set_title("top-1 (solid) and top-5 (hatched); teachers in grey")
     return f
 
@@ -805,7 +815,16 @@ def _fig_tradeoff(models: list[ModelEntry]) -> _Fig | None:
         ax.scatter([x], [acc], s=size, color="#555555" if m.role == "teacher" else _color(i), alpha=0.8,
                    edgecolors="black", linewidths=0.5)
         ax.annotate(m.label, (x, acc), xytext=(6, 4), textcoords="offset points", fontsize=8)
+    from matplotlib.ticker import FuncFormatter
+
     ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.2)
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    xs = [p[3] if use_lat else p[4] for p in pts]
+    if max(xs) / max(min(xs), 1e-12) < 8:  # within ~1 decade: label the minor ticks too
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("CPU latency at batch 1 (ms, 1 thread, log scale)" if use_lat else "FLOPs per image (log scale)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title("up and left is better; marker area ∝ parameters")
@@ -825,9 +844,7 @@ def _fig_agreement(pairs: list[dict[str, Any]]) -> _Fig:
         vals = [p[k] for p in pairs]
         ax.barh(range(len(pairs)), vals, left=left, color=color, label=name)
         left = [a + b for a, b in zip(left, vals)]
-    for i, p in enumerate(pairs):
-        ax.annotate(f"{p['agree']:.1f}% agree", (p["agree"], i), xytext=(3, 0), textcoords="offset points",
-                    va="center", fontsize=8)
+    labels = [f"{lab}\n{p['agree']:.1f}% same prediction" for lab, p in zip(labels, pairs)]
     ax.set_yticks(range(len(pairs)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
@@ -921,7 +938,8 @@ def _fig_curves(runs: list[RunData], rss: list[RunSeries], models: list[ModelEnt
     for m in models:
         if m.role == "teacher" and _top1(m) is not None and (m.weights == "file" or compare):
             ax_acc.axhline(_top1(m), color="#555555", linestyle="--", linewidth=1)
-            ax_acc.annotate(f"teacher {m.label} {_top1(m):.1f}", (0, _top1(m)), xycoords=("axes fraction", "data"),
+            name = m.label if "teacher" in m.label else f"teacher {m.label}"
+            ax_acc.annotate(f"{name} {_top1(m):.1f}", (0, _top1(m)), xycoords=("axes fraction", "data"),
                             xytext=(2, 2), textcoords="offset points", fontsize=7, color="#555555")
     _finish_ax(ax_acc, "accuracy (test solid, train dotted)", ylabel="%")
     _maybe_log(ax_loss, [v for v in loss_vals if isinstance(v, float)])
@@ -1269,8 +1287,9 @@ def _models_table(models: list[ModelEntry], which: str) -> Table:
     cap = (f"top-1/top-5: re-evaluated on the whole test split from {which}.pt for learners and the configured "
            "checkpoint for frozen teachers († = not re-evaluated: final value from summary.json). size: bytes of "
            "torch.save(state_dict). FLOPs per image: torch.utils.flop_counter (a multiply-add counts 2). CPU latency "
-           "at batch 1 and throughput at batch 64: torch.utils.benchmark blocked_autorange, median; threads stated "
-           f"(source: {', '.join(sources) or 'not measured'}).")
+           "at batch 1 and throughput at batch 64: torch.utils.benchmark, median of ≥ 10 timed blocks, threads "
+           "stated; summary.json: measured at the end of training (blocked_autorange), this report: all models "
+           f"timed together in interleaved rounds (source: {', '.join(sources) or 'not measured'}).")
     return Table("Models: teacher vs student", ["model", "role", "arch", "top-1 %", "top-5 %", "params", "size",
                                                 "FLOPs/image", "CPU latency b1", "CPU throughput b64", "note"], rows, cap)
 
@@ -1334,8 +1353,9 @@ h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;border-bottom:1px solid #d
 h3{font-size:15px;margin:14px 0 6px}.meta{color:#666;font-size:13px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#fafafa}
-.cap{color:#555;font-size:12px;max-width:1100px}figure{margin:12px 0 22px}figure img{max-width:100%;border:1px solid #eee}
-figcaption{color:#555;font-size:12px;max-width:1100px}.note{background:#fff8e1;padding:6px 10px;font-size:13px}
+.cap{color:#555;font-size:12px;max-width:1100px}figure{display:inline-block;vertical-align:top;margin:12px 18px 22px 0;
+max-width:100%}figure img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:12px;max-width:640px}.note{background:#fff8e1;padding:6px 10px;font-size:13px}
 details{font-size:12px;color:#444}code{font-size:12px}
 """
 
@@ -1452,7 +1472,7 @@ def build_report(
     *,
     which: str = "best",
     evaluate: bool = True,
-    measure: bool = True,
+    measure: bool | str = "auto",
     device: str = "cpu",
     networks: dict[str, Any] | None = None,
     title: str | None = None,
@@ -1465,7 +1485,11 @@ def build_report(
         which: checkpoint the learners are re-evaluated from (``best`` or ``last``).
         evaluate: re-evaluate every network on the test split (per-class accuracy, agreement);
             otherwise accuracy comes from ``summary.json``.
-        measure: measure FLOPs/latency/throughput the run did not record (``run.latency=false``).
+        measure: ``"missing"`` (or True): measure FLOPs/latency/throughput the run did not record
+            (``run.latency=false``); ``"all"``: re-measure latency and throughput of every model
+            now, in one session, so the rows are comparable (runs measured at different times on
+            a busy machine are not); ``"none"`` (or False); ``"auto"`` (default): ``"all"`` for
+            a comparison of several runs, ``"missing"`` for one run.
         device: where the evaluation runs (latency is always measured on the CPU).
         threads: CPU threads for the batch-64 throughput this report measures (default: torch's
             setting; batch-1 latency always uses 1 thread). Values recorded by the run are kept.
@@ -1491,8 +1515,18 @@ def build_report(
     models = _collect_models(run_list, which)
     if evaluate:
         _evaluate(models, which, device, networks, notes)
-    if measure:
-        _measure(models, which, networks, threads)
+    mode = {True: "missing", False: "none"}.get(measure, measure) if isinstance(measure, bool) else measure
+    if mode == "auto":
+        mode = "all" if len(run_list) > 1 else "missing"
+    if mode not in ("missing", "all", "none"):
+        raise ReportError(f"measure must be 'auto', 'missing', 'all' or 'none', got {measure!r}")
+    if mode != "none":
+        _measure(models, which, networks, threads, remeasure=mode == "all")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        if any(m.card_source != "summary.json" for m in models) and load > (os.cpu_count() or 1):
+            notes.append(f"the machine was busy while the report timed the models (load average {load:.1f} on "
+                         f"{os.cpu_count()} CPUs): absolute latencies are inflated and noisy; the models were timed "
+                         "in interleaved rounds, so their ratios are the figures to trust")
     rss = [run_series(r) for r in run_list]
     figures: list[Path] = []
     sections: list[Section] = []

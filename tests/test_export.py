@@ -35,6 +35,7 @@ def rtk_run(tmp_path_factory, teacher_ckpt):
     return out
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_torchscript_export_is_the_student_alone_and_matches(rtk_run, tmp_path):
     res = export_run(rtk_run, "torchscript", out=tmp_path / "s.pt")
     loaded = torch.jit.load(res.path)

@@ -19,8 +19,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="checkpoint the learners are re-evaluated from (default best, what export ships)")
     p.add_argument("--no-eval", action="store_true",
                    help="do not re-evaluate the networks (no per-class accuracy or agreement; accuracy from summary.json)")
-    p.add_argument("--no-measure", action="store_true",
-                   help="do not measure FLOPs/latency the runs did not record")
+    p.add_argument("--measure", choices=["auto", "missing", "all", "none"], default="auto",
+                   help="CPU latency/throughput: measure what a run did not record (missing), re-measure every "
+                        "model now so the rows are comparable (all), or neither (none); auto (default): all for "
+                        "several runs, missing for one")
+    p.add_argument("--no-measure", action="store_const", dest="measure", const="none", help="same as --measure none")
     p.add_argument("--device", default="cpu", help="device for the re-evaluation (default cpu)")
     p.add_argument("--threads", type=int, help="CPU threads for a batch-64 throughput measured here "
                    "(default torch's; batch-1 latency uses 1 thread)")
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from adaptkd.report import build_report, print_report
 
     rep = build_report(args.runs, args.out, which=args.which, evaluate=not args.no_eval,
-                       measure=not args.no_measure, device=args.device, title=args.title,
+                       measure=args.measure, device=args.device, title=args.title,
                        threads=args.threads)
     if args.quiet:
         print(rep.html)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["model_card", "cpu_latency", "flops_per_image", "checkpoint_size_bytes"]
+__all__ = ["model_card", "cpu_latency", "cpu_latency_interleaved", "flops_per_image", "checkpoint_size_bytes"]
 
 
 def checkpoint_size_bytes(model: nn.Module) -> int:
@@ -59,6 +59,46 @@ def cpu_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
             spent += one
     med = statistics.median(times)
     return {"median_ms": med * 1e3, "images_per_s": batch / med, "threads": threads, "batch": batch, "runs": len(times)}
+
+
+def cpu_latency_interleaved(models: list[nn.Module], input_shapes: list[tuple[int, ...]], *, batch: int = 1,
+                            threads: int = 1, rounds: int = 15, block_s: float = 0.1,
+                            max_s: float = 30.0) -> list[dict[str, float]]:
+    """Median CPU latency of several models, timed in interleaved rounds (one block of each model
+    per round), so that a machine whose load changes while it measures slows every model alike and
+    their ratios stay meaningful. Same result fields as :func:`cpu_latency` (``interleaved``: True).
+
+    Each block runs the forward ``number`` times (chosen so a block takes about ``block_s``; blocks
+    much longer than the scheduler's time slices keep the ratios stable on a shared machine);
+    ``rounds`` blocks per model (at least 5 when ``max_s`` runs out first).
+    """
+    import statistics
+    import time
+
+    import torch.utils.benchmark as tb
+
+    timers = []
+    with torch.inference_mode():
+        for model, shape in zip(models, input_shapes):
+            m = copy.deepcopy(model).cpu().eval()
+            x = torch.randn(batch, *shape)
+            m(x)  # warm-up
+            t = tb.Timer(stmt="m(x)", globals={"m": m, "x": x}, num_threads=threads)
+            one = statistics.median(t.timeit(1).median for _ in range(3))
+            timers.append((t, max(1, int(block_s / max(one, 1e-7)))))
+        times: list[list[float]] = [[] for _ in timers]
+        start = time.perf_counter()
+        for r in range(rounds):
+            for i, (t, number) in enumerate(timers):
+                times[i].append(t.timeit(number).median)
+            if r >= 4 and time.perf_counter() - start > max_s:
+                break
+    out = []
+    for ts, (_, number) in zip(times, timers):
+        med = statistics.median(ts)
+        out.append({"median_ms": med * 1e3, "images_per_s": batch / med, "threads": threads, "batch": batch,
+                    "runs": len(ts), "per_run": number, "interleaved": True})
+    return out
 
 
 def model_card(model: nn.Module, input_shape: tuple[int, ...], *, latency: bool = True) -> dict[str, Any]:

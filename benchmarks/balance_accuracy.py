@@ -11,6 +11,9 @@ resumes where it stopped.
     python benchmarks/balance_accuracy.py --base benchmarks/synthetic.yaml --epochs 5 --seeds 0 1 2 \\
         --set data.train_size=5000
 
+Balancers: ``fixed``, ``gradient-safe`` (λ0 = 0.9), ``gradient-ratio`` (κ = 1) by default;
+``--balancers ... gradient-safe-method`` adds safe with λ0 = the method's own group balance.
+
 Writes ``<out>/tables.md`` and ``<out>/results.json`` and plots λ per logged step (mean over
 seeds; FixedBalance's λ is the method's own W_D/(W_T+W_D)) to ``--png``. Single-threaded by
 default (``--threads``).
@@ -38,9 +41,11 @@ from adaptkd.methods import method_class  # noqa: E402
 
 BALANCERS: dict[str, dict[str, Any]] = {
     "fixed": {"name": "fixed"},
-    "gradient-safe": {"name": "gradient", "controller": "safe"},
-    "gradient-ratio": {"name": "gradient", "controller": "ratio"},
+    "gradient-safe": {"name": "gradient", "controller": "safe"},                           # λ0 = 0.9
+    "gradient-ratio": {"name": "gradient", "controller": "ratio"},                         # κ = 1
+    "gradient-safe-method": {"name": "gradient", "controller": "safe", "lambda0": "method"},  # λ0 = method's own
 }
+DEFAULT_BALANCERS = ["fixed", "gradient-safe", "gradient-ratio"]
 
 
 def method_sections(warmup: float) -> dict[str, dict[str, Any]]:
@@ -74,6 +79,15 @@ def _merge(a: dict, b: dict) -> dict:
     for k, v in b.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
+
+
+def last_epoch_lambda(run: Path, lams: list[float], epochs: int) -> float:
+    """Mean λ over every step of the last epoch (the balancer's epoch mean), or, for
+    FixedBalance, the method's group balance at the last logged steps."""
+    ep = [r for r in read_metrics(run / "metrics.jsonl") if r.get("kind") == "epoch"]
+    if ep and "train/balance/student/lambda" in ep[-1]:
+        return float(ep[-1]["train/balance/student/lambda"])
+    return statistics.fmean(lams[-max(1, len(lams) // epochs):])
 
 
 class Bench:
@@ -132,7 +146,10 @@ class Bench:
                 "|---|---|---|---|---|---|"]
         curves: dict[str, dict[str, list[tuple[list[int], list[float]]]]] = {}
         for m, section in method_sections(self.warmup).items():
-            for b, bal in BALANCERS.items():
+            if m not in a.methods:
+                continue
+            for b in a.balancers:
+                bal = BALANCERS[b]
                 bal = dict(bal, over=a.over) if bal["name"] == "gradient" else bal
                 accs, lam_last = [], []
                 for seed in a.seeds:
@@ -140,8 +157,7 @@ class Bench:
                     accs.append(self.run(name, "student", self.student_arch, section, bal, seed, teacher))
                     steps, lams = lambda_curve(self.out / name, m)
                     curves.setdefault(m, {}).setdefault(b, []).append((steps, lams))
-                    tail = lams[-max(1, len(lams) // self.epochs):]
-                    lam_last.append(statistics.fmean(tail))
+                    lam_last.append(last_epoch_lambda(self.out / name, lams, self.epochs))
                 rows.append(f"| {m} | {b} | {fmt([x['final'] for x in accs])} | {fmt([x['best'] for x in accs])} | "
                             f"{statistics.fmean(lam_last):.3f} | {len(accs)} |")
         head = (f"{self.teacher_arch} → {self.student_arch} (teacher final top-1 {t_acc['final']:.2f}); {self.epochs} epochs; "
@@ -169,7 +185,8 @@ def plot(curves: dict, path: Path, title: str) -> None:
                 continue
             steps = runs[0][0][:n]
             mean = [statistics.fmean(r[1][i] for r in runs) for i in range(n)]
-            ax.plot(steps, mean, label=b)
+            style = {"color": "black", "linestyle": "--", "linewidth": 2.5, "zorder": 0} if b == "fixed" else {}
+            ax.plot(steps, mean, label=b, **style)
         ax.set_title(m)
         ax.set_xlabel("step")
         ax.set_ylabel("λ (distillation share)")
@@ -189,6 +206,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, help="epochs of teacher and students (default: the recipe's)")
     p.add_argument("--warmup", type=float, help="dtkd warm-up epochs (default: 20/240 of the run)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=["kd", "dtkd"], choices=["kd", "dtkd"])
+    p.add_argument("--balancers", nargs="+", default=DEFAULT_BALANCERS, choices=list(BALANCERS))
     p.add_argument("--teacher", help="teacher arch (default: the recipe's `teacher` network)")
     p.add_argument("--student", help="student arch (default: the recipe's `student` network)")
     p.add_argument("--teacher-seed", type=int, default=0)

@@ -25,6 +25,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -229,8 +230,10 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, tmp: Path, opset: int 
     require_onnx()
     import onnx
 
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1_500_000_000  # protobuf's 2 GB limit
     kwargs: dict[str, Any] = {"dynamo": True, "dynamic_shapes": ({0: torch.export.Dim("batch")},),
-                              "input_names": ["input"], "output_names": ["logits"], "verbose": False}
+                              "input_names": ["input"], "output_names": ["logits"], "verbose": False,
+                              "external_data": big}
     if opset is not None:
         kwargs["opset_version"] = opset
     try:
@@ -312,9 +315,10 @@ def export_module(
     example = torch.randn(2, *input_shape, generator=gen)
     rand = torch.randn(8, *input_shape, generator=gen)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # Written under its final name in a private folder beside ``out``, then moved in place once
+    # checked (with an ONNX external-data file, if the model needs one, which keeps its name).
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=str(out.parent)))
+    tmp = tmp_dir / out.name
     try:
         if format == "torchscript":
             run, runtime = _export_torchscript(net, example, tmp)
@@ -331,18 +335,24 @@ def export_module(
             detail = ", ".join(f"{k}: {v['max_abs_diff']:.3g}" for k, v in parity.items())
             raise ExportError(f"{format} export differs from PyTorch by more than the tolerance {tolerance:g} "
                               f"(max abs logit difference {detail}); nothing written")
+        extra = [f for f in tmp_dir.iterdir() if f.name != out.name]
+        for f in extra:
+            _check_out(out.parent / f.name)
+            os.replace(f, out.parent / f.name)
         os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     res = ExportResult(path=str(out), format=format, runtime=runtime, input_shape=[-1, *map(int, input_shape)],
                        parity=parity, tolerance=tolerance, params=sum(p.numel() for p in net.parameters()),
-                       size_bytes=out.stat().st_size, notes=notes, metadata=dict(metadata or {}))
+                       size_bytes=out.stat().st_size + sum((out.parent / f.name).stat().st_size for f in extra),
+                       notes=notes + [f"external weights file: {f.name}" for f in extra], metadata=dict(metadata or {}))
     from adaptkd.engine.checkpoint import atomic_write_text
 
     side = out.with_name(out.name + ".json")
     if side.is_symlink():
         raise ExportError(f"{str(side)!r} is a symbolic link; refusing to write through it")
     atomic_write_text(side, json.dumps(res.to_dict(), indent=2))
+    os.chmod(side, 0o644)
     return res
 
 

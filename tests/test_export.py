@@ -49,6 +49,7 @@ def test_torchscript_export_is_the_student_alone_and_matches(rtk_run, tmp_path):
     assert torch.allclose(loaded(x), student(x), atol=1e-5)
     assert set(res.parity) == {"random", "real"} and res.parity["real"]["n"] > 0
     assert all(p["max_abs_diff"] <= res.tolerance and p["top1_agreement"] == 100.0 for p in res.parity.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pt", "s.pt.json"]
     side = json.loads((tmp_path / "s.pt.json").read_text())
     assert side["metadata"]["arch"] == "cnn_tiny" and side["metadata"]["num_classes"] == 10
     assert len(side["metadata"]["mean"]) == 1
@@ -78,6 +79,8 @@ def test_onnx_export_parity_on_a_zoo_model(rtk_run, tmp_path, capsys):
     assert "max abs logit difference" in out and "random" in out and "real" in out
     side = json.loads((tmp_path / "s.onnx.json").read_text())
     assert all(p["max_abs_diff"] <= side["tolerance"] for p in side["parity"].values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.onnx", "s.onnx.json"]  # no temp or stray data files
+    assert (tmp_path / "s.onnx").stat().st_size > 4 * side["params"]  # the weights are inside the file
     if importlib.util.find_spec("onnxruntime") is not None:
         import onnxruntime as ort
 

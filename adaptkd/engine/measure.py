@@ -70,7 +70,7 @@ def cpu_latency_interleaved(models: list[nn.Module], input_shapes: list[tuple[in
 
     Each block runs the forward ``number`` times (chosen so a block takes about ``block_s``; blocks
     much longer than the scheduler's time slices keep the ratios stable on a shared machine);
-    ``rounds`` blocks per model (at least 5 when ``max_s`` runs out first).
+    ``rounds`` blocks per model (at least 10 when ``max_s`` runs out first).
     """
     import statistics
     import time
@@ -91,7 +91,7 @@ def cpu_latency_interleaved(models: list[nn.Module], input_shapes: list[tuple[in
         for r in range(rounds):
             for i, (t, number) in enumerate(timers):
                 times[i].append(t.timeit(number).median)
-            if r >= 4 and time.perf_counter() - start > max_s:
+            if r >= 9 and time.perf_counter() - start > max_s:
                 break
     out = []
     for ts, (_, number) in zip(times, timers):

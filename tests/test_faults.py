@@ -514,3 +514,28 @@ def test_skip_mode_skips_counts_and_leaves_no_trace(tmp_path, fault_teacher):
     rec = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r["kind"] == "epoch"]
     assert [r["nonfinite_skipped"] for r in rec] == [4, 4]
     assert not all(torch.equal(before[k], v) for k, v in tr2.networks["student"].state_dict().items())
+
+
+def test_skipped_steps_stay_out_of_the_epoch_means(tmp_path, fault_teacher, monkeypatch):
+    """Epoch means (losses, accuracy) are over the steps that were not skipped: finite, and equal
+    to the mean of the logged values of those steps."""
+    from adaptkd.engine.trainer import Trainer
+
+    cfg = method_config("kd", tmp_path / "r", fault_teacher, epochs=1, steps=4, nonfinite="skip", log_every=1)
+    tr = Trainer(cfg, log=lambda s: None)
+    orig = tr.method.forward
+
+    def forward(inp):
+        out = orig(inp)
+        if inp.step in (1, 3):
+            out.losses["student"]["kd"] = out.losses["student"]["kd"] * float("nan")
+        return out
+
+    monkeypatch.setattr(tr.method, "forward", forward)
+    tr.fit()
+    assert tr.nonfinite_skipped == 2
+    recs = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    ep = [r for r in recs if r["kind"] == "epoch"][0]
+    kept = [r["loss/student/kd"] for r in recs if r["kind"] == "step" and r["step"] in (1, 3)]  # steps 0 and 2
+    assert ep["train/student/kd"] == pytest.approx(sum(kept) / 2, rel=1e-6)
+    assert ep["nonfinite_skipped"] == 2 and 0 <= ep["train/acc/student"] <= 100

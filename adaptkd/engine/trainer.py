@@ -456,6 +456,7 @@ class Trainer:
         sums: dict[str, Tensor] = {}
         correct: dict[str, Tensor] = {}
         seen = 0
+        used_steps = used_seen = 0  # steps (images) that count in the epoch's means: skipped ones do not
         t0 = time.perf_counter()
         last_log_t, last_log_seen = t0, 0
         steps = self.steps_per_epoch
@@ -464,18 +465,22 @@ class Trainer:
         for i, (xb, yb) in enumerate(batches):
             if i >= steps:
                 break
+            skipped = self.nonfinite_skipped
             out, signals = self.train_step(xb, yb, epoch, i / steps)
-            y = yb.to(self.device, non_blocking=True)
-            for learner, terms in out.losses.items():
-                for term, v in terms.items():
-                    key = f"{learner}/{term}"
-                    sums[key] = sums[key] + v.detach() if key in sums else v.detach().clone()
-            for k, v in signals.items():
-                if v.dim() == 0:
-                    sums[k] = sums[k] + v if k in sums else v.clone()
-            for learner, lg in out.logits.items():
-                c = (lg.detach().argmax(1) == y).sum()
-                correct[learner] = correct[learner] + c if learner in correct else c
+            if self.nonfinite_skipped == skipped:  # a skipped step's non-finite values stay out of the means
+                y = yb.to(self.device, non_blocking=True)
+                for learner, terms in out.losses.items():
+                    for term, v in terms.items():
+                        key = f"{learner}/{term}"
+                        sums[key] = sums[key] + v.detach() if key in sums else v.detach().clone()
+                for k, v in signals.items():
+                    if v.dim() == 0:
+                        sums[k] = sums[k] + v if k in sums else v.clone()
+                for learner, lg in out.logits.items():
+                    c = (lg.detach().argmax(1) == y).sum()
+                    correct[learner] = correct[learner] + c if learner in correct else c
+                used_steps += 1
+                used_seen += xb.shape[0]
             seen += xb.shape[0]
             self.global_step += 1
             if self.global_step % self.cfg.run.log_every == 0 or i == steps - 1:
@@ -496,14 +501,16 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         n_steps = min(steps, i + 1) if steps else 0
         summary: dict[str, Any] = {}
-        reduced = self._reduce({**{k: v for k, v in sums.items()}, **{f"__correct/{k}": v for k, v in correct.items()}},
+        reduced = self._reduce({**{k: v for k, v in sums.items()}, **{f"__correct/{k}": v for k, v in correct.items()},
+                                "__used_seen": torch.tensor(float(used_seen), device=self.device)},
                                extra=torch.tensor([float(seen)], device=self.device))
         total_seen = reduced.pop("__seen")
+        used_total = reduced.pop("__used_seen")
         for k, v in reduced.items():
             if k.startswith("__correct/"):
-                summary[f"train/acc/{k.split('/', 1)[1]}"] = 100.0 * v / max(total_seen, 1)
+                summary[f"train/acc/{k.split('/', 1)[1]}"] = 100.0 * v / max(used_total, 1)
             else:
-                summary[f"train/{k}"] = v / max(n_steps * self.dist.world_size, 1)
+                summary[f"train/{k}"] = v / max(used_steps * self.dist.world_size, 1)
         summary["time/epoch_s"] = elapsed
         summary["images_per_s"] = total_seen / max(elapsed, 1e-9)
         if self.cfg.run.nonfinite == "skip":

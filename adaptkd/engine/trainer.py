@@ -302,9 +302,6 @@ class Trainer:
         skip_mode = self.cfg.run.nonfinite == "skip"
         if skip_mode:  # a skipped step leaves no trace: the forward's buffer updates are undone
             saved = [(b, b.detach().clone()) for b in self._step_buffers()]
-        skip_mode = self.cfg.run.nonfinite == "skip"
-        if skip_mode:  # a skipped step leaves no trace: the forward's buffer updates are undone
-            saved = [(b, b.detach().clone()) for b in self._step_buffers()]
         logits, feats = self.forward_all(x)
         out = self.method(StepIn(x=x, y=y, epoch=epoch, step=self.global_step, logits=logits, feats=feats))
         stepping = [n for n in self.learners if out.stepping is None or n in out.stepping]
@@ -353,14 +350,6 @@ class Trainer:
                 f"method {self.cfg.method.name!r} chose to step {split} on some ranks but not on others; under DDP "
                 "the decision must be identical on every rank (reduce its statistics across ranks before deciding)"
             )
-
-    def _step_buffers(self) -> list[Tensor]:
-        """Buffers a training forward may update (learners' BN statistics and counters, the
-        method's running state); restored when ``run.nonfinite: skip`` skips a step."""
-        if not hasattr(self, "_skip_bufs"):
-            mods = [self.networks[n] for n in self.learners] + [self.method]
-            self._skip_bufs = [b for m in mods for b in m.buffers()]
-        return self._skip_bufs
 
     def _step_buffers(self) -> list[Tensor]:
         """Buffers a training forward may update (learners' BN statistics and counters, the

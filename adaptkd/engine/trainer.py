@@ -243,10 +243,6 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         if self.dist.is_main:
             prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True)
-        if self.dist.is_main:
-            prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True)
-        if self.dist.is_main:
-            prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True)
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.dist.is_main,
                                   tensorboard=rc.tensorboard)
         if resume:

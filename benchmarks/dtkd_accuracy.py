@@ -60,6 +60,15 @@ def fmt(xs: list[float]) -> str:
     return f"{xs[0]:.2f}" if len(xs) == 1 else f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs):.2f}"
 
 
+def fixed_t_control(epochs: int) -> dict:
+    """DTKD's objective with every temperature fixed at T: warm·(α+β)·KD + γ·CE (method compose)."""
+    dt = snippet_method("dtkd", epochs)
+    return {"name": "compose", "terms": [
+        {"loss": "kd", "weight": dt["alpha"] + dt["beta"], "temperature": dt["temperature"],
+         "warmup_epochs": dt["warmup_epochs"]},
+        {"loss": "ce", "weight": dt["ce_weight"]}]}
+
+
 def ablation(suite, args: argparse.Namespace) -> str:
     """DTKD vs the same objective with its per-sample temperatures fixed at T.
 
@@ -71,12 +80,7 @@ def ablation(suite, args: argparse.Namespace) -> str:
     ckpt, t_arch, t_sum = suite.teacher("synthetic")
     base = suite.base("synthetic", "student")
     epochs = int(base["optim"]["epochs"])
-    dt = snippet_method("dtkd", epochs)
-    control = {"name": "compose", "terms": [
-        {"loss": "kd", "weight": dt["alpha"] + dt["beta"], "temperature": dt["temperature"],
-         "warmup_epochs": dt["warmup_epochs"]},
-        {"loss": "ce", "weight": dt["ce_weight"]}]}
-    methods = {"kd": snippet_method("kd", epochs), "kd_as_dtkd": control, "dtkd": dt}
+    methods = {"kd": snippet_method("kd", epochs), "kd_as_dtkd": fixed_t_control(epochs), "dtkd": snippet_method("dtkd", epochs)}
     acc: dict[str, list[float]] = {}
     for name, method in methods.items():
         acc[name] = []
@@ -108,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/bench/dtkd_depth")
     ap.add_argument("--results", default=None, help="Markdown results (default benchmarks/dtkd_depth.md, "
                     "with --ablation benchmarks/dtkd_ablation.md)")
+    ap.add_argument("--control", action="store_true", help="sweep: also DTKD's objective with fixed temperatures "
+                    "(warm·4·KD + CE), which separates the dynamic temperatures from DTKD's weights")
     ap.add_argument("--ablation", action="store_true", help="instead of the sweep: DTKD vs its objective with fixed "
                     "temperatures, on the recipe's pair (use --out of the accuracy suite to reuse its runs)")
     args = ap.parse_args(argv)
@@ -147,23 +153,32 @@ def main(argv: list[str] | None = None) -> int:
         cfg.update(method=snippet_method("ce", epochs), teachers=[])
         cfg["run"]["seed"] = seed
         res["ce"].append(suite.train(cfg, out / "ce" / f"seed{seed}")["final_acc"])
+    sweep = {"kd": snippet_method("kd", epochs), "dtkd": snippet_method("dtkd", epochs)}
+    if args.control:
+        sweep["kd_as_dtkd"] = fixed_t_control(epochs)
+        res["kd_as_dtkd"] = {}
     for arch in args.depths:
-        for m in ("kd", "dtkd"):
+        for m, method in sweep.items():
             res[m][arch] = []
             for seed in range(args.seeds):
                 cfg = copy.deepcopy(base)
-                cfg.update(method=snippet_method(m, epochs),
+                cfg.update(method=method,
                            teachers=[{"arch": arch, "checkpoint": str(out / "teachers" / arch / "best.pt")}])
                 cfg["run"]["seed"] = seed
                 res[m][arch].append(suite.train(cfg, out / m / arch / f"seed{seed}")["final_acc"])
 
     lines = [f"Student {args.student} alone: {fmt(res['ce'])}. Final test top-1 (%), {args.seeds} seed(s), {epochs} epochs "
              f"(teachers: {args.teacher_epochs or epochs} epochs, seed 0).", "",
-             f"| teacher | teacher top-1 | KD → {args.student} | DTKD → {args.student} | DTKD − KD |", "|---|---|---|---|---|"]
+             f"| teacher | teacher top-1 | KD → {args.student} | DTKD → {args.student} | DTKD − KD |"
+             + (" fixed-T control | DTKD − control |" if args.control else ""),
+             "|---|---|---|---|---|" + ("---|---|" if args.control else "")]
     for arch in args.depths:
         kd, dt = res["kd"][arch], res["dtkd"][arch]
-        diff = [d - k for d, k in zip(dt, kd)]
-        lines.append(f"| {arch} | {teachers[arch]:.2f} | {fmt(kd)} | {fmt(dt)} | {fmt(diff)} |")
+        row = f"| {arch} | {teachers[arch]:.2f} | {fmt(kd)} | {fmt(dt)} | {fmt([d - k for d, k in zip(dt, kd)])} |"
+        if args.control:
+            c = res["kd_as_dtkd"][arch]
+            row += f" {fmt(c)} | {fmt([d - k for d, k in zip(dt, c)])} |"
+        lines.append(row)
     body = "\n".join(lines)
     Path(args.results).write_text(f"# DTKD teacher-depth sweep\n\nCommand: `{cmd.strip()}` "
                                   f"(torch {torch.__version__}, {args.threads} thread(s), "

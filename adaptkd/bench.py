@@ -106,6 +106,7 @@ class BenchConfig:
     channels_last: bool = False
     compile: bool = False
     memory: bool = True
+    clock: str = "wall"  # "wall" (perf_counter / CUDA events) or "cpu" (process CPU time; CPU device only)
     epoch: int = 30  # the epoch the step believes it is in (after the usual 20-epoch warm-ups)
 
 
@@ -247,8 +248,10 @@ def setup_key(trainer) -> str:
 # Timing and memory
 
 
-def _time_block(fn: Callable[[], None], n: int, device: torch.device) -> list[float]:
-    """Seconds of each of ``n`` calls. CUDA: events around each call, one synchronise per block."""
+def _time_block(fn: Callable[[], None], n: int, device: torch.device, clock: str = "wall") -> list[float]:
+    """Seconds of each of ``n`` calls. CUDA: events around each call, one synchronise per block.
+    CPU: ``time.perf_counter`` (``clock="wall"``) or the process's CPU time (``clock="cpu"``:
+    insensitive to how much of the machine other processes take)."""
     if device.type == "cuda":
         ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
         torch.cuda.synchronize(device)
@@ -258,11 +261,12 @@ def _time_block(fn: Callable[[], None], n: int, device: torch.device) -> list[fl
             end.record()
         torch.cuda.synchronize(device)
         return [s.elapsed_time(e) / 1000.0 for s, e in ev]
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     out = []
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0 = timer()
         fn()
-        out.append(time.perf_counter() - t0)
+        out.append(timer() - t0)
     return out
 
 
@@ -411,6 +415,10 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    if cfg.clock not in ("wall", "cpu") or (cfg.clock == "cpu" and device.type != "cpu"):
+        from adaptkd.config import ConfigError
+
+        raise ConfigError(f"--clock: {cfg.clock!r} must be 'wall', or 'cpu' on the CPU device (CUDA is timed with events)")
     methods = list(cfg.methods) if cfg.methods else list_methods()
     unknown = [m for m in methods if m not in list_methods()]
     if unknown:
@@ -490,7 +498,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         for r in range(rounds):
             k = r % len(variants)
             for v in variants[k:] + variants[:k]:
-                times[v.name].append(_time_block(v.step, cfg.block, device))
+                times[v.name].append(_time_block(v.step, cfg.block, device, cfg.clock))
             for v in variants:
                 if isinstance(v, MethodVariant):
                     v.check()
@@ -511,7 +519,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         "skipped": skipped,
         "process_maxrss_mb": _maxrss_mb(),
         "memory_method": next(iter(mem.values()))[1] if mem else None,
-        "timing": "cuda events, one synchronise per block" if device.type == "cuda" else "time.perf_counter around each step",
+        "timing": ("cuda events, one synchronise per block" if device.type == "cuda" else
+                   "process CPU time (time.process_time) around each step" if cfg.clock == "cpu" else
+                   "time.perf_counter around each step"),
     }
     out = Path(os.path.expanduser(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
@@ -609,15 +619,17 @@ def render_table(report: dict[str, Any]):
     def fmt(x, spec=".3f"):
         return "" if x is None else format(x, spec)
 
+    from rich.markup import escape
+
     for r in report["results"]:
         met = r.get("met")
         t.add_row(
-            r["name"], r["setup"], fmt(r["median_ms"], ".1f"), fmt(r.get("x_floor")), fmt(r.get("x_kd")),
+            escape(r["name"]), escape(r["setup"]), fmt(r["median_ms"], ".1f"), fmt(r.get("x_floor")), fmt(r.get("x_kd")),
             fmt(r.get("x_dml")), fmt(r.get("x_fixed")), fmt(r.get("peak_mem_mb"), ".1f"), fmt(r.get("images_per_s"), ".1f"),
             r.get("target", ""), "" if met is None else ("yes" if met else "NO"),
         )
     for s in report.get("skipped", []):
-        t.add_row(s["name"], "skipped: " + s["reason"][:90], *[""] * 9)
+        t.add_row(escape(s["name"]), escape("skipped: " + s["reason"][:90]), *[""] * 9)
     return t
 
 
@@ -634,7 +646,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"{st['teacher']}→{st['student']}, batch {st['batch']}, {st['image_size']}px, {st['num_classes']} classes, "
         f"{mi['device']}, {st['precision']}, {mi['threads']} thread(s); {mi['cpu']}, {mi['cores']} cores, "
         f"torch {mi['torch']}; {st['warmup']} warm-up + {st['steps']} timed steps per variant in blocks of "
-        f"{st['block']}, interleaved; load average at the end {mi.get('load_avg')}.",
+        f"{st['block']}, interleaved; {report.get('timing')}; load average at the end {mi.get('load_avg')}.",
         "",
         "| variant | networks (frozen→learners) | median ms | ×floor (IQR) | ×kd (IQR) | ×dml (IQR) | ×fixed (IQR) "
         "| peak MB | img/s | target | met |",

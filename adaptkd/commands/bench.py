@@ -36,6 +36,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile every network (floors too)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory step")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="CPU device: wall time (default) or the process's CPU time, which other processes on a "
+                        "shared machine do not inflate")
     p.add_argument("--out", default="runs/bench", help="folder for bench.json (default runs/bench)")
     p.set_defaults(func=run)
     return p
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         balancer_methods=None if args.balancer_methods.strip() == "all" else _csv(args.balancer_methods),
         steps=args.steps, warmup=args.warmup, block=args.block, device=args.device, threads=args.threads,
         out=args.out, image_size=args.image_size, num_classes=args.num_classes, precision=args.precision,
-        channels_last=args.channels_last, compile=args.compile, memory=not args.no_memory,
+        channels_last=args.channels_last, compile=args.compile, memory=not args.no_memory, clock=args.clock,
     )
     console = Console()
     if not console.is_terminal:  # a log file or pipe: wide enough for the table

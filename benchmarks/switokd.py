@@ -7,7 +7,7 @@ Three parts, each writing into ``--out`` (raw numbers in ``results.json``):
               network, and SwitOKD's per-epoch expert-mode fraction. Prints a mean ± std table
               and draws ``--plot`` (expert fraction per epoch, one line per seed).
 ``timing``    DML and SwitOKD trained side by side on the same batches, one epoch of each in
-              turn, timing every epoch with the process CPU clock (single thread, so other
+              turn (which one goes first alternates), timing every epoch with the process CPU clock (single thread, so other
               jobs on the machine do not inflate it) and the wall clock; SwitOKD's expert
               fraction of the same epoch is recorded beside its time.
 ``steps``     The per-step cost of each mode: one SwitOKD trainer with the decision forced to
@@ -162,7 +162,9 @@ def timing(args: argparse.Namespace, base: dict, res: dict) -> None:
     epochs = int(base["optim"]["epochs"])
     rec: dict[str, list[dict[str, float]]] = {a: [] for a in trs}
     for epoch in range(1, epochs + 1):
-        for arm, tr in trs.items():
+        order = list(trs) if epoch % 2 else list(trs)[::-1]  # alternate who runs first
+        for arm in order:
+            tr = trs[arm]
             c0, w0 = time.process_time(), time.perf_counter()
             tr.train_epoch(epoch)
             cpu, wall = time.process_time() - c0, time.perf_counter() - w0

@@ -147,8 +147,10 @@ class Bench:
             self.results["runs"][name] = {"method": method, "teachers": teachers, "seeds": list(a.seeds), "records": recs}
         teach = {t: self.teacher_row(t) for t in a.teachers}
         self.results["teacher_rows"] = teach
+        epochs = self.base.get("optim", {}).get("epochs")
         lines = [f"Student {a.student}, teachers {', '.join(a.teachers)}; base {a.base} "
-                 f"(overrides: {' '.join(a.set) or 'none'}), seeds {list(a.seeds)}, torch {torch.__version__}.", "",
+                 f"(overrides: {' '.join(a.set) or 'none'}), {epochs} epochs, seeds {list(a.seeds)}, torch {torch.__version__}.",
+                 f"Command: `python {' '.join(sys.argv)}`", "",
                  "| run | head top-1 (%) | linear probe top-1 (%) | Δ probe vs ce | ranges overlap ce? |",
                  "|---|---:|---:|---:|---|"]
         for t, r in teach.items():

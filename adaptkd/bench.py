@@ -502,7 +502,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
             for v in variants:
                 if isinstance(v, MethodVariant):
                     v.check()
-            log(f"bench: round {r + 1}/{rounds} done ({time.perf_counter() - t_start:.0f} s)")
+            if (r + 1) % max(1, rounds // 10) == 0 or r + 1 == rounds:
+                log(f"bench: round {r + 1}/{rounds} done ({time.perf_counter() - t_start:.0f} s)")
         mem: dict[str, tuple[int | None, str]] = {}
         if cfg.memory:
             for v in variants:

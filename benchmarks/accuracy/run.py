@@ -191,7 +191,12 @@ def _same_config(saved: Path, cfg: dict[str, Any]) -> bool:
         old = config_to_dict(load_config(yaml.safe_load(saved.read_text(encoding="utf-8")), check=False))
     except Exception:  # noqa: BLE001 - an unreadable or outdated config: run again
         return False
-    return old == config_to_dict(load_config(cfg, check=False))
+    new = config_to_dict(load_config(cfg, check=False))
+    for c in (old, new):  # where a run lives is not part of what it computed (copied folders are reused)
+        c["run"].pop("out", None)
+        for t in c.get("teachers", []):
+            t.pop("checkpoint", None)
+    return old == new
 
 
 def _ms(xs: list[float]) -> str:

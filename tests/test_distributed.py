@@ -228,3 +228,18 @@ def test_ddp_driver_exactness_resume_taps_balancer_online_skip(tmp_path):
     assert res["gradient_student_same"] and res["gradient_lambda_same"]
     assert res["switokd_student_same"] and res["switokd_teacher_same"]
     assert res["skip_counts"] == [1, 1] and res["skip_student_same"]
+
+
+def test_diverging_stepping_decision_is_an_error_not_a_hang(tmp_path, monkeypatch):
+    """If ranks disagree on which learners step, DDP's all-reduce would wait forever; the engine
+    checks the decision (one tiny all-reduce, only for methods that pause learners) and raises."""
+    import adaptkd.engine.distributed as D
+    from adaptkd.engine.runtime import DistInfo
+
+    cfg = _cfg(tmp_path / "sw", 16, method={"name": "switokd"}, teachers=[{"arch": "cnn_tiny", "trainable": True}])
+    tr = Trainer(cfg)
+    tr.dist = DistInfo(rank=0, world_size=2)  # pretend: the other rank decided differently
+    monkeypatch.setattr(D, "mean_across_ranks", lambda t: torch.full_like(t, 0.5))
+    xb, yb = tr.data.train.x[:16], tr.data.train.y[:16]
+    with pytest.raises(RuntimeError, match="on some ranks but not on others"):
+        tr.train_step(xb, yb, 1, 0.0)

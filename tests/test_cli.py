@@ -25,6 +25,25 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert "report.html" in text
 
 
+def test_demo_table_shows_each_model_against_ce():
+    from rich.console import Console
+
+    from adaptkd.commands.demo import comparison_table
+
+    def row(acc):
+        return {"final_acc": acc, "params": 10, "size_bytes": 2048}
+
+    rows = [("teacher (ce)", "t", row(99.0)), ("student (ce)", "s", row(95.0)), ("student (kd)", "s", row(96.5)),
+            ("student (dkd)", "s", row(94.25))]
+    console = Console(width=200, record=True)
+    console.print(comparison_table(rows))
+    lines = console.export_text().splitlines()
+    cells = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in lines if "│" in line}
+    assert cells["teacher (ce)"][2] == "+4.00"
+    assert cells["student (ce)"][2] == "-"
+    assert cells["student (kd)"][2] == "+1.50" and cells["student (dkd)"][2] == "-0.75"
+
+
 def test_list_names_every_registry(capsys):
     assert main(["list"]) == 0
     text = capsys.readouterr().out

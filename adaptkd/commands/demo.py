@@ -97,10 +97,12 @@ def comparison_table(rows):
     from rich.table import Table
 
     t = Table(title="adaptkd demo: teacher vs students (test split)")
-    for col in ("model", "arch", "top-1 %", "params", "size KB", "CPU latency b1 ms"):
-        t.add_column(col, justify="right" if col not in ("model", "arch") else "left")
+    for col in ("model", "arch", "top-1 %", "vs ce", "params", "size KB", "CPU b1 ms"):
+        t.add_column(col, justify="right" if col not in ("model", "arch") else "left", no_wrap=True)
+    ce = next((s["final_acc"] for label, _, s in rows if label == "student (ce)"), None)
     for label, arch, s in rows:
         lat = s.get("latency_b1", {}).get("median_ms")
-        t.add_row(label, arch, f"{s['final_acc']:.2f}", f"{s['params']:,}", f"{s['size_bytes'] / 1024:.1f}",
+        delta = f"{s['final_acc'] - ce:+.2f}" if ce is not None and label != "student (ce)" else "-"
+        t.add_row(label, arch, f"{s['final_acc']:.2f}", delta, f"{s['params']:,}", f"{s['size_bytes'] / 1024:.1f}",
                   f"{lat:.3f}" if lat is not None else "-")
     return t

@@ -11,7 +11,6 @@ synchronised to the host).
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor, nn
 
+from adaptkd._registry import Registry
 from adaptkd.methods.base import StepOut
 
 __all__ = [
@@ -99,30 +99,19 @@ class Balancer(nn.Module):
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[Balancer]] = {}
+_REGISTRY: Registry[type[Balancer]] = Registry("balancer", set_name=True)
 
 
 def register_balancer(name: str):
-    def deco(cls: type[Balancer]) -> type[Balancer]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"balancer {name!r} is already registered")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    return _REGISTRY.register(name)
 
 
 def list_balancers() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def _cls(name: str) -> type[Balancer]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-        raise KeyError(f"unknown balancer {name!r}" + (f"; closest: {', '.join(close)}" if close else "")) from None
+    return _REGISTRY.get(name)
 
 
 def balancer_params_model(name: str) -> type[BalanceParams]:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adaptkd.methods.base import MethodContext
+from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn
 
 
 class _Proj(nn.Module):
@@ -129,3 +129,35 @@ def require_one_teacher(method: str, cfg) -> None:
 
     if len(cfg.teachers) != 1:
         raise ConfigError(f"field `teachers`: method {method!r} distils features from exactly one teacher, got {len(cfg.teachers)}")
+
+
+class LayerPairMethod(Method):
+    """Base of the layer-attention methods (AFD, RTK): one frozen teacher; the student's and the
+    teacher's tapped layers (options ``student_taps`` / ``teacher_taps``, default every tap block)
+    and their channel counts, probed once at construction. :meth:`pair` reads one step's logits
+    and features (teacher features detached)."""
+
+    def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
+        super().__init__(params, ctx)
+        self.teacher = ctx.frozen[0]
+        self.s_taps = default_taps(ctx, "student", params.student_taps, "student_taps")
+        self.t_taps = default_taps(ctx, self.teacher, params.teacher_taps, "teacher_taps")
+        self.s_channels = [c for c, _, _ in probe_shapes(ctx, "student", self.s_taps, "student_taps")]
+        self.t_channels = [c for c, _, _ in probe_shapes(ctx, self.teacher, self.t_taps, "teacher_taps")]
+
+    @classmethod
+    def check_networks(cls, cfg) -> None:
+        super().check_networks(cfg)
+        require_one_teacher(cls.name, cfg)
+
+    def taps(self) -> dict[str, list[str]]:
+        return {"student": self.s_taps, self.teacher: self.t_taps}
+
+    def pair(self, inp: StepIn) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+        """(student logits, teacher logits, student features, detached teacher features)."""
+        s, t = inp.logits["student"], inp.logits[self.teacher]
+        require_batch(s)
+        relu = self.params.feature_relu
+        fs = gather(inp.feats["student"], self.s_taps, relu)
+        ft = gather(inp.feats[self.teacher], self.t_taps, relu, detach=True)
+        return s, t, fs, ft

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from adaptkd.losses import afd_loss, attention_map_distances, kd_loss
-from adaptkd.methods._attention import LayerAttention, default_taps, gather, probe_shapes, require_batch, require_one_teacher
-from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
+from adaptkd.methods._attention import LayerAttention, LayerPairMethod
+from adaptkd.methods.base import MethodContext, MethodParams, StepIn, StepOut, register_method
 
 
 class AFDParams(MethodParams):
@@ -30,32 +30,16 @@ class AFDParams(MethodParams):
 
 
 @register_method("afd")
-class AFD(Method):
+class AFD(LayerPairMethod):
     Params = AFDParams
 
     def __init__(self, params: AFDParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        self.teacher = ctx.frozen[0]
-        self.s_taps = default_taps(ctx, "student", params.student_taps, "student_taps")
-        self.t_taps = default_taps(ctx, self.teacher, params.teacher_taps, "teacher_taps")
-        s_shapes = probe_shapes(ctx, "student", self.s_taps, "student_taps")
-        t_shapes = probe_shapes(ctx, self.teacher, self.t_taps, "teacher_taps")
-        self.attention = LayerAttention([c for c, _, _ in t_shapes], [c for c, _, _ in s_shapes], params.qk_dim)
-
-    @classmethod
-    def check_networks(cls, cfg) -> None:
-        super().check_networks(cfg)
-        require_one_teacher(cls.name, cfg)
-
-    def taps(self) -> dict[str, list[str]]:
-        return {"student": self.s_taps, self.teacher: self.t_taps}
+        self.attention = LayerAttention(self.t_channels, self.s_channels, params.qk_dim)
 
     def forward(self, inp: StepIn) -> StepOut:
         p = self.params
-        s, t = inp.logits["student"], inp.logits[self.teacher]
-        require_batch(s)
-        fs = gather(inp.feats["student"], self.s_taps, p.feature_relu)
-        ft = gather(inp.feats[self.teacher], self.t_taps, p.feature_relu, detach=True)
+        s, t, fs, ft = self.pair(inp)
         att = self.attention(ft, fs)  # [B, T, S], softmax over student layers
         afd = afd_loss(att, attention_map_distances(fs, ft))
         losses = {"ce": F.cross_entropy(s, inp.y), "kd": kd_loss(s, t, p.temperature), "afd": afd}

@@ -9,13 +9,14 @@ weights, the logits to score, every adaptive signal, and which learners step now
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
+
+from adaptkd._registry import Registry
 
 if TYPE_CHECKING:
     from adaptkd.config import Config
@@ -197,32 +198,20 @@ class Method(nn.Module):
         return None
 
 
-_REGISTRY: dict[str, type[Method]] = {}
+_REGISTRY: Registry[type[Method]] = Registry("method", set_name=True)
 
 
 def register_method(name: str):
     """Class decorator: register a :class:`Method` subclass under ``name``."""
-
-    def deco(cls: type[Method]) -> type[Method]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"method {name!r} is already registered")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    return _REGISTRY.register(name)
 
 
 def list_methods() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def method_class(name: str) -> type[Method]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-        raise KeyError(f"unknown method {name!r}" + (f"; closest: {', '.join(close)}" if close else "")) from None
+    return _REGISTRY.get(name)
 
 
 def build_method(name: str, options: dict[str, Any], ctx: MethodContext) -> Method:

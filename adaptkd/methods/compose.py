@@ -20,7 +20,6 @@ fields and implements ``compute``.
 
 from __future__ import annotations
 
-import difflib
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
@@ -29,6 +28,7 @@ from pydantic import Field, SerializeAsAny, ValidationError, WrapValidator, mode
 from pydantic_core import PydanticCustomError
 from torch import Tensor
 
+from adaptkd._registry import Registry
 from adaptkd.losses import DTKDParts, dkd_loss, dtkd_loss_parts, kd_loss
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method, warmup_factor
 from adaptkd.methods.common import teacher_logits
@@ -60,23 +60,16 @@ class LossTerm(MethodParams):
         raise NotImplementedError
 
 
-_TERMS: dict[str, type[LossTerm]] = {}
+_TERMS: Registry[type[LossTerm]] = Registry("loss term")
 
 
 def register_term(name: str):
     """Class decorator: register a :class:`LossTerm` subclass as loss ``name``."""
-
-    def deco(cls: type[LossTerm]) -> type[LossTerm]:
-        if name in _TERMS and _TERMS[name] is not cls:
-            raise ValueError(f"loss term {name!r} is already registered")
-        _TERMS[name] = cls
-        return cls
-
-    return deco
+    return _TERMS.register(name)
 
 
 def list_terms() -> list[str]:
-    return sorted(_TERMS)
+    return _TERMS.names()
 
 
 def _error(kind: str, message: str, loc: tuple[Any, ...], value: Any, **ctx: Any) -> ValidationError:
@@ -94,11 +87,11 @@ def _validate_term(value: Any, _handler: Any) -> LossTerm:
         raise _error("missing", "required, but missing", ("loss",), None)
     name = value.get("loss")
     if name not in _TERMS:
-        close = difflib.get_close_matches(str(name), list(_TERMS), n=2)
+        close = _TERMS.closest(name, n=2)
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise _error("unknown_loss", "unknown loss {name}{hint} (composable losses: {known})", ("loss",), name,
                      name=repr(name), hint=hint, known=", ".join(list_terms()))
-    return _TERMS[name].model_validate(value)
+    return _TERMS.get(name).model_validate(value)
 
 
 class ComposeParams(MethodParams):

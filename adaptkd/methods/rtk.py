@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from adaptkd.losses import attention_map_distances, kd_loss, rtk_influence, rtk_loss, select_keys
-from adaptkd.methods._attention import LayerAttention, default_taps, gather, probe_shapes, require_batch, require_one_teacher
-from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
+from adaptkd.methods._attention import LayerAttention, LayerPairMethod
+from adaptkd.methods.base import MethodContext, MethodParams, StepIn, StepOut, register_method
 
 
 class RTKParams(MethodParams):
@@ -50,16 +50,12 @@ class RTKParams(MethodParams):
 
 
 @register_method("rtk")
-class RTK(Method):
+class RTK(LayerPairMethod):
     Params = RTKParams
 
     def __init__(self, params: RTKParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        self.teacher = ctx.frozen[0]
-        self.s_taps = default_taps(ctx, "student", params.student_taps, "student_taps")
-        self.t_taps = default_taps(ctx, self.teacher, params.teacher_taps, "teacher_taps")
-        s_ch = [c for c, _, _ in probe_shapes(ctx, "student", self.s_taps, "student_taps")]
-        t_ch = [c for c, _, _ in probe_shapes(ctx, self.teacher, self.t_taps, "teacher_taps")]
+        s_ch, t_ch = self.s_channels, self.t_channels
         if params.threshold_rule == "top_m" and params.top_m > len(t_ch):
             raise ValueError(f"method option `top_m`: {params.top_m} exceeds the {len(t_ch)} teacher taps")
         self.student_queries = params.orientation == "student_query"
@@ -69,20 +65,9 @@ class RTK(Method):
         self.register_buffer("_kept_sum", torch.zeros(len(t_ch)), persistent=False)
         self.register_buffer("_kept_steps", torch.zeros(()), persistent=False)
 
-    @classmethod
-    def check_networks(cls, cfg) -> None:
-        super().check_networks(cfg)
-        require_one_teacher(cls.name, cfg)
-
-    def taps(self) -> dict[str, list[str]]:
-        return {"student": self.s_taps, self.teacher: self.t_taps}
-
     def forward(self, inp: StepIn) -> StepOut:
         p = self.params
-        s, t = inp.logits["student"], inp.logits[self.teacher]
-        require_batch(s)
-        fs = gather(inp.feats["student"], self.s_taps, p.feature_relu)
-        ft = gather(inp.feats[self.teacher], self.t_taps, p.feature_relu, detach=True)
+        s, t, fs, ft = self.pair(inp)
         if self.student_queries:
             att = self.attention(fs, ft)  # [B, S, T], softmax over teacher layers
             att_st, dist = att, attention_map_distances(fs, ft).transpose(1, 2)

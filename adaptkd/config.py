@@ -224,6 +224,15 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
+def merge_config(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid over ``base``: nested mappings merged key by key, anything else replaced
+    (inputs untouched). How recipes combine their ``common``/``teacher``/``student`` sections."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge_config(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML scalars/lists) to a raw dict.
 

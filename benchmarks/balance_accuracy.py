@@ -34,7 +34,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adaptkd.config import apply_overrides  # noqa: E402
+from adaptkd.config import apply_overrides, merge_config  # noqa: E402
 from adaptkd.engine.logger import read_metrics  # noqa: E402
 from adaptkd.engine.trainer import Trainer  # noqa: E402
 from adaptkd.methods import method_class  # noqa: E402
@@ -74,13 +74,6 @@ def lambda_curve(run: Path, method: str) -> tuple[list[int], list[float]]:
     return steps, lams
 
 
-def _merge(a: dict, b: dict) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
 def last_epoch_lambda(run: Path, lams: list[float], epochs: int) -> float:
     """Mean λ over every step of the last epoch (the balancer's epoch mean), or, for
     FixedBalance, the method's group balance at the last logged steps."""
@@ -95,8 +88,8 @@ class Bench:
         self.args = args
         raw = yaml.safe_load(Path(args.base).read_text(encoding="utf-8")) or {}
         if "common" in raw:  # the synthetic recipe's layout
-            self.bases = {"teacher": _merge(raw["common"], raw.get("teacher", {})),
-                          "student": _merge(raw["common"], raw.get("student", {}))}
+            self.bases = {"teacher": merge_config(raw["common"], raw.get("teacher", {})),
+                          "student": merge_config(raw["common"], raw.get("student", {}))}
         else:
             self.bases = {"teacher": raw, "student": raw}
         for role, base in self.bases.items():

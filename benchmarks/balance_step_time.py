@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _harness import add_pair_args, step_config  # noqa: E402  (puts the repository root on sys.path)
 
 from adaptkd.balance import BackwardContext, build_balancer  # noqa: E402
 from adaptkd.engine.trainer import Trainer  # noqa: E402
@@ -48,24 +46,10 @@ SETTINGS = {
 }
 
 
-def config(balance: dict, args: argparse.Namespace, out: str) -> dict:
-    return {
-        "data": {"name": "synthetic", "image_size": args.image_size, "num_classes": args.classes,
-                 "train_size": args.batch * 2, "test_size": args.batch, "batch_size": args.batch},
-        "student": {"arch": args.student},
-        "teachers": [{"arch": args.teacher, "random_init": True}],
-        "method": {"name": "kd"},
-        "balance": balance,
-        "optim": {"name": "sgd", "lr": 0.01, "epochs": 1},
-        "run": {"out": out, "seed": 0, "device": args.device, "progress": False, "latency": False,
-                "tensorboard": False, "log_every": 10**9, "threads": args.threads},
-    }
-
-
 def step_times(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     names = list(SETTINGS)
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {n: Trainer(config(SETTINGS[n], args, f"{tmp}/{i}"), log=lambda s: None) for i, n in enumerate(names)}
+        trainers = {n: Trainer(step_config(args, f"{tmp}/{i}", method={"name": "kd"}, balance=SETTINGS[n]), log=lambda s: None) for i, n in enumerate(names)}
         first = trainers[names[0]]
         xb, yb = first.data.train.x[: args.batch], first.data.train.y[: args.batch]
         for tr in trainers.values():
@@ -116,15 +100,8 @@ def head_overhead(args: argparse.Namespace, reps: int = 400) -> dict[str, list[f
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--teacher", default="resnet32x4")
-    p.add_argument("--student", default="resnet8x4")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--classes", type=int, default=100)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=30, help="timed steps per setting (use a multiple of 10)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per setting")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="cpu")
+    add_pair_args(p, steps=30, warmup=3, steps_help="timed steps per setting (use a multiple of 10)",
+                  warmup_help="untimed steps per setting")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -14,7 +14,6 @@ Runs go to `--out` (default runs/calibration/); a teacher already trained there 
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 from pathlib import Path
@@ -22,17 +21,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from adaptkd.config import load_config
+from adaptkd.commands.demo import student_config
+from adaptkd.config import load_config, merge_config
 from adaptkd.engine.trainer import Trainer
 
 HERE = Path(__file__).resolve().parent
-
-
-def merge(a: dict, b: dict) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
 
 
 def fmt(values: list[float], signed: bool = False) -> str:
@@ -56,7 +49,7 @@ def main() -> None:
     over = list(args.set) + ["run.overwrite=true", "run.progress=false", f"run.threads={args.threads}"]
     quiet = {"log": lambda s: None}
 
-    tcfg = load_config(merge(recipe["common"], recipe["teacher"]), over + [f"run.out={out / 'teacher'}"])
+    tcfg = load_config(merge_config(recipe["common"], recipe["teacher"]), over + [f"run.out={out / 'teacher'}"])
     tck = out / "teacher" / "best.pt"
     if tck.is_file() and (out / "teacher" / "summary.json").is_file():
         import json
@@ -72,10 +65,7 @@ def main() -> None:
     times: dict[str, list[float]] = {m: [] for m in args.methods}
     for seed in args.seeds:
         for method in args.methods:
-            raw = merge(merge(recipe["common"], recipe["student"]), recipe.get("methods", {}).get(method, {}))
-            raw["method"] = {**raw.get("method", {}), "name": method}
-            if method != "ce":
-                raw["teachers"] = [{"arch": tcfg.student.arch, "checkpoint": str(tck)}]
+            raw = student_config(recipe, method, tcfg.student.arch, str(tck))
             cfg = load_config(raw, over + list(args.student_set) + [f"run.seed={seed}", f"run.out={out / f'{method}_s{seed}'}"])
             t1 = time.perf_counter()
             acc = Trainer(cfg, **quiet).fit()["final_acc"]

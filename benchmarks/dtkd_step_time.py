@@ -18,31 +18,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _harness import add_pair_args, step_config  # noqa: E402  (puts the repository root on sys.path)
 
 from adaptkd.balance import weighted_sum  # noqa: E402
 from adaptkd.engine.trainer import Trainer  # noqa: E402
 from adaptkd.methods import MethodContext, StepIn, build_method  # noqa: E402
-
-
-def config(method: str, args: argparse.Namespace, out: str) -> dict:
-    return {
-        "data": {"name": "synthetic", "image_size": args.image_size, "num_classes": args.classes,
-                 "train_size": args.batch * 2, "test_size": args.batch, "batch_size": args.batch},
-        "student": {"arch": args.student},
-        "teachers": [{"arch": args.teacher, "random_init": True}],
-        "method": {"name": method},
-        "optim": {"name": "sgd", "lr": 0.01, "epochs": 1},
-        "run": {"out": out, "seed": 0, "device": args.device, "progress": False, "latency": False,
-                "tensorboard": False, "log_every": 10**9, "threads": args.threads},
-    }
 
 
 def timed(fn) -> float:
@@ -61,7 +46,7 @@ def timed_both(fn) -> tuple[float, float]:
 
 def step_times(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {m: Trainer(config(m, args, f"{tmp}/{m}"), log=lambda s: None) for m in ("kd", "dtkd")}
+        trainers = {m: Trainer(step_config(args, f"{tmp}/{m}", method={"name": m}), log=lambda s: None) for m in ("kd", "dtkd")}
         data = trainers["kd"].data.train
         xb, yb = data.x[: args.batch], data.y[: args.batch]
         for tr in trainers.values():
@@ -107,15 +92,8 @@ def loss_times(args: argparse.Namespace, reps: int = 300) -> dict[str, list[floa
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--teacher", default="resnet32x4")
-    p.add_argument("--student", default="resnet8x4")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--classes", type=int, default=100)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per method")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per method")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="cpu")
+    add_pair_args(p, steps=20, warmup=3, steps_help="timed steps per method",
+                  warmup_help="untimed steps per method")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -34,7 +34,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adaptkd.config import apply_overrides  # noqa: E402
+from adaptkd.config import apply_overrides, merge_config  # noqa: E402
 from adaptkd.engine.logger import read_metrics  # noqa: E402
 from adaptkd.engine.trainer import Trainer  # noqa: E402
 
@@ -53,21 +53,13 @@ def fmt(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}"
 
 
-def merged(a: dict, b: dict) -> dict:
-    """``b`` laid over ``a``, dictionaries merged key by key."""
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         raw = yaml.safe_load(Path(args.base).read_text(encoding="utf-8")) or {}
         if "common" in raw:  # the synthetic recipe: common + teacher / student sections
-            bases = {"teacher": merged(raw["common"], raw.get("teacher", {})),
-                     "student": merged(raw["common"], raw.get("student", {}))}
+            bases = {"teacher": merge_config(raw["common"], raw.get("teacher", {})),
+                     "student": merge_config(raw["common"], raw.get("student", {}))}
         else:
             bases = {"teacher": raw, "student": raw}
         self.bases = {}

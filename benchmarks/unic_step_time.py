@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
-import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _harness import step_config, timed  # noqa: E402  (puts the repository root on sys.path)
 
 from adaptkd.balance import weighted_sum  # noqa: E402
 from adaptkd.engine.trainer import Trainer  # noqa: E402
@@ -48,16 +45,9 @@ def net(arch: str, args: argparse.Namespace, **extra) -> dict:
 
 
 def config(method: dict, args: argparse.Namespace, out: str) -> dict:
-    return {
-        "data": {"name": "synthetic", "image_size": args.image_size, "num_classes": args.classes,
-                 "train_size": args.batch * 2, "test_size": args.batch, "batch_size": args.batch},
-        "student": net(args.student, args),
-        "teachers": [net(t, args, random_init=True) for t in args.teachers],
-        "method": method,
-        "optim": {"name": "adamw", "lr": 3e-4, "weight_decay": 0.03, "epochs": 1, "schedule": "constant"},
-        "run": {"out": out, "seed": 0, "device": args.device, "progress": False, "latency": False,
-                "tensorboard": False, "log_every": 10**9, "threads": args.threads},
-    }
+    return step_config(args, out, method=method, student=net(args.student, args),
+                       teachers=[net(t, args, random_init=True) for t in args.teachers],
+                       optim={"name": "adamw", "lr": 3e-4, "weight_decay": 0.03, "epochs": 1, "schedule": "constant"})
 
 
 def variants(args: argparse.Namespace) -> dict[str, dict]:
@@ -70,12 +60,6 @@ def variants(args: argparse.Namespace) -> dict[str, dict]:
             m[k] = float(val) if val.replace(".", "", 1).isdigit() else val
         v[name] = m
     return v
-
-
-def timed(fn) -> tuple[float, float]:
-    w, c = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - w, time.process_time() - c
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ The recipe is ``adaptkd/recipes/demo.yaml`` (a normal config; every key can be o
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from importlib import resources
@@ -38,18 +37,20 @@ def demo_recipe() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
+def student_config(recipe: dict[str, Any], method: str, teacher_arch: str, teacher_checkpoint: str) -> dict[str, Any]:
+    """The raw config of one student run of a recipe (``common`` + ``student`` + ``methods[method]``),
+    distilled from the given teacher checkpoint unless ``method`` is ``ce``."""
+    from adaptkd.config import merge_config
+
+    raw = merge_config(merge_config(recipe["common"], recipe["student"]), recipe.get("methods", {}).get(method, {}))
+    raw["method"] = {**raw.get("method", {}), "name": method}
+    if method != "ce":
+        raw["teachers"] = [{"arch": teacher_arch, "checkpoint": teacher_checkpoint}]
+    return raw
 
 
 def run(args: argparse.Namespace) -> int:
-    from adaptkd.config import load_config
+    from adaptkd.config import load_config, merge_config
     from adaptkd.engine.trainer import Trainer
 
     recipe = demo_recipe()
@@ -59,18 +60,14 @@ def run(args: argparse.Namespace) -> int:
     over = quick + list(args.overrides) + ["run.overwrite=true"]
     t_start = time.perf_counter()
 
-    teacher_cfg = load_config(_merge(recipe["common"], recipe["teacher"]), over + [f"run.out={out / 'teacher'}"])
+    teacher_cfg = load_config(merge_config(recipe["common"], recipe["teacher"]), over + [f"run.out={out / 'teacher'}"])
     print(f"[1/{1 + len(methods)}] teacher {teacher_cfg.student.arch} on {teacher_cfg.data.name} "
           f"({teacher_cfg.optim.epochs} epochs)")
     teacher = Trainer(teacher_cfg).fit()
     rows = [("teacher (ce)", teacher_cfg.student.arch, teacher["learners"]["student"])]
     runs = {"teacher": str(out / "teacher")}
     for i, method in enumerate(methods):
-        raw = _merge(recipe["common"], recipe["student"])
-        raw = _merge(raw, recipe.get("methods", {}).get(method, {}))
-        raw["method"] = {**raw.get("method", {}), "name": method}
-        if method != "ce":
-            raw["teachers"] = [{"arch": teacher_cfg.student.arch, "checkpoint": str(out / "teacher" / "best.pt")}]
+        raw = student_config(recipe, method, teacher_cfg.student.arch, str(out / "teacher" / "best.pt"))
         cfg = load_config(raw, over + [f"run.out={out / method}"])
         print(f"[{i + 2}/{1 + len(methods)}] student {cfg.student.arch} with {method} ({cfg.optim.epochs} epochs)")
         res = Trainer(cfg).fit()

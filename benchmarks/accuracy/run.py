@@ -44,6 +44,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from adaptkd.config import merge_config  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 CIFAR_EPOCHS = 240  # the schedule the snippets' warm-ups refer to
 
@@ -96,13 +98,6 @@ def load_snippets(names: list[str] | None) -> dict[str, dict[str, Any]]:
     return {n: snippets[n] for n in order if snippets[n]["method"]["name"] in registered}
 
 
-def _merge(a: dict, b: dict) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
 def _rescale_warmups(node: Any, factor: float) -> Any:
     if isinstance(node, dict):
         return {k: (max(1.0, round(v * factor, 3)) if k == "warmup_epochs" and isinstance(v, (int, float)) and v > 0
@@ -122,7 +117,7 @@ class Suite:
         from adaptkd.config import apply_overrides
 
         r = recipe(dataset)
-        cfg = _merge(r["common"], r[section])
+        cfg = merge_config(r["common"], r[section])
         cfg = apply_overrides(cfg, list(self.args.set))
         if self.args.epochs:
             cfg.setdefault("optim", {})["epochs"] = self.args.epochs
@@ -159,7 +154,7 @@ class Suite:
                                "student": base["student"]["arch"], "methods": {}}
         for name, sn in snippets.items():
             print(f"[{dataset}] {name}", flush=True)
-            cfg = _merge(base, {"method": _rescale_warmups(sn["method"], epochs / CIFAR_EPOCHS)})
+            cfg = merge_config(base, {"method": _rescale_warmups(sn["method"], epochs / CIFAR_EPOCHS)})
             if "balance" in sn:
                 cfg["balance"] = copy.deepcopy(sn["balance"])
             mode = sn.get("teachers", "frozen")

@@ -1,0 +1,292 @@
+"""The models of a report: who is evaluated and measured (teachers, students, peers), re-evaluation on the
+test split, FLOPs / size / CPU latency and throughput, and the student-teacher agreement."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adaptkd.report.runs import RunData
+
+__all__ = [
+    "ModelEntry",
+    "agreement_pairs",
+    "collect_models",
+    "data_key",
+    "evaluate_models",
+    "load_model",
+    "measure_models",
+    "top1",
+    "top5",
+]
+
+
+@dataclass
+class ModelEntry:
+    key: tuple[str, ...]
+    label: str
+    role: str  # teacher | student | peer
+    arch: str
+    run: RunData
+    name: str
+    weights: str  # "run" (a learner in the run's checkpoint), "file" (a teacher checkpoint), "none"
+    source: str  # checkpoint path, or "" when unknown
+    num_classes: int
+    in_channels: int
+    image_size: int
+    data_key: str
+    card: dict[str, Any] = field(default_factory=dict)
+    card_source: str = "summary.json"
+    summary_acc: float | None = None
+    summary_top5: float | None = None
+    eval: dict[str, Any] | None = None
+    note: str = ""
+    model: Any = None
+    teacher_of: list[str] = field(default_factory=list)
+
+
+def _resolve_ckpt(path: str, run_dir: Path) -> Path | None:
+    """A teacher checkpoint path as written in a run's config: as given, else relative to the run's ancestors."""
+    p = Path(os.path.expanduser(path))
+    if p.is_file():
+        return p
+    if not p.is_absolute():
+        for anc in [run_dir, *run_dir.resolve().parents]:
+            cand = anc / p
+            if cand.is_file():
+                return cand
+    return None
+
+
+def data_key(cfg: dict[str, Any]) -> str:
+    d = cfg.get("data", {})
+    return json.dumps({k: d.get(k) for k in ("name", "root", "image_size", "num_classes", "train_size", "test_size",
+                                             "data_seed")}, sort_keys=True)
+
+
+def collect_models(runs: list[RunData], which: str) -> list[ModelEntry]:
+    from adaptkd.export import run_checkpoint_path
+
+    entries: dict[tuple[str, ...], ModelEntry] = {}
+    order: list[tuple[str, ...]] = []
+    for run in runs:
+        summ = run.summary
+        meta_shape = _shape_from_run(run)
+        try:
+            ck_path = str(run_checkpoint_path(run.path, which).resolve())
+        except Exception:  # noqa: BLE001 - no checkpoint yet: entries still come from config/summary
+            ck_path = ""
+        for name, role, net in run.networks():
+            trainable = role != "teacher" or bool(net.get("trainable"))
+            arch = str(net.get("arch", "?"))
+            if trainable:
+                key = (ck_path, name) if ck_path else ("run", str(run.path), name)
+                weights, source = ("run", ck_path) if ck_path else ("none", "")
+                card = dict(summ.get("learners", {}).get(name, {}))
+            else:
+                ck = net.get("checkpoint")
+                resolved = _resolve_ckpt(ck, run.path) if ck else None
+                if resolved is not None:
+                    key = (str(resolved.resolve()), "student")
+                    weights, source = "file", str(resolved)
+                else:
+                    key = ("missing", str(run.path), name)
+                    weights, source = "none", str(ck or "")
+                card = dict(summ.get("teachers", {}).get(name, {}))
+            label = run.label if name == "student" else f"{run.label}/{name}"
+            if key in entries:
+                e = entries[key]
+                if role == "teacher":
+                    e.role = "teacher"
+                    e.teacher_of.append(run.label)
+                if not e.card.get("latency_b1") and card.get("latency_b1"):
+                    e.card = card
+                continue
+            e = ModelEntry(key=key, label=label, role="teacher" if role == "teacher" else role, arch=arch, run=run,
+                           name=name, weights=weights, source=source, num_classes=meta_shape[0],
+                           in_channels=meta_shape[1], image_size=meta_shape[2], data_key=data_key(run.config),
+                           card=card, summary_acc=card.get("final_acc"), summary_top5=card.get("final_top5"))
+            if role == "teacher":
+                e.teacher_of.append(run.label)
+            if weights == "none":
+                e.note = ("random init" if net.get("random_init") else
+                          f"checkpoint {source!r} not found" if source else "no checkpoint")
+            entries[key] = e
+            order.append(key)
+    return [entries[k] for k in order]
+
+
+def _shape_from_run(run: RunData) -> tuple[int, int, int]:
+    """(num_classes, in_channels, image_size) from the run's checkpoint metadata or summary."""
+    from adaptkd.engine.checkpoint import load_checkpoint
+
+    for name in ("last.pt", "best.pt"):
+        p = run.path / name
+        if p.is_file():
+            try:
+                meta = load_checkpoint(p).get("meta", {})
+                return int(meta.get("num_classes", 0)), int(meta.get("in_channels", 3)), int(meta.get("image_size", 32))
+            except Exception:  # noqa: BLE001 - reported when the models are loaded
+                break
+    return int(run.summary.get("num_classes", 0)), 3, 32
+
+
+class _DataCache:
+    def __init__(self) -> None:
+        self.cache: dict[str, Any] = {}
+
+    def get(self, run: RunData):
+        from adaptkd.config import load_config
+        from adaptkd.data import build_data
+
+        key = data_key(run.config)
+        if key not in self.cache:
+            d = load_config(run.config, check=False).data
+            self.cache[key] = build_data(d.name, root=d.root, image_size=d.image_size, num_classes=d.num_classes,
+                                         train_size=d.train_size, test_size=d.test_size, data_seed=d.data_seed)
+        return self.cache[key]
+
+
+def load_model(e: ModelEntry, which: str, networks: dict[str, Any] | None):
+    from adaptkd.engine.checkpoint import load_into, load_state_dict_for
+    from adaptkd.export import build_arch, rebuild_network
+
+    if e.model is not None:
+        return e.model
+    if networks and e.name in networks:
+        e.model = networks[e.name].eval()
+        e.note = ""
+        return e.model
+    if e.weights == "run":
+        e.model, _ = rebuild_network(e.run.path, e.name, which=which)
+    elif e.weights == "file":
+        cfg = dict(next(c for n, _, c in e.run.networks() if n == e.name))
+        args = dict(cfg.get("args") or {})
+        if e.in_channels != 3 and not e.arch.startswith(("timm:", "torchvision:")):
+            args.setdefault("in_channels", e.in_channels)
+        model = build_arch(e.arch, args, e.num_classes, e.in_channels, what=f"network {e.name!r} of {e.run.label!r}")
+        state = load_state_dict_for(e.source, arch=e.arch, num_classes=e.num_classes)
+        load_into(model, state, source=e.source, arch=e.arch)
+        e.model = model.eval()
+    else:
+        raise FileNotFoundError(e.note or "no weights")
+    return e.model
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "this model cannot be evaluated/measured" (reported on the page, not raised)."""
+    from adaptkd.config import ConfigError
+    from adaptkd.data import DataError
+    from adaptkd.engine.checkpoint import CheckpointError
+    from adaptkd.engine.networks import MissingExtraError
+    from adaptkd.engine.trainer import NonFiniteError, RunFolderError
+
+    return (ConfigError, DataError, CheckpointError, NonFiniteError, RunFolderError, MissingExtraError,
+            FileNotFoundError, OSError)
+
+
+def evaluate_models(models: list[ModelEntry], which: str, device: str, networks, notes: list[str]) -> None:
+    from adaptkd.data import Augment
+    from adaptkd.engine.evaluate import metrics_from_logits, predict
+
+    data = _DataCache()
+    for e in models:
+        if e.weights == "none" and not (networks and e.name in networks):
+            continue  # e.note already says why (random init, checkpoint not found)
+        try:
+            bundle = data.get(e.run)
+            model = load_model(e, which, networks)
+            aug = Augment(bundle.mean, bundle.std, train=False).to(device)
+            bs = int(e.run.config.get("data", {}).get("eval_batch_size", 256) or 256)
+            logits = predict(model.to(device), bundle.test.x, aug, batch_size=bs, device=device)
+            model.cpu()
+            m = metrics_from_logits(logits, bundle.test.y, bundle.num_classes)
+            m["pred"] = logits.argmax(1)
+            m["y"] = bundle.test.y.long().cpu()
+            m["class_names"] = list(getattr(bundle, "class_names", []) or [])
+            e.eval = m
+        except _expected_errors() as exc:
+            e.note = (e.note + "; " if e.note else "") + f"not evaluated: {str(exc).splitlines()[0]}"
+            notes.append(f"{e.label}: {e.note}")
+
+
+def measure_models(models: list[ModelEntry], which: str, networks, threads: int | None, remeasure: bool) -> None:
+    """Fill missing card entries; latency/throughput of all models that need it are timed together,
+    interleaved (one block of each model per round), so the rows of the table are comparable."""
+    import torch
+
+    from adaptkd.engine.measure import (
+        checkpoint_size_bytes,
+        cpu_latency_interleaved,
+        flops_per_image,
+    )
+
+    timed: dict[str, list[ModelEntry]] = {"latency_b1": [], "throughput_b64": []}
+    for e in models:
+        need = [k for k in ("params", "size_bytes", "flops", "latency_b1", "throughput_b64") if e.card.get(k) is None]
+        if remeasure:  # timings of one session on one machine: comparable across the rows
+            need += [k for k in ("latency_b1", "throughput_b64") if k not in need]
+        if not need:
+            continue
+        try:
+            model = load_model(e, which, networks)
+        except _expected_errors() as exc:
+            e.note = e.note or f"not measured: {str(exc).splitlines()[0]}"
+            continue
+        shape = (e.in_channels, e.image_size, e.image_size)
+        if "params" in need:
+            e.card["params"] = sum(p.numel() for p in model.parameters())
+        if "size_bytes" in need:
+            e.card["size_bytes"] = checkpoint_size_bytes(model)
+        if "flops" in need:
+            e.card["flops"] = flops_per_image(model, shape)
+        for k, group in timed.items():
+            if k in need:
+                group.append(e)
+    for key, batch, th in (("latency_b1", 1, 1), ("throughput_b64", 64, threads or torch.get_num_threads())):
+        group = timed[key]
+        if not group:
+            continue
+        res = cpu_latency_interleaved([e.model for e in group], [(e.in_channels, e.image_size, e.image_size)
+                                                                 for e in group], batch=batch, threads=th)
+        for e, r in zip(group, res):
+            e.card[key] = r
+            e.card_source = "measured by this report"
+
+
+def top1(e: ModelEntry) -> float | None:
+    return e.eval["top1"] if e.eval else e.summary_acc
+
+
+def top5(e: ModelEntry) -> float | None:
+    return e.eval["top5"] if e.eval else e.summary_top5
+
+
+def agreement_pairs(models: list[ModelEntry]) -> list[dict[str, Any]]:
+    import torch
+
+    out = []
+    teachers = [m for m in models if m.role == "teacher" and m.eval]
+    for s in models:
+        if s.role != "student" or not s.eval:
+            continue
+        peers = [m for m in models if m.role == "peer" and m.eval and m.run is s.run]  # online KD: mutual teachers
+        for t in teachers + peers:
+            if t is s or t.data_key != s.data_key or s.eval["pred"].shape != t.eval["pred"].shape:
+                continue
+            ps, pt, y = s.eval["pred"], t.eval["pred"], s.eval["y"]
+            n = max(int(y.numel()), 1)
+            agree = ps == pt
+            sr, tr = ps == y, pt == y
+
+            def pct(mask: torch.Tensor, n: int = n) -> float:
+                return 100.0 * int(mask.sum()) / n
+
+            out.append({"student": s.label, "teacher": t.label, "agree": pct(agree), "agree_right": pct(agree & sr),
+                        "agree_wrong": pct(agree & ~sr), "teacher_only": pct(~agree & tr & ~sr),
+                        "student_only": pct(~agree & sr & ~tr), "disagree_wrong": pct(~agree & ~sr & ~tr),
+                        "n": int(y.numel()), "own_teacher": s.run.label in t.teacher_of or t.run is s.run})
+    return out

@@ -1,0 +1,81 @@
+"""Reading run folders: the one place the report learns what a run wrote (config, summary, metrics)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adaptkd.engine.trainer import RunFolderError
+
+__all__ = ["ReportError", "RunData", "load_run", "run_labels"]
+
+
+class ReportError(RunFolderError):
+    """A run folder that cannot be read, or an output path that is unsafe to write."""
+
+
+
+@dataclass
+class RunData:
+    """One run folder: its resolved config, ``summary.json`` (may be empty) and metrics records."""
+
+    path: Path
+    label: str
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    records: list[dict[str, Any]]
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("method", {}).get("name", "?"))
+
+    def networks(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(name, role, net_config)`` for student, teachers and peers, in config order."""
+        out = [(self.config.get("student", {}).get("name") or "student", "student", self.config.get("student", {}))]
+        for i, t in enumerate(self.config.get("teachers") or []):
+            out.append((t.get("name") or f"teacher{i}", "teacher", t))
+        for i, p in enumerate(self.config.get("peers") or []):
+            out.append((p.get("name") or f"peer{i}", "peer", p))
+        return out
+
+
+def load_run(path: str | os.PathLike[str], label: str | None = None) -> RunData:
+    """Read a run folder; :class:`ReportError` when it is not one."""
+    from adaptkd.engine.logger import read_metrics
+
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_dir():
+        raise ReportError(f"run folder {str(path)!r} does not exist")
+    cfg_path = p / "config.yaml"
+    if not cfg_path.is_file():
+        raise ReportError(f"{str(path)!r} is not an adaptkd run folder (it has no config.yaml)")
+    try:
+        config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ReportError(f"{str(cfg_path)!r} is not valid YAML: {exc}") from None
+    summary: dict[str, Any] = {}
+    if (p / "summary.json").is_file():
+        try:
+            summary = json.loads((p / "summary.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ReportError(f"{str(p / 'summary.json')!r} is not valid JSON: {exc}") from None
+    records = read_metrics(p / "metrics.jsonl")
+    return RunData(path=p, label=label or p.name or str(p), config=config, summary=summary, records=records)
+
+
+def run_labels(paths: list[Path]) -> list[str]:
+    """Short unique labels: folder names, with parents added until they differ."""
+    parts = [list(p.resolve().parts) for p in paths]
+    depth = 1
+    while True:
+        labels = ["/".join(pp[-depth:]) for pp in parts]
+        if len(set(labels)) == len(labels) or depth > max(len(pp) for pp in parts):
+            return labels
+        depth += 1
+
+

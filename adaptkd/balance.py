@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import Tensor, nn
 
 from adaptkd._registry import Registry
+from adaptkd.errors import ConfigError
 from adaptkd.methods.base import StepOut
 
 __all__ = [
@@ -99,19 +100,19 @@ class Balancer(nn.Module):
         raise NotImplementedError
 
 
-_REGISTRY: Registry[type[Balancer]] = Registry("balancer", set_name=True)
+BALANCERS: Registry[type[Balancer]] = Registry("balancer", set_name=True)
 
 
 def register_balancer(name: str):
-    return _REGISTRY.register(name)
+    return BALANCERS.register(name)
 
 
 def list_balancers() -> list[str]:
-    return _REGISTRY.names()
+    return BALANCERS.names()
 
 
 def _cls(name: str) -> type[Balancer]:
-    return _REGISTRY.get(name)
+    return BALANCERS.get(name)
 
 
 def balancer_params_model(name: str) -> type[BalanceParams]:
@@ -392,8 +393,6 @@ class GradientBalance(Balancer):
 
     def _stat_inputs(self, learner: str, g: _Groups, terms: dict[str, Tensor], out: StepOut, ctx: BackwardContext) -> list[Tensor]:
         """What the statistics differentiate with respect to (logits or head), checked once per term set."""
-        from adaptkd.config import ConfigError
-
         over = self.params.over
         if over == "logits":
             z = out.logits.get(learner)
@@ -529,8 +528,6 @@ class GradientBalance(Balancer):
         modules are excluded from the statistics, as in the spec, but still get their exact
         gradient of the combined loss).
         """
-        from adaptkd.config import ConfigError
-
         if _world() > 1:
             raise ConfigError("field `balance.over`: 'params' sets gradients directly and bypasses DDP's gradient "
                               "synchronisation; in multi-process runs use over: logits or head")

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaptkd.errors import ConfigError
+
 __all__ = ["BenchConfig", "run_bench", "machine_info", "parse_balancer", "METHOD_SETUPS", "TARGETS", "render_table",
            "markdown_table"]
 
@@ -388,7 +390,7 @@ def build_config(cfg: BenchConfig, method: str, setup: dict[str, Any], balancer:
 
 def _resolve_setup(cfg: BenchConfig, method: str, balancer: dict[str, Any], tmp: str) -> tuple[dict, dict] | str:
     """(setup, validated config dict) for the first setup the method accepts, or the reasons it refused."""
-    from adaptkd.config import ConfigError, load_config
+    from adaptkd.config import load_config
 
     errors = []
     for setup in METHOD_SETUPS.get(method, DEFAULT_SETUPS):
@@ -416,20 +418,14 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     if cfg.clock not in ("wall", "cpu") or (cfg.clock == "cpu" and device.type != "cpu"):
-        from adaptkd.config import ConfigError
-
         raise ConfigError(f"--clock: {cfg.clock!r} must be 'wall', or 'cpu' on the CPU device (CUDA is timed with events)")
     methods = list(cfg.methods) if cfg.methods else list_methods()
     unknown = [m for m in methods if m not in list_methods()]
     if unknown:
-        from adaptkd.config import ConfigError
-
         raise ConfigError(f"--methods: unknown method(s) {unknown}; registered: {', '.join(list_methods())}")
     balancers = [parse_balancer(b) for b in cfg.balancers]
     for b in balancers:
         if b["name"] not in list_balancers():
-            from adaptkd.config import ConfigError
-
             raise ConfigError(f"--balancers: unknown balancer {b['name']!r}; registered: {', '.join(list_balancers())}")
     if not any(b["name"] == "fixed" and len(b) == 1 for b in balancers):
         balancers.insert(0, {"name": "fixed"})

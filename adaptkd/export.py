@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from adaptkd.errors import ExportError
+
 __all__ = [
     "ExportError",
     "ExportResult",
@@ -49,10 +51,6 @@ __all__ = [
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 DEFAULT_TOLERANCE = 1e-4
-
-
-class ExportError(RuntimeError):
-    """The export could not be made or its outputs differ from PyTorch's beyond the tolerance."""
 
 
 @dataclass
@@ -91,19 +89,15 @@ def run_checkpoint_path(run: str | os.PathLike[str], which: str = "best") -> Pat
     return p
 
 
-def _is_rebuildable(arch: str) -> bool:
-    from adaptkd.models import list_models
-
-    return arch in list_models() or arch.startswith(("timm:", "torchvision:"))
-
-
 def build_arch(arch: str, args: dict[str, Any], num_classes: int, in_channels: int, *, what: str) -> nn.Module:
     """A fresh network of ``arch`` (zoo, ``timm:``/``torchvision:``); a clear error for custom modules."""
     from adaptkd.config import NetConfig
     from adaptkd.engine.checkpoint import CheckpointError
     from adaptkd.engine.networks import build_network
 
-    if not _is_rebuildable(arch):
+    from adaptkd.models import model_exists
+
+    if not model_exists(arch):
         raise CheckpointError(
             f"{what} is a {arch!r} network, which is not in the model zoo (a module passed from Python); "
             "adaptkd cannot rebuild it from a checkpoint — rebuild it yourself, load its weights and use "
@@ -132,8 +126,6 @@ def rebuild_network(run: str | os.PathLike[str], name: str = "student", *, which
     arch = meta["arch"][name]
     args = dict(meta.get("args", {}).get(name, {}))
     in_ch = int(meta.get("in_channels", 3))
-    if in_ch != 3 and not arch.startswith(("timm:", "torchvision:")):
-        args.setdefault("in_channels", in_ch)
     model = build_arch(arch, args, int(meta["num_classes"]), in_ch, what=f"network {name!r} of {str(path)!r}")
     load_into(model, models[name], source=str(path), arch=arch)
     model.eval()
@@ -149,12 +141,10 @@ def rebuild_network(run: str | os.PathLike[str], name: str = "student", *, which
 def real_test_inputs(config: dict[str, Any], n: int = 64) -> tuple[torch.Tensor | None, str]:
     """Up to ``n`` normalised test images of the run's dataset, or ``(None, why not)``."""
     from adaptkd.config import load_config
-    from adaptkd.data import Augment, DataError, build_data
+    from adaptkd.data import Augment, DataError, data_from_config
 
     try:
-        d = load_config(config, check=False).data
-        data = build_data(d.name, root=d.root, image_size=d.image_size, num_classes=d.num_classes,
-                          train_size=d.train_size, test_size=d.test_size, data_seed=d.data_seed)
+        data = data_from_config(load_config(config, check=False).data, download=False)
     except (DataError, OSError, ValueError) as exc:
         return None, f"test data not available ({str(exc).splitlines()[0]})"
     aug = Augment(data.mean, data.std, train=False)

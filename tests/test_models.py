@@ -232,7 +232,7 @@ def test_register_duplicate_and_default_name():
         with pytest.raises(ValueError, match="already registered"):
             register_model("resnet8")(lambda num_classes: nn.Linear(1, num_classes))
     finally:
-        _registry._REGISTRY.pop("_zoo_test_net", None)
+        _registry.MODELS.remove("_zoo_test_net")
     assert "_zoo_test_net" not in list_models()
 
 
@@ -242,7 +242,7 @@ def test_builder_breaking_the_contract_is_rejected():
         with pytest.raises(TypeError, match="tap_blocks"):
             build_model("_zoo_bare_linear", 3)
     finally:
-        _registry._REGISTRY.pop("_zoo_bare_linear", None)
+        _registry.MODELS.remove("_zoo_bare_linear")
 
 
 def test_pretrained_style_state_dict_names():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from adaptkd.errors import ConfigError
+
 
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -48,8 +50,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from adaptkd.bench import BenchConfig, render_table, run_bench
-    from adaptkd.config import ConfigError
-
     for flag in ("batch", "steps", "block", "image_size", "num_classes"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')}: must be ≥ 1, got {getattr(args, flag)}")

@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: user-facing errors become one message and a non-zero exit code."""
+"""Shared CLI plumbing: user-facing errors become one message and an exit code from one table."""
 
 from __future__ import annotations
 
@@ -6,28 +6,31 @@ import argparse
 import sys
 from collections.abc import Callable
 
-__all__ = ["run_guarded", "user_errors"]
+from adaptkd.errors import AdaptkdError, ExportError, NonFiniteError
+
+__all__ = ["EXIT_CODES", "exit_code", "run_guarded", "user_errors"]
+
+#: exit code of each error class (the first class in this order that the error is an instance of):
+#: 1 an export that failed its parity check, 3 a run that stopped on a fault, 2 any other bad input.
+EXIT_CODES: tuple[tuple[type[AdaptkdError], int], ...] = ((ExportError, 1), (NonFiniteError, 3), (AdaptkdError, 2))
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from adaptkd.config import ConfigError
-    from adaptkd.data import DataError
-    from adaptkd.engine.checkpoint import CheckpointError
-    from adaptkd.engine.networks import MissingExtraError
-    from adaptkd.engine.trainer import NonFiniteError, RunFolderError
+    """The error classes a command reports as one ``adaptkd: error: ...`` line (no traceback)."""
+    return (AdaptkdError,)
 
-    return (ConfigError, DataError, CheckpointError, NonFiniteError, RunFolderError, MissingExtraError)
+
+def exit_code(exc: AdaptkdError) -> int:
+    return next(code for cls, code in EXIT_CODES if isinstance(exc, cls))
 
 
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command; known errors print ``adaptkd: error: ...`` and exit 2 (bad input) or 3 (run fault)."""
-    from adaptkd.engine.trainer import NonFiniteError
-
+    """Run a command; known errors print ``adaptkd: error: ...`` and exit with their code."""
     try:
         return int(func(args) or 0)
-    except user_errors() as exc:
+    except AdaptkdError as exc:
         print(f"adaptkd: error: {exc}", file=sys.stderr)
-        return 3 if isinstance(exc, NonFiniteError) else 2
+        return exit_code(exc)
     except KeyboardInterrupt:
         print("adaptkd: interrupted; the last completed epoch is in last.pt (resume with --resume)", file=sys.stderr)
         return 130

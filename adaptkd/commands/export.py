@@ -10,7 +10,6 @@ A JSON sidecar ``<file>.json`` records input shape, normalisation, class count a
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -32,14 +31,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adaptkd.export import ExportError, export_run
+    from adaptkd.export import export_run
 
-    try:
-        res = export_run(args.run, args.format, learner=args.learner, out=args.out, which=args.which,
-                         tolerance=args.tolerance, opset=args.opset, real=args.real)
-    except ExportError as exc:
-        print(f"adaptkd: error: {exc}", file=sys.stderr)
-        return 1
+    res = export_run(args.run, args.format, learner=args.learner, out=args.out, which=args.which,
+                     tolerance=args.tolerance, opset=args.opset, real=args.real)
     print(f"exported {args.learner} ({res.metadata.get('arch')}, {res.params:,} parameters) to {res.path} "
           f"({res.size_bytes / 1024:.1f} KB, {res.format})")
     for name, p in res.parity.items():

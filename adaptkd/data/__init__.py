@@ -10,13 +10,15 @@ from ._core import DataBundle, DataError, Split
 from .augment import Augment
 from .cifar import safe_extract
 from .loader import iterate_batches, num_batches
-from .registry import build_data, list_datasets
+from .registry import build_data, data_from_config, list_datasets, register_dataset
 from .synthetic import coarse_of_class, make_synthetic
 
 __all__ = [
     "Augment",
     "DataBundle",
     "DataError",
+    "data_from_config",
+    "register_dataset",
     "Split",
     "build_data",
     "coarse_of_class",

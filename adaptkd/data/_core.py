@@ -9,10 +9,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-
-class DataError(ValueError):
-    """Bad input data or arguments. The message names the file, field or value at fault and
-    says what was expected."""
+from adaptkd.errors import DataError
 
 
 @dataclass

@@ -19,13 +19,11 @@ from typing import Any
 
 import torch
 
+from adaptkd.errors import CheckpointError
+
 __all__ = ["CheckpointError", "FORMAT", "atomic_save", "load_checkpoint", "load_state_dict_for", "atomic_write_text"]
 
 FORMAT = "adaptkd/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, unsafe or does not fit the model it is loaded into."""
 
 
 def _fsync_dir(path: Path) -> None:

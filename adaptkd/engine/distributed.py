@@ -30,6 +30,7 @@ import torch.distributed as tdist
 from torch import Tensor, nn
 
 from adaptkd.engine.runtime import DistInfo
+from adaptkd.errors import ConfigError
 
 __all__ = [
     "setup_distributed",
@@ -59,8 +60,6 @@ def setup_distributed(info: DistInfo, device: torch.device) -> torch.device:
     """
     if device.type == "cuda":
         if info.local_rank >= torch.cuda.device_count():
-            from adaptkd.config import ConfigError
-
             raise ConfigError(f"LOCAL_RANK={info.local_rank} but this machine has {torch.cuda.device_count()} GPU(s); "
                               "start at most one process per GPU (torchrun --nproc_per_node)")
         torch.cuda.set_device(info.local_rank)

@@ -86,13 +86,12 @@ def load_run_model(path: str, name: str = "student", *, which: str = "best") -> 
 def evaluate(run: str, *, which: str = "best", device: str = "cpu") -> dict:
     """Evaluate every learner of a run (folder or checkpoint) on its dataset's test split."""
     from adaptkd.config import load_config
-    from adaptkd.data import Augment, build_data
+    from adaptkd.data import Augment, data_from_config
 
     model, ckpt = load_run_model(run, which=which)
     cfg = load_config(ckpt["config"], check=False)
     d = cfg.data
-    data = build_data(d.name, root=d.root, image_size=d.image_size, num_classes=d.num_classes,
-                      train_size=d.train_size, test_size=d.test_size, data_seed=d.data_seed)
+    data = data_from_config(d, download=False)
     aug = Augment(data.mean, data.std, train=False)
     out = {"epoch": ckpt["epoch"], "checkpoint": which, "networks": {}}
     for name in ckpt["models"]:

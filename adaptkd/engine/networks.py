@@ -1,4 +1,4 @@
-"""Building the networks of a config: zoo models, optional timm/torchvision models, checkpoints."""
+"""Building the networks of a config: registered models (zoo or namespaced) and their checkpoints."""
 
 from __future__ import annotations
 
@@ -8,49 +8,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from adaptkd.config import ConfigError, NetConfig
+from adaptkd.config import NetConfig
 from adaptkd.engine.checkpoint import CheckpointError, load_into, load_state_dict_for
+from adaptkd.errors import ConfigError, MissingExtraError
+from adaptkd.models.registry import build_model, namespace_of
 
 __all__ = ["build_network", "freeze", "count_params", "MissingExtraError"]
 
 
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed; the message says which extra to install."""
-
-
-def _external(arch: str, num_classes: int, args: dict[str, Any]) -> nn.Module:
-    lib, _, name = arch.partition(":")
-    if lib == "timm":
-        try:
-            import timm  # type: ignore[import-not-found]
-        except Exception as exc:  # noqa: BLE001 - ImportError or a broken compiled extension
-            raise MissingExtraError(
-                f"model {arch!r} needs timm, which is not importable here ({type(exc).__name__}); "
-                "install the extra: pip install 'adaptkd[vision]'"
-            ) from None
-        return timm.create_model(name, num_classes=num_classes, **args)
-    try:
-        import torchvision  # type: ignore[import-not-found]
-    except Exception as exc:  # noqa: BLE001
-        raise MissingExtraError(
-            f"model {arch!r} needs torchvision, which is not importable here ({type(exc).__name__}); "
-            "install the extra: pip install 'adaptkd[vision]'"
-        ) from None
-    return torchvision.models.get_model(name, num_classes=num_classes, **args)
-
-
 def build_network(net: NetConfig, num_classes: int, in_channels: int, *, field: str) -> nn.Module:
     """Build the network described by ``net`` and load its checkpoint (if any)."""
-    from adaptkd.models import build_model
-
     args = dict(net.args)
+    if in_channels != 3 and "in_channels" not in args and namespace_of(net.arch) is None:
+        args["in_channels"] = in_channels  # zoo models take the data's channels; namespaced ones are RGB
     try:
-        if net.arch.startswith(("timm:", "torchvision:")):
-            model = _external(net.arch, num_classes, args)
-        else:
-            if in_channels != 3 and "in_channels" not in args:
-                args["in_channels"] = in_channels
-            model = build_model(net.arch, num_classes, **args)
+        model = build_model(net.arch, num_classes, **args)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"field `{field}`: cannot build {net.arch!r} with args {net.args}: {exc}") from None
     if net.checkpoint is not None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from adaptkd.errors import ConfigError
+
 __all__ = ["resolve_device", "resolve_precision", "autocast", "seed_everything", "configure_backends", "maybe_compile",
            "DistInfo", "dist_info"]
 
@@ -17,8 +19,6 @@ __all__ = ["resolve_device", "resolve_precision", "autocast", "seed_everything",
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from adaptkd.config import ConfigError
-
     try:
         dev = torch.device(spec)
     except (RuntimeError, ValueError, TypeError):
@@ -39,8 +39,6 @@ def resolve_precision(spec: str, device: torch.device) -> str:
     """``auto`` → bf16 on CUDA (fp16 where the GPU has no bf16), fp32 elsewhere; ``bf16``/``fp16``
     are checked against what this torch build's autocast supports on ``device`` (a clear
     ConfigError instead of a silently disabled autocast)."""
-    from adaptkd.config import ConfigError
-
     if spec == "auto":
         if device.type != "cuda":
             return "fp32"

@@ -21,26 +21,33 @@ from torch import Tensor, nn
 
 from adaptkd.balance import BackwardContext, build_balancer
 from adaptkd.config import Config, ConfigError, config_to_dict, load_config
-from adaptkd.data import Augment, DataBundle, DataError, build_data, iterate_batches, num_batches
-from adaptkd.engine.checkpoint import FORMAT, CheckpointError, atomic_save, atomic_write_text, load_checkpoint, load_into
+from adaptkd.data import Augment, DataBundle, DataError, data_from_config, iterate_batches, num_batches
+from adaptkd.engine.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    atomic_save,
+    atomic_write_text,
+    load_checkpoint,
+    load_into,
+)
 from adaptkd.engine.evaluate import evaluate_model
 from adaptkd.engine.logger import MetricsLog
-from adaptkd.engine.networks import build_network, count_params, freeze, state_size_bytes
+from adaptkd.engine.networks import build_network, freeze
 from adaptkd.engine.optim import build_optimizer, set_lr
-from adaptkd.engine.runtime import (autocast, configure_backends, dist_info, maybe_compile, resolve_device,
-                                    resolve_precision, seed_everything)
+from adaptkd.engine.runtime import (
+    autocast,
+    configure_backends,
+    dist_info,
+    maybe_compile,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
+from adaptkd.errors import NonFiniteError, RunFolderError
 from adaptkd.methods import MethodContext, StepIn, StepOut, build_method
 from adaptkd.taps import FeatureTaps
 
 __all__ = ["Trainer", "NonFiniteError", "RunFolderError", "train"]
-
-
-class NonFiniteError(RuntimeError):
-    """A loss term, input or output became NaN/Inf; the run stopped and kept its last good state."""
-
-
-class RunFolderError(RuntimeError):
-    """The output folder cannot be used safely (exists with a run, or holds planted symlinks)."""
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
@@ -129,10 +136,7 @@ class Trainer:
 
         # Data
         d = self.cfg.data
-        self.data = data if data is not None else build_data(
-            d.name, root=d.root, download=d.download, image_size=d.image_size, num_classes=d.num_classes,
-            train_size=d.train_size, test_size=d.test_size, data_seed=d.data_seed,
-        )
+        self.data = data if data is not None else data_from_config(d)
         self.num_classes = self.data.num_classes
 
         # Networks

@@ -1,4 +1,5 @@
 """Layer-level query/key attention shared by ``afd`` and ``rtk`` (``specs/rtk.md`` §2.2, §4).
+from adaptkd.errors import ConfigError
 
 One side's layers ask (queries), the other side's layers answer (keys):
 
@@ -125,8 +126,6 @@ def require_batch(x: Tensor) -> None:
 
 def require_one_teacher(method: str, cfg) -> None:
     """Config-time check: feature methods distil from exactly one teacher."""
-    from adaptkd.config import ConfigError
-
     if len(cfg.teachers) != 1:
         raise ConfigError(f"field `teachers`: method {method!r} distils features from exactly one teacher, got {len(cfg.teachers)}")
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from adaptkd._registry import Registry
+from adaptkd.errors import ConfigError
 
 if TYPE_CHECKING:
     from adaptkd.config import Config
@@ -158,8 +159,6 @@ class Method(nn.Module):
         Default for offline methods: every teacher is frozen (no ``trainable``), no peers, and
         distillation methods need at least one teacher.
         """
-        from adaptkd.config import ConfigError
-
         if cls.kind == "offline":
             for i, t in enumerate(cfg.teachers):
                 if t.trainable:
@@ -198,20 +197,20 @@ class Method(nn.Module):
         return None
 
 
-_REGISTRY: Registry[type[Method]] = Registry("method", set_name=True)
+METHODS: Registry[type[Method]] = Registry("method", set_name=True)
 
 
 def register_method(name: str):
     """Class decorator: register a :class:`Method` subclass under ``name``."""
-    return _REGISTRY.register(name)
+    return METHODS.register(name)
 
 
 def list_methods() -> list[str]:
-    return _REGISTRY.names()
+    return METHODS.names()
 
 
 def method_class(name: str) -> type[Method]:
-    return _REGISTRY.get(name)
+    return METHODS.get(name)
 
 
 def build_method(name: str, options: dict[str, Any], ctx: MethodContext) -> Method:

@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 from torch import Tensor
 
 from adaptkd._registry import Registry
+from adaptkd.errors import ConfigError
 from adaptkd.losses import DTKDParts, dkd_loss, dtkd_loss_parts, kd_loss
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method, warmup_factor
 from adaptkd.methods.common import teacher_logits
@@ -235,8 +236,6 @@ class Compose(Method):
 
     @classmethod
     def check_networks(cls, cfg) -> None:
-        from adaptkd.config import ConfigError
-
         super().check_networks(cfg)
         try:
             params = cls.Params.model_validate(cfg.method.options())

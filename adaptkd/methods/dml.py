@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from adaptkd.errors import ConfigError
 from adaptkd.methods.base import MethodContext, MethodParams, register_method
 from adaptkd.methods.switokd import OnlineMethod, require_online_networks
 
@@ -31,8 +32,6 @@ class DML(OnlineMethod):
 
     @classmethod
     def check_networks(cls, cfg: "Config") -> None:
-        from adaptkd.config import ConfigError
-
         require_online_networks(cls.name, cfg)
         if not cfg.teachers and not cfg.peers:
             raise ConfigError("field `peers`: method 'dml' needs at least two networks: add a trainable teacher "
@@ -40,8 +39,6 @@ class DML(OnlineMethod):
 
     def __init__(self, params: DMLParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        from adaptkd.config import ConfigError
-
         ln = list(ctx.learners)
         if ctx.frozen or len(ln) < 2:
             raise ConfigError(f"method dml needs two or more learners and no frozen teacher, got learners {ln}, frozen {ctx.frozen}")

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from adaptkd.errors import ConfigError
 from adaptkd.losses import hint_loss, kd_loss
 from adaptkd.methods._attention import probe_shapes, require_one_teacher
 from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
@@ -75,8 +76,6 @@ class FitNet(Method):
 
     @classmethod
     def check_networks(cls, cfg) -> None:
-        from adaptkd.config import ConfigError
-
         super().check_networks(cfg)
         require_one_teacher(cls.name, cfg)
         try:

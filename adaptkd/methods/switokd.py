@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, ValidationError
 
+from adaptkd.errors import ConfigError
 from adaptkd.losses.online import distillation_gap, label_distance, online_kl_loss, switokd_threshold
 from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
 
@@ -45,8 +46,6 @@ STATS = ("gap", "threshold", "epsilon", "t_dist", "s_dist", "expert")
 
 def require_online_networks(cls_name: str, cfg: "Config") -> None:
     """Every teacher of an online method trains: refuse frozen ones, naming the field."""
-    from adaptkd.config import ConfigError
-
     for i, t in enumerate(cfg.teachers):
         if not t.trainable:
             raise ConfigError(
@@ -162,8 +161,6 @@ class SwitOKD(OnlineMethod):
 
     @classmethod
     def check_networks(cls, cfg: "Config") -> None:
-        from adaptkd.config import ConfigError
-
         require_online_networks(cls.name, cfg)
         try:
             p = SwitOKDParams.model_validate(cfg.method.options())
@@ -187,8 +184,6 @@ class SwitOKD(OnlineMethod):
 
     def __init__(self, params: SwitOKDParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        from adaptkd.config import ConfigError
-
         ln = list(ctx.learners)
         if ctx.frozen or len(ln) != sum(SHAPES[params.topology]) + 1:
             raise ConfigError(f"method switokd ({params.topology}) got learners {ln} and frozen {ctx.frozen}")

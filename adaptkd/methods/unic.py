@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from adaptkd.errors import ConfigError
 from adaptkd.losses import kd_loss, standardize, teacher_drop_weights
 from adaptkd.losses.tokens import STD_EPS, unic_pair_loss
 from adaptkd.methods._unic_parts import Ladder, gathered_moments, token_grid, tokens_of
@@ -60,8 +61,6 @@ def unic_momentum(step: int, total: int, start: float = 1.0, end: float = 0.001)
 
 
 def _config_error(msg: str) -> Exception:
-    from adaptkd.config import ConfigError
-
     return ConfigError(msg)
 
 

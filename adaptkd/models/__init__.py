@@ -7,9 +7,9 @@
 See docs/models.md for the table of models, parameter counts and what each tap gives.
 """
 
-from .registry import build_model, list_models, register_model
+from .registry import build_model, list_models, model_exists, register_model, register_model_namespace
 
 # Importing the zoo modules registers their builders.
 from . import mobilenet, resnet, shufflenet, small, vgg, vit, wrn  # noqa: E402,F401
 
-__all__ = ["build_model", "list_models", "register_model"]
+__all__ = ["build_model", "list_models", "model_exists", "register_model", "register_model_namespace"]

@@ -12,16 +12,22 @@ must carry the zoo's feature contract (checked by :func:`build_model`):
 
 from __future__ import annotations
 
-import difflib
 import operator
-from typing import Callable, TypeVar, overload
+from typing import Any, Callable, TypeVar, overload
 
 from torch import nn
+
+from adaptkd._registry import Registry
+from adaptkd.errors import MissingExtraError
+
+__all__ = ["Builder", "register_model", "register_model_namespace", "list_models", "model_exists", "build_model"]
 
 Builder = Callable[..., nn.Module]
 F = TypeVar("F", bound=Builder)
 
-_REGISTRY: dict[str, Builder] = {}
+MODELS: Registry[Builder] = Registry("model")
+#: ``prefix`` → ``fn(name, num_classes, **kwargs)`` building ``prefix:name`` (timm, torchvision, ...)
+_NAMESPACES: Registry[Builder] = Registry("model namespace")
 
 
 @overload
@@ -42,45 +48,52 @@ def register_model(name=None):
         raise ValueError(f"register_model: name must be a non-empty string or None, got {name!r}")
 
     def decorator(fn: F) -> F:
-        key = name if name is not None else fn.__name__
-        if key in _REGISTRY:
-            prev = _REGISTRY[key]
-            raise ValueError(
-                f"model {key!r} is already registered (by {prev.__module__}.{prev.__qualname__}); "
-                "pick another name"
-            )
-        _REGISTRY[key] = fn
-        return fn
+        return MODELS.add(name if name is not None else fn.__name__, fn)
 
     return decorator
 
 
-def list_models() -> list[str]:
-    """Names of every registered model, sorted."""
-    return sorted(_REGISTRY)
+def register_model_namespace(prefix: str, builder: Builder) -> None:
+    """Resolve every model name ``prefix:NAME`` with ``builder(NAME, num_classes, **kwargs)``.
 
-
-def _closest(name: str, n: int = 5) -> list[str]:
-    by_lower = {k.lower(): k for k in _REGISTRY}
-    hits = difflib.get_close_matches(str(name).lower(), list(by_lower), n=n, cutoff=0.4)
-    return [by_lower[h] for h in hits]
-
-
-def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` with a ``num_classes``-way head.
-
-    ``kwargs`` go to the builder (e.g. ``in_channels=1``, ``width_mult=1.0``, ``drop_path=0.1``).
-    Raises ``KeyError`` (naming the closest registered names) for an unknown name and
-    ``ValueError`` for ``num_classes`` that is not an integer >= 1.
+    A namespace builds models from another library (``timm:``, ``torchvision:``): they are not
+    checked against the zoo's feature contract and take no ``in_channels`` (they are RGB
+    models). The builder raises :class:`~adaptkd.errors.MissingExtraError` when its library is
+    not installed, and ``KeyError``/``TypeError``/``ValueError`` for a name or argument it refuses.
     """
-    if name not in _REGISTRY:
-        close = _closest(name)
-        hint = (
-            f"closest registered names: {', '.join(close)}"
-            if close
-            else f"registered names: {', '.join(list_models())}"
-        )
-        raise KeyError(f"unknown model {name!r}; {hint}")
+    if ":" in prefix:
+        raise ValueError(f"register_model_namespace: prefix {prefix!r} must not contain ':'")
+    _NAMESPACES.add(prefix, builder)
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted (namespaced names such as ``timm:NAME`` are not listed)."""
+    return MODELS.names()
+
+
+def namespace_of(name: str) -> str | None:
+    """The registered namespace of ``name`` (``"timm"`` for ``timm:resnet18``), or None for zoo names."""
+    prefix, sep, _ = str(name).partition(":")
+    return prefix if sep and prefix in _NAMESPACES else None
+
+
+def model_exists(name: str) -> bool:
+    """Whether :func:`build_model` knows ``name``: a zoo model or a name in a registered namespace."""
+    return name in MODELS or namespace_of(name) is not None
+
+
+def build_model(name: str, num_classes: int, *, in_channels: int | None = None, **kwargs: Any) -> nn.Module:
+    """Build the model ``name`` (zoo name or ``namespace:NAME``) with a ``num_classes``-way head.
+
+    ``kwargs`` go to the builder (e.g. ``width_mult=1.0``, ``drop_path=0.1``). ``in_channels``
+    goes to zoo builders (omitted when None); namespaced models ignore it. Raises ``KeyError``
+    (naming the closest registered names) for an unknown name and ``ValueError`` for
+    ``num_classes`` that is not an integer >= 1.
+    """
+    prefix = namespace_of(name)
+    if prefix is not None:
+        return _NAMESPACES.get(prefix)(name.partition(":")[2], num_classes, **kwargs)
+    builder = MODELS.get(name)
     try:
         if isinstance(num_classes, bool):
             raise TypeError
@@ -91,9 +104,37 @@ def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
         ) from None
     if n < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r} (model {name!r})")
-    model = _REGISTRY[name](n, **kwargs)
+    if in_channels is not None:
+        kwargs["in_channels"] = in_channels
+    model = builder(n, **kwargs)
     _check_contract(name, model)
     return model
+
+
+def _timm(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    try:
+        import timm  # type: ignore[import-not-found]
+    except Exception as exc:  # noqa: BLE001 - ImportError or a broken compiled extension
+        raise MissingExtraError(
+            f"model 'timm:{name}' needs timm, which is not importable here ({type(exc).__name__}); "
+            "install the extra: pip install 'adaptkd[vision]'"
+        ) from None
+    return timm.create_model(name, num_classes=num_classes, **kwargs)
+
+
+def _torchvision(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    try:
+        import torchvision  # type: ignore[import-not-found]
+    except Exception as exc:  # noqa: BLE001
+        raise MissingExtraError(
+            f"model 'torchvision:{name}' needs torchvision, which is not importable here ({type(exc).__name__}); "
+            "install the extra: pip install 'adaptkd[vision]'"
+        ) from None
+    return torchvision.models.get_model(name, num_classes=num_classes, **kwargs)
+
+
+register_model_namespace("timm", _timm)
+register_model_namespace("torchvision", _torchvision)
 
 
 def _check_contract(name: str, model: nn.Module) -> None:

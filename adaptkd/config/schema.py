@@ -1,25 +1,25 @@
-"""Typed, validated experiment configuration.
+"""The configuration schema: pydantic models of every section, YAML reading and overrides.
 
 One YAML file describes one experiment. It is read with ``yaml.safe_load`` (nothing in a config
 can import or execute code), merged with ``key=value`` overrides, and validated by pydantic
 before anything runs. Every error is a :class:`ConfigError` whose message names the field, the
 value and what was expected.
 
-Method and balancer options are validated by the option model each method/balancer registers
-(``Method.Params`` / ``Balancer.Params``), so adding a method never touches this file.
+This module knows no registry: checking names and options against the registered models,
+methods, balancers and datasets is :mod:`adaptkd.config.validate`'s job.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 import os
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from adaptkd.errors import ConfigError
 
 __all__ = [
     "ConfigError",
@@ -30,15 +30,10 @@ __all__ = [
     "BalanceConfig",
     "OptimConfig",
     "RunConfig",
-    "load_config",
     "apply_overrides",
     "format_validation_error",
     "config_to_dict",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration problem, reported before any training starts."""
 
 
 class _Strict(BaseModel):
@@ -298,122 +293,9 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return raw
 
 
-def load_config(
-    source: str | os.PathLike[str] | dict[str, Any] | Config | None = None,
-    overrides: list[str] | None = None,
-    *,
-    check: bool = True,
-    provided: Collection[str] = (),
-) -> Config:
-    """Build a validated :class:`Config` from a YAML path, a dict or a Config, plus overrides.
-
-    With ``check=True`` the registries are consulted too (model, method, balancer and dataset
-    names exist; method/balancer options are valid; checkpoint files exist), so every error
-    appears before any training starts. ``provided``: names of networks whose ``nn.Module`` is
-    passed from Python (``adaptkd.train(student=..., teachers=[...])``); their ``arch`` is only a
-    label (e.g. ``custom``) and they take no checkpoint.
-    """
-    if isinstance(source, Config):
-        raw = config_to_dict(source)
-    elif isinstance(source, dict):
-        raw = copy.deepcopy(source)
-    elif source is None:
-        raw = {}
-    else:
-        raw = read_yaml(source)
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-    try:
-        cfg = Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
-    if check:
-        check_config(cfg, provided=provided)
-    return cfg
-
-
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Plain, YAML-serialisable dict of a Config (method/balance options included)."""
     return cfg.model_dump(mode="json")
 
 
-def _closest(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=3, cutoff=0.4)
-    return f" (closest: {', '.join(close)})" if close else f" (known: {', '.join(options)})"
-
-
-def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
-    """Cross-field and registry checks that pydantic alone cannot make (``provided``: see load_config)."""
-    # Imported here: registries import torch and the model zoo.
-    from adaptkd.balance import balancer_params_model, list_balancers
-    from adaptkd.data import list_datasets
-    from adaptkd.methods import list_methods, method_class
-    from adaptkd.models import list_models
-
-    problems: list[str] = []
-    if cfg.data.name not in list_datasets():
-        problems.append(f"field `data.name`: unknown dataset {cfg.data.name!r}{_closest(cfg.data.name, list_datasets())}")
-    models = list_models()
-    nets = [("student", cfg.student)] + [(f"teachers.{i}", t) for i, t in enumerate(cfg.teachers)]
-    nets += [(f"peers.{i}", p) for i, p in enumerate(cfg.peers)]
-    given = {field for (field, _), name in zip(nets, cfg.network_names()) if name in set(provided)}
-    for field, net in nets:
-        if field in given:
-            if net.checkpoint is not None:
-                problems.append(f"field `{field}.checkpoint`: this network's module is passed from Python, so the "
-                                "checkpoint would not be loaded; load the weights into your module and remove the key")
-            continue
-        if not _known_arch(net.arch, models):
-            hint = (f" ({CUSTOM_ARCH!r} labels a module passed from Python: adaptkd.train(config, student=..., "
-                    "teachers=[...]))" if net.arch == CUSTOM_ARCH else _closest(net.arch, models))
-            problems.append(f"field `{field}.arch`: unknown model {net.arch!r}{hint}")
-        if net.checkpoint is not None:
-            path = Path(os.path.expanduser(net.checkpoint))
-            if not path.is_file():
-                problems.append(f"field `{field}.checkpoint`: file {net.checkpoint!r} does not exist")
-        if net.optim is not None:
-            try:
-                OptimConfig.model_validate({**cfg.optim.model_dump(), **net.optim})
-            except ValidationError as exc:
-                problems.append(format_validation_error(exc, prefix=f"{field}.optim"))
-    for i, t in enumerate(cfg.teachers):
-        if not t.trainable and t.checkpoint is None and not t.random_init and f"teachers.{i}" not in given:
-            problems.append(
-                f"field `teachers.{i}.checkpoint`: a frozen teacher needs a checkpoint "
-                "(train one with method `ce`), or set `trainable: true` for online KD, "
-                "or `random_init: true` for speed benchmarks only"
-            )
-    if cfg.method.name not in list_methods():
-        problems.append(f"field `method.name`: unknown method {cfg.method.name!r}{_closest(cfg.method.name, list_methods())}")
-    else:
-        mcls = method_class(cfg.method.name)
-        try:
-            mcls.Params.model_validate(cfg.method.options())
-        except ValidationError as exc:
-            problems.append(format_validation_error(exc, prefix="method"))
-        try:
-            mcls.check_networks(cfg)
-        except ConfigError as exc:
-            problems.append(str(exc))
-    if cfg.balance.name not in list_balancers():
-        problems.append(f"field `balance.name`: unknown balancer {cfg.balance.name!r}{_closest(cfg.balance.name, list_balancers())}")
-    else:
-        try:
-            balancer_params_model(cfg.balance.name).model_validate(cfg.balance.options())
-        except ValidationError as exc:
-            problems.append(format_validation_error(exc, prefix="balance"))
-    if cfg.optim.warmup_epochs > cfg.optim.epochs:
-        problems.append(f"field `optim.warmup_epochs`: {cfg.optim.warmup_epochs} exceeds optim.epochs={cfg.optim.epochs}")
-    if cfg.data.name in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:
-        problems.append(f"field `data.root`: dataset {cfg.data.name!r} needs a folder (data.root=PATH)")
-    if problems:
-        raise ConfigError("\n".join(problems))
-
-
 CUSTOM_ARCH = "custom"  # default arch label of a network passed as an nn.Module from Python
-
-
-def _known_arch(arch: str, models: list[str]) -> bool:
-    if arch.startswith(("timm:", "torchvision:")):
-        return True
-    return arch in models

@@ -1,8 +1,9 @@
 """adaptkd — adaptive knowledge distillation for PyTorch.
 
 Public entry points (stable): ``build_model``, ``list_models``, ``load_config``, ``train``,
-``evaluate``; the loss functions in :mod:`adaptkd.losses`; the balancers in
-:mod:`adaptkd.balance`; :class:`adaptkd.taps.FeatureTaps`.
+``evaluate``; :class:`adaptkd.Distiller` (any method inside your own training loop); the loss
+functions in :mod:`adaptkd.losses`; the balancers in :mod:`adaptkd.balance`;
+:class:`adaptkd.taps.FeatureTaps`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ _LAZY = {
     "evaluate": ("adaptkd.engine.evaluate", "evaluate"),
     "Trainer": ("adaptkd.engine.trainer", "Trainer"),
     "FeatureTaps": ("adaptkd.taps", "FeatureTaps"),
+    "Distiller": ("adaptkd.distiller", "Distiller"),
 }
 
 __all__ = list(_LAZY) + ["__version__"]

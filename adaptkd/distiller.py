@@ -1,0 +1,702 @@
+"""``adaptkd.Distiller``: every adaptkd method as one ``nn.Module`` for any training loop.
+
+The Distiller owns the networks of a distillation run and everything a method keeps between
+steps: the learners (the student, and for online methods every network that trains), the frozen
+teachers (eval mode, no grad, ``requires_grad=False``), the method (its modules and running
+state), the balancer and the feature taps. One call per step runs every network once (teachers
+under ``no_grad``) and the method, and returns a :class:`DistillOutput`::
+
+    distiller = Distiller(student, teachers=[teacher], method="dtkd", temperature=4, steps_per_epoch=len(loader))
+    opt = torch.optim.SGD(distiller.parameters(), lr=0.05, momentum=0.9)
+    for x, y in loader:
+        out = distiller(x, y)            # out.loss, out.terms, out.weights, out.signals, out.logits
+        opt.zero_grad()
+        out.loss.backward()              # or distiller.backward(out): needed by balance="gradient"
+        opt.step()                       # or distiller.step(optimizers, out): needed by online methods
+
+adaptkd's own :class:`~adaptkd.engine.trainer.Trainer` runs on this class: its ``train_step`` is
+``distiller(x, y)`` → ``distiller.backward(out)`` → ``distiller.step(optimizers, out)`` plus the
+engine's duties (augmentation, finiteness checks, learning-rate schedule, logging, checkpoints).
+See ``docs/distiller.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from adaptkd.balance import (
+    BackwardContext,
+    Balancer,
+    FixedBalance,
+    build_balancer,
+    weighted_sum,
+)
+from adaptkd.methods import MethodContext, StepIn, StepOut, build_method, method_class
+from adaptkd.taps import FeatureTaps, _unwrap
+
+__all__ = ["DistillOutput", "Distiller", "DistillerError", "prepare_distributed"]
+
+FORMAT = "adaptkd.distiller/1"
+
+
+class DistillerError(ValueError):
+    """A Distiller cannot be built or used as asked; the message says what to change."""
+
+
+@dataclass
+class DistillOutput:
+    """What one Distiller call returns.
+
+    Attributes:
+        terms: {learner: {term: unweighted 0-d loss}} (the method's named loss terms).
+        weights: {learner: {term: weight (float or 0-d tensor)}}; a missing weight is 1.
+        signals: {name: 0-d (or small) tensor}: every adaptive quantity of the method, plus the
+            balancer's after :meth:`Distiller.backward`. Tensors on the device: read them (``.item()``)
+            only when you log.
+        logits: {network: float32 logits [B, C]} for every network, teachers included.
+        stepping: the learners whose optimiser steps this iteration (all, except when an online
+            method pauses one, e.g. SwitOKD's expert mode).
+        epoch, step: the epoch (from 1; None when unknown) and the step (from 0) the method saw.
+        step_out: the method's raw :class:`~adaptkd.methods.StepOut`.
+    """
+
+    terms: dict[str, dict[str, Tensor]]
+    weights: dict[str, dict[str, Any]]
+    signals: dict[str, Tensor]
+    logits: dict[str, Tensor]
+    stepping: list[str]
+    epoch: int | None
+    step: int
+    step_out: StepOut
+    _guard: str | None = field(default=None, repr=False)
+    _loss: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def loss(self) -> Tensor:
+        """The 0-d total to back-propagate: Σ over stepping learners Σ_k w_k·L_k (computed on first use).
+
+        With a balancer that sets the weights from gradient statistics (``balance="gradient"``)
+        this is the method-weighted total, for logging only: back-propagating it raises an error
+        that says to call :meth:`Distiller.backward` instead.
+        """
+        if self._loss is None:
+            total: Tensor | None = None
+            for learner in self.stepping:
+                terms = self.terms.get(learner)
+                if terms:
+                    part = weighted_sum(terms, self.weights.get(learner, {}))
+                    total = part if total is None else total + part
+            if total is None:
+                raise DistillerError("no learner has a loss this step (every learner is paused)")
+            if self._guard is not None and total.requires_grad:
+                message = self._guard
+
+                def refuse(grad: Tensor) -> Tensor:
+                    raise DistillerError(message)
+
+                total.register_hook(refuse)
+            self._loss = total
+        return self._loss
+
+
+class _Context(MethodContext):
+    """A MethodContext whose unknown fields (None) raise a clear error when a method reads them."""
+
+    _hints: ClassVar[dict[str, str]] = {
+        "epochs": "it schedules over the whole run: pass epochs= and steps_per_epoch= to the Distiller",
+        "steps_per_epoch": "it schedules over the whole run: pass epochs= and steps_per_epoch= to the Distiller",
+        "sample_input": "it measures feature shapes when it is built: pass example_input= (a small batch shaped "
+                        "like your training inputs) to the Distiller",
+        "num_classes": "it needs the number of classes: pass num_classes= to the Distiller",
+    }
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if value is None and name in _Context._hints:
+            method = object.__getattribute__(self, "__dict__").get("method_name", "?")
+            raise DistillerError(f"method {method!r} needs `{name}`: {_Context._hints[name]}")
+        return value
+
+
+class _StepInNoEpoch(StepIn):
+    """A StepIn for a step whose epoch the Distiller was not told; reading ``epoch`` explains what to pass."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "epoch":
+            method = object.__getattribute__(self, "__dict__").get("method_name", "?")
+            raise DistillerError(
+                f"method {method!r} reads the epoch (its warm-up or stages count epochs from 1), but the Distiller "
+                "was not told it: pass epoch= to each call, call distiller.set_epoch(epoch) when an epoch starts, "
+                "or give steps_per_epoch= when you build the Distiller"
+            )
+        return object.__getattribute__(self, name)
+
+
+def _params(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def _freeze(model: nn.Module) -> None:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def _check_distinct(networks: Mapping[str, nn.Module]) -> None:
+    """Every network is its own module: no module or parameter in two roles (a teacher that is the student)."""
+    owner: dict[int, str] = {}
+    for name, net in networks.items():
+        for p in _unwrap(net).parameters():
+            other = owner.setdefault(id(p), name)
+            if other != name:
+                raise DistillerError(
+                    f"network {name!r} shares parameters with {other!r} (it is the same module, or part of it): "
+                    "a teacher must be a separate module from every learner. Pass a copy (copy.deepcopy) of a "
+                    "trained network as the teacher, or use an online method (dml, switokd) to train networks together"
+                )
+
+
+class Distiller(nn.Module):
+    """A student, its teachers and a method with its state, as one module.
+
+    Args:
+        student: any ``nn.Module`` mapping inputs ``[B, ...]`` to logits ``[B, C]``.
+        teachers: ``nn.Module``s, zoo names (``"resnet32x4"``) or dicts of a config's network
+            fields (``{"arch": "resnet32x4", "checkpoint": "t.pt"}``). For offline methods they are
+            frozen here (eval mode, ``requires_grad=False``); for online methods (``dml``,
+            ``switokd``) they are learners that train.
+        method: a registered method name (``adaptkd.methods.list_methods()``).
+        peers: extra online learners (``dml``, SwitOKD ``1T2S``).
+        balance: ``None`` (the method's weights), a balancer name (``"gradient"``) or a dict
+            ``{"name": "gradient", **options}``.
+        example_input: a small batch like the training inputs; needed by methods that measure
+            feature shapes when built (fitnet, afd, rtk, unic) and to build zoo-name networks.
+        num_classes: classes (for zoo-name networks; inferred from the student on ``example_input``).
+        epochs, steps_per_epoch: the run's length. With ``steps_per_epoch`` the Distiller counts
+            the epoch itself (``step // steps_per_epoch + 1``); methods scheduled over the whole
+            run (UNIC's standardiser momentum) need both.
+        seed: seeds the method's own random draws (UNIC's teacher dropping).
+        device: where to build (default: the student's device). Build on the device you train on:
+            some method state (random generators) is created there.
+        checkpoint_teachers: include the teachers' weights in ``state_dict()`` (off by default).
+        **options: the method's options (``temperature=4``, ``warmup_epochs=20``...).
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teachers: Sequence[nn.Module | str | dict[str, Any]] = (),
+        method: str = "kd",
+        *,
+        peers: Sequence[nn.Module | str | dict[str, Any]] = (),
+        balance: str | dict[str, Any] | None = None,
+        example_input: Tensor | None = None,
+        num_classes: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        checkpoint_teachers: bool = False,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        if not isinstance(student, nn.Module):
+            raise DistillerError(f"student must be an nn.Module, got {type(student).__name__}")
+        if isinstance(teachers, (nn.Module, str, dict)):
+            teachers = [teachers]
+        if isinstance(peers, (nn.Module, str, dict)):
+            peers = [peers]
+        raw: dict[str, Any] = {"student": {"arch": "custom"}, "teachers": [], "peers": [],
+                               "method": {"name": method, **options}, "balance": _balance_section(balance),
+                               "run": {"seed": seed}}
+        online = _kind(method) == "online"
+        given: dict[str, nn.Module] = {"student": student}
+        for role, items in (("teachers", teachers), ("peers", peers)):
+            for i, item in enumerate(items):
+                name = f"teacher{i}" if role == "teachers" else f"peer{i}"
+                entry: dict[str, Any]
+                if isinstance(item, nn.Module):
+                    given[name], entry = item, {"arch": "custom"}
+                elif isinstance(item, str):
+                    entry = {"arch": item}
+                elif isinstance(item, dict):
+                    entry = dict(item)
+                else:
+                    raise DistillerError(f"{role}[{i}] must be an nn.Module, a zoo name or a dict of network fields, "
+                                         f"got {type(item).__name__}")
+                if role == "teachers":
+                    entry.setdefault("trainable", online)
+                raw[role].append(entry)
+        if epochs is not None:
+            raw["optim"] = {"epochs": epochs}
+        _check_distinct(given)
+        cfg = _load(raw, provided=set(given))
+        self._init_from_config(cfg, given, example_input=example_input, num_classes=num_classes,
+                               epochs=epochs, steps_per_epoch=steps_per_epoch, device=device,
+                               checkpoint_teachers=checkpoint_teachers)
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls,
+        config: Any,
+        *,
+        networks: Mapping[str, nn.Module] | None = None,
+        example_input: Tensor | None = None,
+        num_classes: int | None = None,
+        steps_per_epoch: int | None = None,
+        device: torch.device | str | None = None,
+        checkpoint_teachers: bool = False,
+    ) -> Distiller:
+        """Build from an experiment config (path, dict or :class:`~adaptkd.config.Config`).
+
+        Its ``student``/``teachers``/``peers``, ``method``, ``balance``, ``optim`` (epochs and
+        per-network optimiser overrides, see :meth:`build_optimizers`) and ``run.seed`` are used;
+        ``data`` and the rest of ``run`` belong to the CLI's engine. ``networks`` passes modules
+        by network name (``{"student": net}``) instead of building them from the zoo.
+        """
+        from adaptkd.config import Config, config_to_dict, read_yaml
+
+        given = dict(networks or {})
+        if isinstance(config, Config):
+            raw = config_to_dict(config)
+        elif isinstance(config, dict):
+            raw = dict(config)
+        else:
+            raw = read_yaml(config)
+        check = _load(raw, provided=set(), check=False)
+        names = list(check.network_names())
+        unknown = set(given) - set(names)
+        if unknown:
+            raise DistillerError(f"networks {sorted(unknown)} were passed but the config has only {names}")
+        _check_distinct(given)
+        cfg = _load(raw, provided=set(given))
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self._init_from_config(cfg, given, example_input=example_input, num_classes=num_classes,
+                               epochs=cfg.optim.epochs, steps_per_epoch=steps_per_epoch, device=device,
+                               checkpoint_teachers=checkpoint_teachers)
+        return self
+
+    def _init_from_config(self, cfg: Any, given: dict[str, nn.Module], *, example_input: Tensor | None,
+                          num_classes: int | None, epochs: int | None, steps_per_epoch: int | None,
+                          device: torch.device | str | None, checkpoint_teachers: bool) -> None:
+        from adaptkd.engine.networks import build_network
+
+        net_cfgs = cfg.network_names()
+        order = list(net_cfgs)
+        if device is None:
+            first = next(iter(given.values()), None)
+            p = next(first.parameters(), None) if first is not None else None
+            device = p.device if p is not None else (example_input.device if example_input is not None else "cpu")
+        device = torch.device(device)
+        if example_input is not None:
+            example_input = example_input.to(device)
+        missing = [n for n in order if n not in given]
+        if missing:
+            if num_classes is None and "student" in given and example_input is not None:
+                num_classes = _infer_classes(given["student"], example_input)
+            num_classes = num_classes or cfg.data.num_classes
+            if num_classes is None:
+                raise DistillerError(f"networks {missing} are built from the zoo: pass num_classes= (or example_input= "
+                                     "with a student module, from which the class count is read)")
+            in_ch = int(example_input.shape[1]) if example_input is not None else 3
+            fields = {n: f for n, f in zip(order, ["student"] + [f"teachers.{i}" for i in range(len(cfg.teachers))]
+                                           + [f"peers.{i}" for i in range(len(cfg.peers))])}
+            for n in missing:
+                given[n] = build_network(net_cfgs[n], num_classes, in_ch, field=fields[n])
+        if num_classes is None and example_input is not None:
+            num_classes = _infer_classes(given[order[0]], example_input)
+        networks = {n: given[n].to(device) for n in order}
+        trainable = {order[0]: True, **{n: c.trainable for n, c in list(net_cfgs.items())[1:1 + len(cfg.teachers)]},
+                     **{n: True for n in order[1 + len(cfg.teachers):]}}
+        learners = [n for n in order if trainable[n]]
+        frozen = [n for n in order if not trainable[n]]
+        for n in frozen:
+            _freeze(networks[n])
+        known: dict[str, Any] = {  # None: unknown, explained when a method reads it
+            "networks": {n: _unwrap(m) for n, m in networks.items()}, "learners": learners, "frozen": frozen,
+            "arches": {n: c.arch for n, c in net_cfgs.items()}, "num_classes": num_classes, "epochs": epochs,
+            "steps_per_epoch": steps_per_epoch, "sample_input": example_input, "seed": cfg.run.seed,
+            "rank": _rank(), "world_size": _world(), "device": device,
+        }
+        ctx = _Context(**known)
+        ctx.__dict__["method_name"] = cfg.method.name
+        try:
+            self._setup(networks, learners=learners, frozen=frozen, method=cfg.method.name,
+                        options=cfg.method.options(), balance=cfg.balance.name,
+                        balance_options=cfg.balance.options(), ctx=ctx, checkpoint_teachers=checkpoint_teachers)
+        except DistillerError:
+            raise
+        except (ValueError, KeyError) as exc:
+            msg = exc.args[0] if exc.args else str(exc)
+            raise DistillerError(f"method {cfg.method.name!r} cannot be built for these networks: {msg}") from None
+        self.steps_per_epoch = steps_per_epoch
+        self.optim_config = cfg.optim
+        self.optim_overrides = {n: dict(net_cfgs[n].optim) for n in learners if net_cfgs[n].optim}
+
+    @classmethod
+    def from_networks(
+        cls,
+        networks: Mapping[str, nn.Module],
+        *,
+        learners: Sequence[str],
+        frozen: Sequence[str],
+        method: str,
+        options: Mapping[str, Any],
+        ctx: MethodContext,
+        balance: str = "fixed",
+        balance_options: Mapping[str, Any] | None = None,
+    ) -> Distiller:
+        """The engine's constructor: networks already built, placed and (teachers) frozen, and the
+        method's context prepared. Errors of the method's own checks propagate unchanged
+        (``ValueError``/``KeyError``); taps on unknown modules raise ``ConfigError``."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self._setup(dict(networks), learners=list(learners), frozen=list(frozen), method=method, options=dict(options),
+                    balance=balance, balance_options=dict(balance_options or {}), ctx=ctx, checkpoint_teachers=False)
+        self.steps_per_epoch = ctx.steps_per_epoch
+        self.optim_config = None
+        self.optim_overrides = {}
+        return self
+
+    def _setup(self, networks: dict[str, nn.Module], *, learners: list[str], frozen: list[str], method: str,
+               options: dict[str, Any], balance: str, balance_options: dict[str, Any], ctx: MethodContext,
+               checkpoint_teachers: bool) -> None:
+        from adaptkd.config import ConfigError
+
+        self.method_name = method
+        self.learner_names = list(learners)
+        self.frozen_names = list(frozen)
+        self.learners = nn.ModuleDict({n: _unwrap(networks[n]) for n in learners})
+        # Teachers are plain attributes, not submodules: out of state_dict (unless asked), never in
+        # parameters(), never switched to train mode; moved with the Distiller by _apply.
+        self._teachers: dict[str, nn.Module] = {n: _unwrap(networks[n]) for n in frozen}
+        #: {name: module called in forward}: the given modules (compiled ones included), later DDP wrappers.
+        self.forward_nets: dict[str, nn.Module] = {n: networks[n] for n in list(learners) + list(frozen)}
+        self.method = build_method(method, options, ctx).to(ctx.device)
+        self.balancer: Balancer = build_balancer(balance, balance_options).to(ctx.device)
+        self.taps: dict[str, FeatureTaps] = {}
+        for name, names in self.method.taps().items():
+            if name not in networks:
+                raise ConfigError(f"method {method!r} asks for taps on unknown network {name!r}")
+            if names:
+                try:
+                    self.taps[name] = FeatureTaps(networks[name], names, detach=name in frozen).attach()
+                except KeyError as exc:
+                    raise ConfigError(f"method {method!r}: tap on {name}: {exc.args[0]}") from None
+        extra = self.method.param_groups()
+        unknown = set(extra) - set(learners)
+        if unknown:
+            raise ConfigError(f"method parameters assigned to unknown learners {sorted(unknown)}")
+        #: {learner: its network's trainable parameters}; {learner: the method parameters it trains}.
+        self.params = {n: _params(self.learners[n]) for n in learners}
+        self.extra_params = {n: list(extra.get(n, [])) for n in learners}
+        self.checkpoint_teachers = checkpoint_teachers
+        self.distributed = False
+        self.world_size = ctx.world_size
+        self.global_step = 0
+        self.epoch: int | None = None
+        self._teacher_ids: set[int] = {id(p) for t in self._teachers.values() for p in t.parameters()}
+        self._checked_optims: set[int] = set()
+        self._needs_own_backward = not isinstance(self.balancer, FixedBalance)
+        self._epoch_scheduled = _has_epoch_schedule(self.method.params.model_dump())
+
+    # -- what trains ----------------------------------------------------------------------------
+    @property
+    def student(self) -> nn.Module:
+        return self.learners[self.learner_names[0]]
+
+    @property
+    def teachers(self) -> dict[str, nn.Module]:
+        """{name: frozen teacher} (online methods' teachers are learners)."""
+        return dict(self._teachers)
+
+    @property
+    def kind(self) -> str:
+        """``"offline"`` (frozen teachers) or ``"online"`` (every network learns)."""
+        return type(self.method).kind
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """{learner: parameters its optimiser trains}: the network's trainable parameters plus the
+        method's own (projectors, attention) assigned to it. Teachers never appear. Online methods
+        need one optimiser per learner (:meth:`step` steps only the learners that step now)."""
+        return {n: self.params[n] + self.extra_params[n] for n in self.learner_names}
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
+        """Every trainable parameter (all learners and the method's modules), each once."""
+        seen: set[int] = set()
+        for plist in self.optimizer_groups().values():
+            for p in plist:
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield p
+
+    def build_optimizers(self, optim: Any = None) -> dict[str, torch.optim.Optimizer]:
+        """{learner: optimiser} from an adaptkd optim config (``OptimConfig``, a dict of its fields,
+        or None: the config's ``optim`` when built by :meth:`from_config`), with the per-network
+        ``optim`` overrides of the config. Set the learning rate each step with
+        :func:`adaptkd.engine.optim.set_lr` (or use :meth:`optim_configs` with your scheduler)."""
+        from adaptkd.engine.optim import build_optimizer
+
+        return {n: build_optimizer(self.optimizer_groups()[n], c) for n, c in self.optim_configs(optim).items()}
+
+    def optim_configs(self, optim: Any = None) -> dict[str, Any]:
+        """{learner: OptimConfig}: ``optim`` (or the config's) with each learner's overrides applied."""
+        from adaptkd.config import OptimConfig
+
+        base = optim if optim is not None else self.optim_config
+        if base is None:
+            base = OptimConfig.model_validate({})
+        if isinstance(base, dict):
+            base = OptimConfig.model_validate(base)
+        out = {}
+        for n in self.learner_names:
+            over = self.optim_overrides.get(n)
+            out[n] = OptimConfig.model_validate({**base.model_dump(), **over}) if over else base
+        return out
+
+    # -- one step -------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch (from 1) the following calls belong to, until changed (when neither ``epoch=``
+        nor ``steps_per_epoch`` says it)."""
+        self.epoch = int(epoch)
+
+    def forward_all(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, dict[str, Any]]]:
+        """Every network once: frozen teachers under ``no_grad``, learners with autograd (under
+        the caller's autocast, if any). Returns float32 logits and the tapped features."""
+        logits: dict[str, Tensor] = {}
+        for name in self.frozen_names:
+            with torch.no_grad():
+                logits[name] = self.forward_nets[name](x)
+        for name in self.learner_names:
+            logits[name] = self.forward_nets[name](x)
+        feats: dict[str, dict[str, Any]] = {}
+        for name, tp in self.taps.items():
+            feats[name] = {k: (v.float() if isinstance(v, Tensor) and v.is_floating_point() else v)
+                           for k, v in tp.outputs.items()}
+        return {k: v.float() for k, v in logits.items()}, feats
+
+    def forward(self, x: Tensor, y: Tensor, *, epoch: int | None = None, step: int | None = None) -> DistillOutput:
+        """One step's losses: inputs ``x`` [B, ...], int64 targets ``y`` [B].
+
+        ``step`` (from 0) defaults to the Distiller's own counter, which each call in training
+        mode advances (it is saved in ``state_dict``). ``epoch`` (from 1) defaults to
+        ``step // steps_per_epoch + 1`` when ``steps_per_epoch`` was given, else to the last
+        :meth:`set_epoch` / ``epoch=``. When none of these says it, a method with an epoch schedule
+        (an option named ``*epochs*`` set above 0: DTKD's warm-up, FitNet's stages) raises an error
+        that says what to pass; a method without one sees epoch 1.
+        The networks run under the caller's autocast; the method always runs in float32.
+        """
+        step = self.global_step if step is None else int(step)
+        if epoch is not None:
+            self.epoch = int(epoch)
+        elif self.steps_per_epoch:
+            self.epoch = step // self.steps_per_epoch + 1
+        logits, feats = self.forward_all(x)
+        epoch_in = self.epoch if self.epoch is not None or self._epoch_scheduled else 1
+        cls = StepIn if epoch_in is not None else _StepInNoEpoch
+        inp = cls(x=x, y=y, epoch=epoch_in, step=step, logits=logits, feats=feats)  # type: ignore[arg-type]
+        if cls is _StepInNoEpoch:
+            inp.__dict__["method_name"] = self.method_name
+        dev = x.device.type
+        off = torch.autocast(dev, enabled=False) if torch.is_autocast_enabled(dev) else contextlib.nullcontext()
+        with off:
+            out = self.method(inp)
+        if self.training:
+            self.global_step = step + 1
+        stepping = [n for n in self.learner_names if out.stepping is None or n in out.stepping]
+        guard = None
+        if self._needs_own_backward:
+            guard = (f"balance {self.balancer.name!r} sets the loss weights from gradient statistics, which "
+                     "out.loss.backward() cannot do: call distiller.backward(out) (with your GradScaler as "
+                     "scaler=, if any) instead of out.loss.backward(); no gradient was applied")
+        return DistillOutput(terms=out.losses, weights=out.weights, signals=dict(out.signals), logits=logits,
+                             stepping=stepping, epoch=self.epoch, step=step, step_out=out, _guard=guard)
+
+    def backward(self, out: DistillOutput, scaler: torch.amp.GradScaler | None = None) -> dict[str, Tensor]:
+        """Gradients of the stepping learners (and the method's modules) through the balancer.
+
+        Equal to ``out.loss.backward()`` for the default balancer; required for balancers that take
+        several gradients (``balance="gradient"``). With a ``GradScaler`` the losses are scaled by
+        it. Under :func:`prepare_distributed` the method's own parameters' gradients are averaged
+        over ranks here. Returns the balancer's signals (also added to ``out.signals``).
+        """
+        ctx = BackwardContext(params=self.params, extra_params=self.extra_params,
+                              task_terms=self.method.task_terms, stepping=out.stepping, step=out.step,
+                              networks=dict(self.learners.items()),
+                              **({"scale": scaler.scale} if scaler is not None else {}))
+        signals = self.balancer.backward(out.step_out, ctx)
+        if self.distributed:
+            from adaptkd.engine.distributed import average_grads
+
+            average_grads([p for n in out.stepping for p in self.extra_params[n]])
+        out.signals.update(signals)
+        return signals
+
+    def step(self, optimizers: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer], out: DistillOutput,
+             scaler: torch.amp.GradScaler | None = None) -> None:
+        """Step the optimisers of the learners that step now (``out.stepping``), then ``scaler.update()``.
+
+        ``optimizers``: ``{learner: optimiser}`` (:meth:`optimizer_groups`, :meth:`build_optimizers`),
+        or one optimiser when every learner steps every iteration (offline methods). An online
+        method that pauses a learner (SwitOKD's expert mode) needs one optimiser per learner: a
+        paused learner's optimiser is not called at all (no momentum, no weight decay).
+        """
+        if isinstance(optimizers, torch.optim.Optimizer):
+            if len(out.stepping) != len(self.learner_names):
+                raise DistillerError(
+                    f"method {self.method_name!r} steps {out.stepping} of {self.learner_names} this iteration, "
+                    "which one optimiser cannot do: pass {learner: optimiser} built from distiller.optimizer_groups()"
+                )
+            chosen = [optimizers]
+        else:
+            absent = [n for n in out.stepping if n not in optimizers]
+            if absent:
+                raise DistillerError(f"no optimiser for learner(s) {absent}; pass one per learner "
+                                     f"{self.learner_names} (distiller.optimizer_groups())")
+            chosen = [optimizers[n] for n in out.stepping]
+        for opt in chosen:
+            if id(opt) not in self._checked_optims:
+                self._check_optimizer(opt)
+            (scaler.step(opt) if scaler is not None else opt.step())
+        if scaler is not None:
+            scaler.update()
+
+    def _check_optimizer(self, opt: torch.optim.Optimizer) -> None:
+        if any(id(p) in self._teacher_ids for g in opt.param_groups for p in g["params"]):
+            raise DistillerError(f"an optimiser holds parameters of the frozen teacher(s) {self.frozen_names}: "
+                                 "a teacher is "
+                                 "not a learner; build the optimiser from distiller.parameters() or "
+                                 "distiller.optimizer_groups()")
+        self._checked_optims.add(id(opt))
+
+    def epoch_end(self, epoch: int | None = None) -> dict[str, float]:
+        """The method's per-epoch summaries (Python floats, one host read); resets its epoch statistics."""
+        e = epoch if epoch is not None else (self.epoch or 0)
+        return self.method.epoch_end(e)
+
+    # -- state ----------------------------------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"format": FORMAT, "method": self.method_name, "step": self.global_step,
+                                 "epoch": self.epoch, "method_extra": self.method.extra_state()}
+        if self.checkpoint_teachers:
+            state["teachers"] = {n: t.state_dict() for n, t in self._teachers.items()}
+        return state
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise DistillerError("this state was not saved by an adaptkd Distiller")
+        if state.get("method") != self.method_name:
+            raise DistillerError(f"this state belongs to method {state.get('method')!r}, not {self.method_name!r}")
+        self.global_step = int(state["step"])
+        self.epoch = state["epoch"]
+        self.method.load_extra_state(state.get("method_extra", {}))
+        for n, sd in state.get("teachers", {}).items():
+            if n in self._teachers:
+                self._teachers[n].load_state_dict(sd)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Distiller:  # .to(), .cuda(), .double() reach the teachers
+        super()._apply(fn, recurse)
+        for t in self._teachers.values():
+            t._apply(fn)
+        return self
+
+    def extra_repr(self) -> str:
+        return (f"method={self.method_name!r}, learners={self.learner_names}, teachers={self.frozen_names}, "
+                f"balance={self.balancer.name!r}")
+
+
+def prepare_distributed(distiller: Distiller, device: torch.device | str | None = None) -> Distiller:
+    """Make ``distiller`` one run across the ranks of the initialised process group.
+
+    Wraps only what trains (every learner) in ``DistributedDataParallel``; copies rank 0's method
+    modules and frozen teachers to every rank; from then on :meth:`Distiller.backward` averages the
+    gradients of the method's own parameters across ranks. Build the Distiller after
+    ``torch.distributed.init_process_group`` (methods that decide per step, like SwitOKD, reduce
+    their statistics across ranks). A no-op in a single process.
+    """
+    from adaptkd.engine.distributed import active, broadcast_state, wrap_learners
+
+    if not active():
+        return distiller
+    if distiller.world_size != _world():
+        raise DistillerError(f"the Distiller was built for {distiller.world_size} process(es) but the process group "
+                             f"has {_world()}: build it after torch.distributed.init_process_group")
+    if distiller.distributed:
+        return distiller
+    dev = torch.device(device) if device is not None else next(distiller.student.parameters()).device
+    broadcast_state(distiller.method)
+    for t in distiller.teachers.values():
+        broadcast_state(t)
+    distiller.forward_nets.update(wrap_learners({n: distiller.forward_nets[n] for n in distiller.learner_names}, dev))
+    distiller.distributed = True
+    return distiller
+
+
+# ----------------------------------------------------------------------------------------------
+def _balance_section(balance: str | dict[str, Any] | None) -> dict[str, Any]:
+    if balance is None:
+        return {"name": "fixed"}
+    if isinstance(balance, str):
+        return {"name": balance}
+    if isinstance(balance, dict):
+        return {"name": "fixed", **balance}
+    raise DistillerError(f"balance must be None, a balancer name or a dict, got {type(balance).__name__}")
+
+
+def _has_epoch_schedule(options: Any) -> bool:
+    """True when an option named ``*epoch*`` (a warm-up, a stage) is set anywhere in the method's options."""
+    if isinstance(options, dict):
+        return any(("epoch" in str(k) and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
+                   or _has_epoch_schedule(v) for k, v in options.items())
+    if isinstance(options, (list, tuple)):
+        return any(_has_epoch_schedule(v) for v in options)
+    return False
+
+
+def _kind(method: str) -> str:
+    try:
+        return method_class(method).kind
+    except KeyError:
+        return "offline"  # the config check names the unknown method
+
+
+def _load(raw: dict[str, Any], *, provided: set[str], check: bool = True) -> Any:
+    from adaptkd.config import ConfigError, load_config
+
+    try:
+        return load_config(raw, provided=provided, check=check)
+    except ConfigError as exc:
+        raise DistillerError(str(exc)) from None
+
+
+def _infer_classes(net: nn.Module, x: Tensor) -> int:
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(x[:2])
+    finally:
+        net.train(was)
+    if out.dim() != 2:
+        raise DistillerError(f"the student must return logits [B, C]; it returned {tuple(out.shape)}")
+    return int(out.shape[1])
+
+
+def _world() -> int:
+    import torch.distributed as tdist
+
+    return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
+
+
+def _rank() -> int:
+    import torch.distributed as tdist
+
+    return tdist.get_rank() if tdist.is_available() and tdist.is_initialized() else 0

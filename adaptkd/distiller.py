@@ -30,13 +30,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from adaptkd.balance import (
-    BackwardContext,
-    Balancer,
-    FixedBalance,
-    build_balancer,
-    weighted_sum,
-)
+from adaptkd.balance import BackwardContext, Balancer, FixedBalance, build_balancer, weighted_sum
+from adaptkd.errors import AdaptkdError
 from adaptkd.methods import MethodContext, StepIn, StepOut, build_method, method_class
 from adaptkd.taps import FeatureTaps, _unwrap
 
@@ -45,7 +40,7 @@ __all__ = ["DistillOutput", "Distiller", "DistillerError", "prepare_distributed"
 FORMAT = "adaptkd.distiller/1"
 
 
-class DistillerError(ValueError):
+class DistillerError(AdaptkdError, ValueError):
     """A Distiller cannot be built or used as asked; the message says what to change."""
 
 

@@ -95,6 +95,18 @@ class NetConfig(_Strict):
     random_init: bool = False
     optim: dict[str, Any] | None = None
     name: str | None = None
+    #: what a frozen teacher was trained for (overrides its model's own spec; see docs/ecosystem.md)
+    input_size: int | list[int] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @field_validator("input_size")
+    @classmethod
+    def _size(cls, v: int | list[int] | None) -> int | list[int] | None:
+        if v is not None and not ((isinstance(v, int) and v >= 1) or (isinstance(v, list) and len(v) == 2
+                                                                       and all(i >= 1 for i in v))):
+            raise ValueError(f"input_size is an int >= 1 or [height, width], got {v!r}")
+        return v
 
 
 class MethodConfig(BaseModel):

@@ -22,7 +22,7 @@ from adaptkd.config.schema import (CUSTOM_ARCH, Config, OptimConfig, apply_overr
 from adaptkd.data.registry import DATASETS
 from adaptkd.errors import ConfigError
 from adaptkd.methods.base import METHODS, method_class
-from adaptkd.models.registry import MODELS, model_exists
+from adaptkd.models.registry import MODELS, model_exists, namespace_of
 
 __all__ = ["load_config", "check_config"]
 
@@ -79,6 +79,9 @@ def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
             hint = (f" ({CUSTOM_ARCH!r} labels a module passed from Python: adaptkd.train(config, student=..., "
                     "teachers=[...]))" if net.arch == CUSTOM_ARCH else MODELS.hint(net.arch))
             problems.append(f"field `{field}.arch`: unknown model {net.arch!r}{hint}")
+        if "trust_remote_code" in net.args:
+            problems.append(f"field `{field}.args.trust_remote_code`: refused; adaptkd never runs code from a model "
+                            "repository (use a model whose architecture is part of transformers/timm/torchvision)")
         if net.checkpoint is not None:
             path = Path(os.path.expanduser(net.checkpoint))
             if not path.is_file():
@@ -89,7 +92,8 @@ def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
             except ValidationError as exc:
                 problems.append(format_validation_error(exc, prefix=f"{field}.optim"))
     for i, t in enumerate(cfg.teachers):
-        if not t.trainable and t.checkpoint is None and not t.random_init and f"teachers.{i}" not in given:
+        if (not t.trainable and t.checkpoint is None and not t.random_init and f"teachers.{i}" not in given
+                and not _brings_weights(t)):
             problems.append(
                 f"field `teachers.{i}.checkpoint`: a frozen teacher needs a checkpoint "
                 "(train one with method `ce`), or set `trainable: true` for online KD, "
@@ -120,3 +124,15 @@ def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
         problems.append(f"field `data.root`: dataset {cfg.data.name!r} needs a folder (data.root=PATH)")
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _brings_weights(net) -> bool:
+    """A network whose pretrained weights come with its name (hf: ids and folders, timm/torchvision weights)."""
+    ns = namespace_of(net.arch)
+    if ns == "hf":
+        return "hf_config" not in net.args and net.args.get("pretrained", True) is not False
+    if ns == "timm":
+        return bool(net.args.get("pretrained", False))
+    if ns == "torchvision":
+        return net.args.get("weights") is not None
+    return False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 from torch import nn
@@ -16,10 +15,18 @@ from adaptkd.models.registry import build_model, namespace_of
 __all__ = ["build_network", "freeze", "count_params", "MissingExtraError"]
 
 
-def build_network(net: NetConfig, num_classes: int, in_channels: int, *, field: str) -> nn.Module:
-    """Build the network described by ``net`` and load its checkpoint (if any)."""
+def build_network(net: NetConfig, num_classes: int, in_channels: int, *, field: str,
+                  teacher: bool = False) -> nn.Module:
+    """Build the network described by ``net`` and load its checkpoint (if any).
+
+    ``teacher``: the network is a frozen teacher (an ecosystem model keeps its pretrained head,
+    whose class count must match; a learner's head is made for ``num_classes``).
+    """
     args = dict(net.args)
-    if in_channels != 3 and "in_channels" not in args and namespace_of(net.arch) is None:
+    if namespace_of(net.arch) is not None:
+        if teacher:
+            args["teacher"] = True
+    elif in_channels != 3 and "in_channels" not in args:
         args["in_channels"] = in_channels  # zoo models take the data's channels; namespaced ones are RGB
     try:
         model = build_model(net.arch, num_classes, **args)
@@ -33,6 +40,20 @@ def build_network(net: NetConfig, num_classes: int, in_channels: int, *, field: 
         except CheckpointError as exc:
             raise CheckpointError(f"field `{field}.checkpoint`: {exc}") from None
     return model
+
+
+def check_logit_sources(method, networks: dict[str, nn.Module], net_cfgs: dict[str, NetConfig]) -> None:
+    """``ConfigError`` naming every backbone (a network without a classifier) whose logits ``method`` reads."""
+    wanted = method.logit_networks()
+    bad = [n for n in networks if n in wanted and not getattr(networks[n], "has_logits", True)]
+    if bad:
+        names = ", ".join(f"{n!r} ({net_cfgs[n].arch})" for n in bad)
+        raise ConfigError(
+            f"method {method.name!r} reads the logits of {names}, a backbone without a classifier head; give a "
+            "classifier (a checkpoint with an image-classification head) as a logit teacher, or use it with a "
+            "feature method that does not read its logits (unic with kd_weight 0, fitnet with kd_weight 0, "
+            "afd/rtk with kd_weight 0)"
+        )
 
 
 def freeze(model: nn.Module) -> nn.Module:

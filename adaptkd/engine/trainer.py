@@ -32,7 +32,8 @@ from adaptkd.engine.checkpoint import (
 )
 from adaptkd.engine.evaluate import evaluate_model
 from adaptkd.engine.logger import MetricsLog
-from adaptkd.engine.networks import build_network, freeze
+from adaptkd.engine.networks import build_network, check_logit_sources, freeze
+from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
 from adaptkd.engine.optim import build_optimizer, set_lr
 from adaptkd.engine.runtime import (
     autocast,
@@ -153,7 +154,9 @@ class Trainer:
             if name in given:
                 net = given.pop(name)
             else:
-                net = build_network(nc, self.num_classes, self.data.in_channels, field=field)
+                net = build_network(nc, self.num_classes, self.data.in_channels, field=field, teacher=not trainable)
+            for note in getattr(net, "notes", []):
+                self._log(f"{name}: {note}")
             if trainable:
                 self.learners.append(name)
             else:
@@ -164,6 +167,12 @@ class Trainer:
                 self.networks[name] = self.networks[name].to(memory_format=torch.channels_last)
         if given:
             raise ConfigError(f"networks {sorted(given)} were passed but the config has only {list(self.net_cfgs)}")
+        self.teacher_inputs = TeacherInputs(
+            {n: teacher_spec(self.net_cfgs[n], self.networks[n], self.data, field=f, name=n)
+             for f, n, trainable in roles if not trainable}, data_spec(self.data)).to(self.device)
+        for line in self.teacher_inputs.describe({n: c.arch for n, c in self.net_cfgs.items()}):
+            if "as is" not in line:
+                self._log(line)
         self._check_class_counts()
 
         # Augmentation (batched, on the device)
@@ -184,7 +193,8 @@ class Trainer:
             networks=self.networks, learners=list(self.learners), frozen=list(self.frozen),
             arches={n: c.arch for n, c in self.net_cfgs.items()}, num_classes=self.num_classes,
             epochs=self.cfg.optim.epochs, steps_per_epoch=self.steps_per_epoch, sample_input=sample,
-            seed=rc.seed, rank=self.dist.rank, world_size=self.dist.world_size, device=self.device,
+            inputs=self.teacher_inputs(sample), seed=rc.seed, rank=self.dist.rank, world_size=self.dist.world_size,
+            device=self.device,
         )
         try:
             self.method = build_method(self.cfg.method.name, self.cfg.method.options(), self.ctx).to(self.device)
@@ -193,6 +203,7 @@ class Trainer:
         except (ValueError, KeyError) as exc:  # a method refusing its options/networks: a config error
             msg = exc.args[0] if exc.args else str(exc)
             raise ConfigError(f"method {self.cfg.method.name!r} cannot be built from this config: {msg}") from None
+        check_logit_sources(self.method, self.networks, self.net_cfgs)
         self.balancer = build_balancer(self.cfg.balance.name, self.cfg.balance.options()).to(self.device)
 
         # Persistent feature taps (attached once; outputs replaced each forward)
@@ -260,10 +271,12 @@ class Trainer:
     def _check_class_counts(self) -> None:
         x = self.eval_aug_probe()
         for name, net in self.networks.items():
+            if not getattr(net, "has_logits", True):
+                continue  # a backbone: refused later by name if the method reads its logits
             was = net.training
             net.eval()
             with torch.no_grad():
-                out = net(x)
+                out = net(self.teacher_inputs.view(name)(x))
             net.train(was)
             if out.dim() != 2 or out.shape[1] != self.num_classes:
                 raise ConfigError(
@@ -283,9 +296,13 @@ class Trainer:
         """Every network once: frozen teachers under no_grad, learners with autograd."""
         logits: dict[str, Tensor] = {}
         with self._autocast():
+            with torch.no_grad():
+                xt = self.teacher_inputs(x)
             for name in self.frozen:
                 with torch.no_grad():
-                    logits[name] = self.forward_nets[name](x)
+                    out = self.forward_nets[name](xt.get(name, x))
+                if getattr(self.networks[name], "has_logits", True):
+                    logits[name] = out
             for name in self.learners:
                 logits[name] = self.forward_nets[name](x)
         feats: dict[str, dict[str, Any]] = {}
@@ -741,11 +758,16 @@ class Trainer:
             summary["learners"][name] = {"arch": self.net_cfgs[name].arch, "final_acc": ev[name]["top1"],
                                          "final_top5": ev[name]["top5"], **card}
         for name in self.frozen:
-            m = evaluate_model(self.networks[name], self.data.test.x, self.data.test.y, self.eval_aug,
-                               batch_size=self.cfg.data.eval_batch_size, device=self.device,
-                               num_classes=self.num_classes, autocast_ctx=self._autocast)
-            card = model_card(self.networks[name], shape, latency=self.cfg.run.latency and self.dist.is_main)
-            summary["teachers"][name] = {"arch": self.net_cfgs[name].arch, "final_acc": m["top1"], "final_top5": m["top5"], **card}
+            net, spec = self.networks[name], self.teacher_inputs.specs[name]
+            m = {"top1": None, "top5": None}
+            if getattr(net, "has_logits", True):  # a backbone has no accuracy
+                m = evaluate_model(net, self.data.test.x, self.data.test.y,
+                                   nn.Sequential(self.eval_aug, self.teacher_inputs.view(name)),
+                                   batch_size=self.cfg.data.eval_batch_size, device=self.device,
+                                   num_classes=self.num_classes, autocast_ctx=self._autocast)
+            card = model_card(net, (len(spec.mean), *spec.size), latency=self.cfg.run.latency and self.dist.is_main)
+            summary["teachers"][name] = {"arch": self.net_cfgs[name].arch, "final_acc": m["top1"], "final_top5": m["top5"],
+                                         "input": spec.describe(), **card}
         summary["final_acc"] = summary["learners"]["student"]["final_acc"]
         if self.dist.is_main:
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))

@@ -152,9 +152,12 @@ class LayerPairMethod(Method):
     def taps(self) -> dict[str, list[str]]:
         return {"student": self.s_taps, self.teacher: self.t_taps}
 
-    def pair(self, inp: StepIn) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
-        """(student logits, teacher logits, student features, detached teacher features)."""
-        s, t = inp.logits["student"], inp.logits[self.teacher]
+    def logit_networks(self) -> set[str]:
+        return {"student"} | ({self.teacher} if self.params.kd_weight > 0 else set())
+
+    def pair(self, inp: StepIn) -> tuple[Tensor, Tensor | None, list[Tensor], list[Tensor]]:
+        """(student logits, teacher logits (None for a backbone teacher), student features, detached teacher features)."""
+        s, t = inp.logits["student"], inp.logits.get(self.teacher)
         require_batch(s)
         relu = self.params.feature_relu
         fs = gather(inp.feats["student"], self.s_taps, relu)

@@ -42,7 +42,8 @@ class AFD(LayerPairMethod):
         s, t, fs, ft = self.pair(inp)
         att = self.attention(ft, fs)  # [B, T, S], softmax over student layers
         afd = afd_loss(att, attention_map_distances(fs, ft))
-        losses = {"ce": F.cross_entropy(s, inp.y), "kd": kd_loss(s, t, p.temperature), "afd": afd}
+        kd = {"kd": kd_loss(s, t, p.temperature)} if t is not None else {}  # none from a backbone (kd_weight 0)
+        losses = {"ce": F.cross_entropy(s, inp.y), **kd, "afd": afd}
         weights = {"ce": p.ce_weight, "kd": p.kd_weight, "afd": p.afd_weight}
         with torch.no_grad():
             entropy = torch.special.entr(att.detach()).sum(2).mean()

@@ -100,6 +100,8 @@ class MethodContext:
         epochs: total epochs.
         steps_per_epoch: optimiser steps per epoch.
         sample_input: a small float batch on the device (for probing feature shapes).
+        inputs: {frozen teacher: ``sample_input`` converted to that teacher's input spec}; see
+            :meth:`sample_for`.
         seed, rank, world_size: for seeded, per-rank random draws.
         device: torch device.
     """
@@ -112,10 +114,15 @@ class MethodContext:
     epochs: int
     steps_per_epoch: int
     sample_input: Tensor
+    inputs: dict[str, Tensor] = field(default_factory=dict)
     seed: int = 0
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def sample_for(self, name: str) -> Tensor:
+        """The sample batch as network ``name`` sees it (a teacher: converted to its input spec)."""
+        return self.inputs.get(name, self.sample_input)
 
     def probe_features(self, name: str, taps: list[str]) -> dict[str, Tensor]:
         """Run network ``name`` once on ``sample_input`` (no grad, mode preserved) and return taps."""
@@ -126,7 +133,7 @@ class MethodContext:
         net.eval()
         try:
             with torch.no_grad(), FeatureTaps(net, taps, detach=True) as t:
-                net(self.sample_input)
+                net(self.sample_for(name))
         finally:
             net.train(was_training)
         return dict(t.outputs)
@@ -176,6 +183,13 @@ class Method(nn.Module):
     def taps(self) -> dict[str, list[str]]:
         """{network name: [module paths]} the engine should capture each step."""
         return {}
+
+    def logit_networks(self) -> set[str]:
+        """Names of the networks whose logits this method reads (default: every network).
+
+        The engine refuses, by name, a backbone without a classifier among them before training.
+        """
+        return set(self.ctx_learners) | set(self.ctx_frozen)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Which learner's optimiser trains this method's own parameters (default: the student)."""

@@ -90,6 +90,9 @@ class FitNet(Method):
     def taps(self) -> dict[str, list[str]]:
         return {"student": [self.s_tap], self.teacher: [self.t_tap]}
 
+    def logit_networks(self) -> set[str]:
+        return {"student"} | ({self.teacher} if self.params.kd_weight > 0 else set())
+
     def _hint(self, inp: StepIn) -> Tensor:
         regressed = self.regressor(resize_to(inp.feats["student"][self.s_tap], self.size))
         return hint_loss(regressed, inp.feats[self.teacher][self.t_tap].detach())

@@ -78,7 +78,8 @@ class RTK(LayerPairMethod):
             influence = rtk_influence(att_st.detach(), p.k, p.influence_scope)
             keep = select_keys(influence, p.threshold_rule, p.threshold, p.top_m or 1, p.relative_to)
         loss = rtk_loss(att, dist, keep, teacher_axis=2 if self.student_queries else 1, renormalise=p.renormalise)
-        losses = {"ce": F.cross_entropy(s, inp.y), "kd": kd_loss(s, t, p.temperature), "rtk": loss}
+        kd = {"kd": kd_loss(s, t, p.temperature)} if t is not None else {}  # none from a backbone (kd_weight 0)
+        losses = {"ce": F.cross_entropy(s, inp.y), **kd, "rtk": loss}
         weights = {"ce": p.ce_weight, "kd": p.kd_weight, "rtk": p.rtk_weight}
         with torch.no_grad():
             kept = keep.to(self._kept_sum.dtype)

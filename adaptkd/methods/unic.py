@@ -134,7 +134,7 @@ class UNIC(Method):
             tap = p.teacher_taps.get(name) or self._default_tap(name, net)
             head = getattr(net, "head_name", None)
             try:
-                out, head_in = _probe(net, ctx.sample_input, tap, head)
+                out, head_in = _probe(net, ctx.sample_for(name), tap, head)
             except KeyError as exc:
                 raise _config_error(f"field `method.teacher_taps`: {name}: {exc.args[0]}") from None
             if out.dim() == 3:
@@ -194,6 +194,8 @@ class UNIC(Method):
     @staticmethod
     def _default_tap(name: str, net: nn.Module) -> str:
         modules = dict(net.named_modules())
+        if getattr(net, "final_tokens", None):  # an adapted ViT-style model's final normalised tokens
+            return net.final_tokens
         if hasattr(net, "patch_grid") and isinstance(modules.get("norm"), nn.LayerNorm):
             return "norm"
         taps = list(getattr(net, "tap_blocks", []) or [])
@@ -204,6 +206,9 @@ class UNIC(Method):
     # -- the method -------------------------------------------------------------------------
     def taps(self) -> dict[str, list[str]]:
         return {"student": list(self.blocks), **{n: [t] for n, t in self.t_tap.items()}}
+
+    def logit_networks(self) -> set[str]:
+        return set(self.ctx_learners) | (set(self.teachers) if self.params.kd_weight > 0 else set())
 
     def momentum(self, step: int) -> float:
         if not self.training:

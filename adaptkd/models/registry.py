@@ -18,7 +18,6 @@ from typing import Any, Callable, TypeVar, overload
 from torch import nn
 
 from adaptkd._registry import Registry
-from adaptkd.errors import MissingExtraError
 
 __all__ = ["Builder", "register_model", "register_model_namespace", "list_models", "model_exists", "build_model"]
 
@@ -53,11 +52,11 @@ def register_model(name=None):
     return decorator
 
 
-def register_model_namespace(prefix: str, builder: Builder) -> None:
+def register_namespace_of(prefix: str, builder: Builder) -> None:
     """Resolve every model name ``prefix:NAME`` with ``builder(NAME, num_classes, **kwargs)``.
 
-    A namespace builds models from another library (``timm:``, ``torchvision:``): they are not
-    checked against the zoo's feature contract and take no ``in_channels`` (they are RGB
+    A namespace builds models from another library (``hf:``, ``timm:``, ``torchvision:``,
+    registered in :mod:`adaptkd.models`): they are not checked against the zoo's feature contract and take no ``in_channels`` (they are RGB
     models). The builder raises :class:`~adaptkd.errors.MissingExtraError` when its library is
     not installed, and ``KeyError``/``TypeError``/``ValueError`` for a name or argument it refuses.
     """
@@ -109,32 +108,6 @@ def build_model(name: str, num_classes: int, *, in_channels: int | None = None, 
     model = builder(n, **kwargs)
     _check_contract(name, model)
     return model
-
-
-def _timm(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    try:
-        import timm  # type: ignore[import-not-found]
-    except Exception as exc:  # noqa: BLE001 - ImportError or a broken compiled extension
-        raise MissingExtraError(
-            f"model 'timm:{name}' needs timm, which is not importable here ({type(exc).__name__}); "
-            "install the extra: pip install 'adaptkd[vision]'"
-        ) from None
-    return timm.create_model(name, num_classes=num_classes, **kwargs)
-
-
-def _torchvision(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    try:
-        import torchvision  # type: ignore[import-not-found]
-    except Exception as exc:  # noqa: BLE001
-        raise MissingExtraError(
-            f"model 'torchvision:{name}' needs torchvision, which is not importable here ({type(exc).__name__}); "
-            "install the extra: pip install 'adaptkd[vision]'"
-        ) from None
-    return torchvision.models.get_model(name, num_classes=num_classes, **kwargs)
-
-
-register_model_namespace("timm", _timm)
-register_model_namespace("torchvision", _torchvision)
 
 
 def _check_contract(name: str, model: nn.Module) -> None:

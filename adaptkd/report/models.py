@@ -165,7 +165,7 @@ def load_model(e: ModelEntry, which: str, networks: dict[str, Any] | None):
     elif e.weights == "file":
         cfg = dict(next(c for n, _, c in e.run.networks() if n == e.name))
         args = dict(cfg.get("args") or {})
-        if e.in_channels != 3 and not e.arch.startswith(("timm:", "torchvision:")):
+        if e.in_channels != 3 and not e.arch.startswith(("timm:", "torchvision:", "hf:")):
             args.setdefault("in_channels", e.in_channels)
         model = build_arch(e.arch, args, e.num_classes, e.in_channels, what=f"network {e.name!r} of {e.run.label!r}")
         state = load_state_dict_for(e.source, arch=e.arch, num_classes=e.num_classes)

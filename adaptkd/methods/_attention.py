@@ -1,5 +1,4 @@
 """Layer-level query/key attention shared by ``afd`` and ``rtk`` (``specs/rtk.md`` §2.2, §4).
-from adaptkd.errors import ConfigError
 
 One side's layers ask (queries), the other side's layers answer (keys):
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaptkd.errors import ConfigError
 from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn
 
 

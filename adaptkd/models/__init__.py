@@ -16,9 +16,9 @@ from .hf import build_hf  # noqa: E402
 from .inputs import InputSpec, InputView  # noqa: E402
 
 # Other libraries' models (imported lazily by their builders): hf:, timm:, torchvision:
-register_namespace_of("hf", build_hf)
-register_namespace_of("timm", build_timm)
-register_namespace_of("torchvision", build_torchvision)
+register_model_namespace("hf", build_hf)
+register_model_namespace("timm", build_timm)
+register_model_namespace("torchvision", build_torchvision)
 
 __all__ = ["build_model", "list_models", "model_exists", "namespace_of", "register_model", "register_model_namespace",
            "InputSpec", "InputView"]

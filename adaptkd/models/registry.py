@@ -52,12 +52,12 @@ def register_model(name=None):
     return decorator
 
 
-def register_namespace_of(prefix: str, builder: Builder) -> None:
+def register_model_namespace(prefix: str, builder: Builder) -> None:
     """Resolve every model name ``prefix:NAME`` with ``builder(NAME, num_classes, **kwargs)``.
 
-    A namespace builds models from another library (``hf:``, ``timm:``, ``torchvision:``,
-    registered in :mod:`adaptkd.models`): they are not checked against the zoo's feature contract and take no ``in_channels`` (they are RGB
-    models). The builder raises :class:`~adaptkd.errors.MissingExtraError` when its library is
+    A namespace builds models from another library (``hf:``, ``timm:``, ``torchvision:``, registered
+    in :mod:`adaptkd.models`): they are not checked against the zoo's feature contract and take no
+    ``in_channels`` (they are RGB models). The builder raises :class:`~adaptkd.errors.MissingExtraError` when its library is
     not installed, and ``KeyError``/``TypeError``/``ValueError`` for a name or argument it refuses.
     """
     if ":" in prefix:

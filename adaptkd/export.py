@@ -140,16 +140,16 @@ def rebuild_network(run: str | os.PathLike[str], name: str = "student", *, which
 
 def real_test_inputs(config: dict[str, Any], n: int = 64) -> tuple[torch.Tensor | None, str]:
     """Up to ``n`` normalised test images of the run's dataset, or ``(None, why not)``."""
-    from adaptkd.config import load_config
-    from adaptkd.data import Augment, DataError, data_from_config
+    from adaptkd.data import Augment, DataError, test_pipeline
 
     try:
-        data = data_from_config(load_config(config, check=False).data, download=False)
+        pipe = test_pipeline(config, workers=0)
+        x = next(iter(pipe.test_batches(n)))[0]
     except (DataError, OSError, ValueError) as exc:
         return None, f"test data not available ({str(exc).splitlines()[0]})"
-    aug = Augment(data.mean, data.std, train=False)
+    aug = Augment(pipe.mean, pipe.std, train=False)
     with torch.no_grad():
-        return aug(data.test.x[:n]).float(), f"{min(n, len(data.test))} test images of {data.name}"
+        return aug(x).float(), f"{x.shape[0]} test images of {pipe.name}"
 
 
 # ----------------------------------------------------------------------------------------------

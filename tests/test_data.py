@@ -462,7 +462,7 @@ def test_iterate_batches_shards(n, world, bs, drop_last):
 
 
 def test_bundle_validation_and_registry():
-    assert list_datasets() == ["cifar10", "cifar100", "digits", "imagefolder", "synthetic"]
+    assert list_datasets() == ["cifar10", "cifar100", "digits", "hf", "imagefolder", "synthetic", "webdataset"]
     with pytest.raises(DataError, match="did you mean 'cifar10'"):
         build_data("cifar-10")
     good = Split(torch.zeros((3, 1, 4, 4), dtype=torch.uint8), torch.tensor([0, 1, 2]))

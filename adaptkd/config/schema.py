@@ -53,10 +53,39 @@ class DataConfig(_Strict):
     train_size: int | None = Field(None, ge=1)
     test_size: int | None = Field(None, ge=1)
     data_seed: int = 0
-    augment: bool = True
-    crop_padding: int = Field(4, ge=0)
-    flip: bool = True
+    # augmentation: auto = the dataset's default (stated in the log and written into the run's config)
+    augment: bool | Literal["auto", "cifar", "imagenet", "none"] = "auto"
+    crop_padding: int | None = Field(None, ge=0)
+    flip: bool | None = None
+    crop_ratio: float = Field(0.875, gt=0, le=1)
+    rrc_scale: tuple[float, float] = (0.08, 1.0)
+    rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     drop_last: bool = False
+    # reading: in memory or streamed through DataLoader workers
+    cache: Literal["auto", "memory", "none"] = "auto"
+    cache_budget_mb: int = Field(2048, ge=0)
+    workers: int | None = Field(None, ge=0)
+    prefetch: int = Field(2, ge=1)
+    channels: Literal[1, 3] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    stats_samples: int = Field(10000, ge=1)
+    on_bad_image: Literal["stop", "skip"] = "stop"
+    # sources: hf (hub id or local path in root), webdataset (shard patterns in root / test_root)
+    test_root: str | None = None
+    split: str = "train"
+    test_split: str | None = None
+    image_key: str = "image"
+    label_key: str = "label"
+    streaming: bool = False
+    source: str | None = None  # what data passed from Python was (name: python); informational
+
+    @field_validator("rrc_scale", "rrc_ratio")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"must be a range (low, high) with 0 < low <= high, got {list(v)}")
+        return v
 
 
 class OptimConfig(_Strict):

@@ -64,7 +64,7 @@ def load_config(
 def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
     """Cross-field and registry checks that pydantic alone cannot make (``provided``: see load_config)."""
     problems: list[str] = []
-    if cfg.data.name not in DATASETS:
+    if cfg.data.name not in DATASETS and cfg.data.name != "python":  # python: data passed from Python
         problems.append(f"field `data.name`: unknown dataset {cfg.data.name!r}{DATASETS.hint(cfg.data.name)}")
     nets = [("student", cfg.student)] + [(f"teachers.{i}", t) for i, t in enumerate(cfg.teachers)]
     nets += [(f"peers.{i}", p) for i, p in enumerate(cfg.peers)]
@@ -122,6 +122,13 @@ def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
         problems.append(f"field `optim.warmup_epochs`: {cfg.optim.warmup_epochs} exceeds optim.epochs={cfg.optim.epochs}")
     if cfg.data.name in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:
         problems.append(f"field `data.root`: dataset {cfg.data.name!r} needs a folder (data.root=PATH)")
+    if cfg.data.name == "hf" and not cfg.data.root:
+        problems.append("field `data.root`: dataset 'hf' needs a hub dataset id or a local folder (data.root=...)")
+    if cfg.data.name == "webdataset" and not (cfg.data.root and cfg.data.test_root):
+        problems.append("fields `data.root` / `data.test_root`: dataset 'webdataset' needs the train and the "
+                        "validation shard patterns (e.g. data.root='shards/train-{000..099}.tar')")
+    if (cfg.data.mean is None) != (cfg.data.std is None):
+        problems.append("fields `data.mean` / `data.std`: give both (one value per channel) or neither")
     if problems:
         raise ConfigError("\n".join(problems))
 

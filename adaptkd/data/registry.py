@@ -10,7 +10,6 @@ from adaptkd._registry import Registry
 from ._core import DataBundle, DataError
 from .cifar import load_cifar
 from .digits import load_digits_bundle
-from .imagefolder import load_imagefolder
 from .synthetic import make_synthetic
 
 __all__ = ["build_data", "data_from_config", "list_datasets", "register_dataset"]
@@ -42,7 +41,17 @@ def _synthetic(*, data_seed: int, root: str | None, download: bool, **sizes: int
 
 @register_dataset("imagefolder")
 def _imagefolder(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
-    return load_imagefolder(root=root, data_seed=data_seed, **sizes)
+    return load_files_in_memory("imagefolder", root=root, data_seed=data_seed, **sizes)
+
+
+@register_dataset("hf")
+def _hf(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+    return load_files_in_memory("hf", root=root, data_seed=data_seed, **sizes)
+
+
+@register_dataset("webdataset")
+def _webdataset(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+    return load_files_in_memory("webdataset", root=root, data_seed=data_seed, **sizes)
 
 
 @register_dataset("cifar10")
@@ -78,6 +87,9 @@ def build_data(
     Bad arguments or files raise :class:`DataError`.
     """
     key = str(name).lower()
+    if key == "python":
+        raise DataError("this run was trained on data passed from Python (data.name: python), which adaptkd cannot "
+                        "rebuild from the config; pass the same data again (e.g. Trainer(cfg, data=...))")
     if key not in DATASETS:
         close = DATASETS.closest(key, n=2)
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
@@ -105,3 +117,27 @@ def data_from_config(d: _DataSection, **over: Any) -> DataBundle:
     kwargs = dict(root=d.root, download=d.download, image_size=d.image_size, num_classes=d.num_classes,
                   train_size=d.train_size, test_size=d.test_size, data_seed=d.data_seed)
     return build_data(d.name, **{**kwargs, **over})
+
+
+def load_files_in_memory(name: str, *, root: str | None, data_seed: int = 0, test_root: str | None = None,
+                         **sizes: int | None) -> DataBundle:
+    """An image folder, HF dataset or shard set decoded whole into memory at ``image_size``
+    (default 32) as the eval view (shorter side resized, centred square): the in-memory form
+    :func:`build_data` returns (``root`` of ``webdataset``: ``"train-{0..9}.tar::val-{0..1}.tar"``
+    or pass ``test_root``). Large sets are better streamed (:func:`adaptkd.data.build_pipeline`)."""
+    from types import SimpleNamespace
+
+    from .build import build_pipeline
+
+    if name == "webdataset" and test_root is None and root and "::" in root:
+        root, test_root = root.split("::", 1)
+    image_size = sizes.get("image_size") or 32
+    d = SimpleNamespace(name=name, root=root, download=False, image_size=image_size, data_seed=data_seed,
+                        num_classes=sizes.get("num_classes"), train_size=sizes.get("train_size"),
+                        test_size=sizes.get("test_size"), augment="cifar", crop_padding=None, flip=None,
+                        crop_ratio=1.0, rrc_scale=(0.08, 1.0), rrc_ratio=(0.75, 4 / 3), cache="memory",
+                        cache_budget_mb=0, workers=0, prefetch=2, channels=None, mean=None, std=None,
+                        stats_samples=1, on_bad_image="stop", test_root=test_root, split="train", test_split=None,
+                        image_key="image", label_key="label", streaming=False)
+    pipe, _ = build_pipeline(d)
+    return pipe.bundle  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["evaluate_model", "predict"]
+__all__ = ["evaluate_batches", "evaluate_model", "predict", "predict_batches"]
 
 
 @torch.inference_mode()
@@ -35,6 +35,37 @@ def evaluate_model(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, aug
                    autocast_ctx=None) -> dict:
     """Accuracy figures of ``model`` on a split: {"top1", "top5", "loss", "per_class", "n"} (percentages)."""
     logits = predict(model, x_uint8, augment, batch_size=batch_size, device=device, autocast_ctx=autocast_ctx)
+    return metrics_from_logits(logits, y, num_classes)
+
+
+@torch.inference_mode()
+def predict_batches(model: nn.Module, batches, augment: nn.Module, *, device: torch.device | str = "cpu",
+                    autocast_ctx=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[N, classes]`` (float32, CPU) and labels ``[N]`` over an iterable of uint8 batches
+    ``(x [B, C, H, W], y [B])``, in eval mode: a streamed split is never held whole."""
+    was = model.training
+    model.eval()
+    outs, ys = [], []
+    try:
+        for xb, yb in batches:
+            x = augment(xb.to(device, non_blocking=True))
+            if autocast_ctx is not None:
+                with autocast_ctx():
+                    out = model(x)
+            else:
+                out = model(x)
+            outs.append(out.float().cpu())
+            ys.append(yb)
+    finally:
+        model.train(was)
+    logits = torch.cat(outs) if outs else torch.empty(0)
+    return logits, (torch.cat(ys) if ys else torch.empty(0, dtype=torch.int64))
+
+
+def evaluate_batches(model: nn.Module, batches, augment: nn.Module, *, device: torch.device | str = "cpu",
+                     num_classes: int | None = None, autocast_ctx=None) -> dict:
+    """:func:`evaluate_model` over an iterable of uint8 batches (see :func:`predict_batches`)."""
+    logits, y = predict_batches(model, batches, augment, device=device, autocast_ctx=autocast_ctx)
     return metrics_from_logits(logits, y, num_classes)
 
 
@@ -83,19 +114,22 @@ def load_run_model(path: str, name: str = "student", *, which: str = "best") -> 
     return model, ckpt
 
 
-def evaluate(run: str, *, which: str = "best", device: str = "cpu") -> dict:
-    """Evaluate every learner of a run (folder or checkpoint) on its dataset's test split."""
-    from adaptkd.config import load_config
-    from adaptkd.data import Augment, data_from_config
+def evaluate(run: str, *, which: str = "best", device: str = "cpu", data=None) -> dict:
+    """Evaluate every learner of a run (folder or checkpoint) on its dataset's test split (streamed
+    when the run streamed). ``data``: the data a run trained from Python was given (``data.name:
+    python``); without it such a run is refused by name."""
+    from adaptkd.data import Augment, test_pipeline
 
     model, ckpt = load_run_model(run, which=which)
-    cfg = load_config(ckpt["config"], check=False)
-    d = cfg.data
-    data = data_from_config(d, download=False)
-    aug = Augment(data.mean, data.std, train=False)
+    pipe = test_pipeline(ckpt["config"], dataset=data)
+    d = ckpt["config"].get("data", {})
+    aug = Augment(pipe.mean, pipe.std, train=False)
     out = {"epoch": ckpt["epoch"], "checkpoint": which, "networks": {}}
-    for name in ckpt["models"]:
-        m = model if name == "student" else load_run_model(run, name, which=which)[0]
-        out["networks"][name] = evaluate_model(m, data.test.x, data.test.y, aug, batch_size=d.eval_batch_size,
-                                               device=device, num_classes=data.num_classes)
+    try:
+        for name in ckpt["models"]:
+            m = model if name == "student" else load_run_model(run, name, which=which)[0]
+            out["networks"][name] = evaluate_batches(m, pipe.test_batches(int(d.get("eval_batch_size", 256))), aug,
+                                                     device=device, num_classes=pipe.num_classes)
+    finally:
+        pipe.close()
     return out

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from adaptkd.balance import BackwardContext, build_balancer
 from adaptkd.config import Config, ConfigError, config_to_dict, load_config
-from adaptkd.data import Augment, DataBundle, DataError, data_from_config, iterate_batches, num_batches
+from adaptkd.data import Augment, DataBundle, DataError, build_pipeline, describe
 from adaptkd.engine.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -30,7 +30,7 @@ from adaptkd.engine.checkpoint import (
     load_checkpoint,
     load_into,
 )
-from adaptkd.engine.evaluate import evaluate_model
+from adaptkd.engine.evaluate import evaluate_batches
 from adaptkd.engine.logger import MetricsLog
 from adaptkd.engine.networks import build_network, check_logit_sources, freeze
 from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
@@ -102,7 +102,10 @@ class Trainer:
         resume: continue from ``<run.out>/last.pt``.
         networks: optional ``{name: nn.Module}`` replacing the config's networks by name (bring
             your own model: ``{"student": my_net, "teacher0": my_teacher}``).
-        data: optional prebuilt :class:`DataBundle`.
+        data: data passed from Python instead of ``data.name``: a :class:`DataBundle`, or a
+            ``(train, test)`` pair of map-style ``torch.utils.data.Dataset`` objects returning
+            ``(image, label)``. The run records ``data.name: python`` so that ``eval``, ``report``
+            and ``export`` refuse to guess another dataset.
         log: callable receiving human-readable progress lines (default: print on rank 0).
     """
 
@@ -112,7 +115,7 @@ class Trainer:
         *,
         resume: bool = False,
         networks: dict[str, nn.Module] | None = None,
-        data: DataBundle | None = None,
+        data: DataBundle | tuple | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg if isinstance(cfg, Config) else load_config(cfg, provided=set(networks or {}))
@@ -135,10 +138,18 @@ class Trainer:
         # Checked now, created only after every input below is validated (a refused config writes nothing).
         self.out = prepare_run_dir(rc.out, resume=resume, overwrite=rc.overwrite, create=False) if self.dist.is_main else Path(rc.out)
 
-        # Data
+        # Data: in memory or streamed; the resolved settings (augment, cache, ...) go into the run's config
+        need_rgb = any(c.arch.startswith(("torchvision:", "timm:")) for c in self.cfg.network_names().values())
+        self.pipe, resolved = build_pipeline(self.cfg.data, dataset=data, pin_memory=self.device.type == "cuda",
+                                             need_rgb=need_rgb)
+        if data is not None:
+            resolved.update(name="python", source=_describe_python_data(data, self.pipe))
+        self.cfg = self.cfg.model_copy(update={"data": self.cfg.data.model_copy(update=resolved)})
+        self._log(describe(self.pipe, resolved))
         d = self.cfg.data
-        self.data = data if data is not None else data_from_config(d)
-        self.num_classes = self.data.num_classes
+        #: the in-memory dataset (None when streamed)
+        self.data: DataBundle | None = getattr(self.pipe, "bundle", None)
+        self.num_classes = self.pipe.num_classes
 
         # Networks
         self.net_cfgs = self.cfg.network_names()
@@ -154,7 +165,7 @@ class Trainer:
             if name in given:
                 net = given.pop(name)
             else:
-                net = build_network(nc, self.num_classes, self.data.in_channels, field=field, teacher=not trainable)
+                net = build_network(nc, self.num_classes, self.pipe.in_channels, field=field, teacher=not trainable)
             for note in getattr(net, "notes", []):
                 self._log(f"{name}: {note}")
             if trainable:
@@ -168,27 +179,27 @@ class Trainer:
         if given:
             raise ConfigError(f"networks {sorted(given)} were passed but the config has only {list(self.net_cfgs)}")
         self.teacher_inputs = TeacherInputs(
-            {n: teacher_spec(self.net_cfgs[n], self.networks[n], self.data, field=f, name=n)
-             for f, n, trainable in roles if not trainable}, data_spec(self.data)).to(self.device)
+            {n: teacher_spec(self.net_cfgs[n], self.networks[n], self.pipe, field=f, name=n)
+             for f, n, trainable in roles if not trainable}, data_spec(self.pipe)).to(self.device)
         for line in self.teacher_inputs.describe({n: c.arch for n, c in self.net_cfgs.items()}):
             if "as is" not in line:
                 self._log(line)
         self._check_class_counts()
 
         # Augmentation (batched, on the device)
-        self.train_aug = Augment(self.data.mean, self.data.std, crop_padding=d.crop_padding if d.augment else 0,
-                                 flip=d.flip and d.augment, train=d.augment).to(self.device)
-        self.eval_aug = Augment(self.data.mean, self.data.std, train=False).to(self.device)
+        self.train_aug = Augment(self.pipe.mean, self.pipe.std, crop_padding=d.crop_padding, flip=d.flip,
+                                 train=d.augment != "none").to(self.device)
+        self.eval_aug = Augment(self.pipe.mean, self.pipe.std, train=False).to(self.device)
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(rc.seed * 1000003 + self.dist.rank)
 
-        self.steps_per_epoch = num_batches(len(self.data.train), d.batch_size, drop_last=d.drop_last,
-                                           world_size=self.dist.world_size)
+        self.steps_per_epoch = self.pipe.steps_per_epoch(d.batch_size, drop_last=d.drop_last,
+                                                         world_size=self.dist.world_size)
         if rc.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, rc.max_steps_per_epoch)
 
         # Method and balancer
-        sample = self.eval_aug(self.data.train.x[: min(4, len(self.data.train))].to(self.device))
+        sample = self.eval_aug(self.pipe.sample(4).to(self.device))
         self.ctx = MethodContext(
             networks=self.networks, learners=list(self.learners), frozen=list(self.frozen),
             arches={n: c.arch for n, c in self.net_cfgs.items()}, num_classes=self.num_classes,
@@ -281,11 +292,11 @@ class Trainer:
             if out.dim() != 2 or out.shape[1] != self.num_classes:
                 raise ConfigError(
                     f"network {name!r} ({self.net_cfgs[name].arch}) outputs {tuple(out.shape[1:])} classes, "
-                    f"but dataset {self.data.name!r} has {self.num_classes} classes"
+                    f"but dataset {self.pipe.name!r} has {self.num_classes} classes"
                 )
 
     def eval_aug_probe(self) -> Tensor:
-        x = self.data.train.x[:2].to(self.device).float() / 255.0
+        x = self.pipe.sample(2).to(self.device).float() / 255.0
         return x
 
     def _autocast(self):
@@ -468,8 +479,9 @@ class Trainer:
         t0 = time.perf_counter()
         last_log_t, last_log_seen = t0, 0
         steps = self.steps_per_epoch
-        batches = iterate_batches(self.data.train, d.batch_size, shuffle=True, seed=self.cfg.run.seed, epoch=epoch,
-                                  drop_last=d.drop_last, rank=self.dist.rank, world_size=self.dist.world_size)
+        batches = self.pipe.train_batches(epoch, batch_size=d.batch_size, seed=self.cfg.run.seed,
+                                          drop_last=d.drop_last, rank=self.dist.rank,
+                                          world_size=self.dist.world_size, stop=steps)
         for i, (xb, yb) in enumerate(batches):
             if i >= steps:
                 break
@@ -582,9 +594,8 @@ class Trainer:
             for name in self.learners:
                 broadcast_state(self.networks[name], buffers_only=True)
         for name in self.learners:
-            m = evaluate_model(self.networks[name], self.data.test.x, self.data.test.y, self.eval_aug,
-                               batch_size=d.eval_batch_size, device=self.device, num_classes=self.num_classes,
-                               autocast_ctx=self._autocast)
+            m = evaluate_batches(self.networks[name], self.pipe.test_batches(d.eval_batch_size), self.eval_aug,
+                                 device=self.device, num_classes=self.num_classes, autocast_ctx=self._autocast)
             res[name] = m
         return res
 
@@ -594,11 +605,12 @@ class Trainer:
             "arch": {n: c.arch for n, c in self.net_cfgs.items()},
             "args": {n: dict(c.args) for n, c in self.net_cfgs.items()},
             "num_classes": self.num_classes,
-            "in_channels": self.data.in_channels,
-            "image_size": self.data.image_size,
-            "mean": list(self.data.mean),
-            "std": list(self.data.std),
-            "dataset": self.data.name,
+            "in_channels": self.pipe.in_channels,
+            "image_size": self.pipe.image_size,
+            "mean": list(self.pipe.mean),
+            "std": list(self.pipe.std),
+            "dataset": self.pipe.name,
+            "class_names": list(self.pipe.class_names),
             "method": self.cfg.method.name,
             "learners": list(self.learners),
         }
@@ -744,7 +756,7 @@ class Trainer:
         ev = self.evaluate()
         summary: dict[str, Any] = {
             "method": self.cfg.method.name,
-            "dataset": self.data.name,
+            "dataset": self.pipe.name,
             "num_classes": self.num_classes,
             "epochs": self.epoch,
             "steps": self.global_step,
@@ -752,7 +764,7 @@ class Trainer:
             "learners": {},
             "teachers": {},
         }
-        shape = (self.data.in_channels, self.data.image_size, self.data.image_size)
+        shape = (self.pipe.in_channels, self.pipe.image_size, self.pipe.image_size)
         for name in self.learners:
             card = model_card(self.networks[name], shape, latency=self.cfg.run.latency and self.dist.is_main)
             summary["learners"][name] = {"arch": self.net_cfgs[name].arch, "final_acc": ev[name]["top1"],
@@ -761,10 +773,9 @@ class Trainer:
             net, spec = self.networks[name], self.teacher_inputs.specs[name]
             m = {"top1": None, "top5": None}
             if getattr(net, "has_logits", True):  # a backbone has no accuracy
-                m = evaluate_model(net, self.data.test.x, self.data.test.y,
-                                   nn.Sequential(self.eval_aug, self.teacher_inputs.view(name)),
-                                   batch_size=self.cfg.data.eval_batch_size, device=self.device,
-                                   num_classes=self.num_classes, autocast_ctx=self._autocast)
+                m = evaluate_batches(net, self.pipe.test_batches(self.cfg.data.eval_batch_size),
+                                     nn.Sequential(self.eval_aug, self.teacher_inputs.view(name)),
+                                     device=self.device, num_classes=self.num_classes, autocast_ctx=self._autocast)
             card = model_card(net, (len(spec.mean), *spec.size), latency=self.cfg.run.latency and self.dist.is_main)
             summary["teachers"][name] = {"arch": self.net_cfgs[name].arch, "final_acc": m["top1"], "final_top5": m["top5"],
                                          "input": spec.describe(), **card}
@@ -814,6 +825,13 @@ def train(config: Config | str | dict, overrides: list[str] | None = None, *, re
         nets[order[1 + i]] = t
     cfg = load_config(raw, provided=set(nets))
     return Trainer(cfg, resume=resume, networks=nets, log=log).fit()
+
+
+def _describe_python_data(data: Any, pipe: Any) -> str:
+    """What data passed from Python was, for the run's config (``data.source``)."""
+    kind = f"DataBundle {data.name!r}" if isinstance(data, DataBundle) else \
+        " / ".join(type(part).__name__ for part in data)
+    return f"{kind}: {pipe.n_train} train / {pipe.n_test} test images, {pipe.num_classes} classes"
 
 
 def _finite_or_none(v: float) -> float | None:

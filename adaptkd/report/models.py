@@ -139,14 +139,12 @@ class _DataCache:
         self.cache: dict[str, Any] = {}
 
     def get(self, run: RunData):
-        from adaptkd.config import load_config
-        from adaptkd.data import build_data
+        """The run's test pipeline (in memory or streamed, as the run read it)."""
+        from adaptkd.data import test_pipeline
 
         key = data_key(run.config)
         if key not in self.cache:
-            d = load_config(run.config, check=False).data
-            self.cache[key] = build_data(d.name, root=d.root, image_size=d.image_size, num_classes=d.num_classes,
-                                         train_size=d.train_size, test_size=d.test_size, data_seed=d.data_seed)
+            self.cache[key] = test_pipeline(run.config)
         return self.cache[key]
 
 
@@ -190,23 +188,23 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 def evaluate_models(models: list[ModelEntry], which: str, device: str, networks, notes: list[str]) -> None:
     from adaptkd.data import Augment
-    from adaptkd.engine.evaluate import metrics_from_logits, predict
+    from adaptkd.engine.evaluate import metrics_from_logits, predict_batches
 
     data = _DataCache()
     for e in models:
         if e.weights == "none" and not (networks and e.name in networks):
             continue  # e.note already says why (random init, checkpoint not found)
         try:
-            bundle = data.get(e.run)
+            pipe = data.get(e.run)
             model = load_model(e, which, networks)
-            aug = Augment(bundle.mean, bundle.std, train=False).to(device)
+            aug = Augment(pipe.mean, pipe.std, train=False).to(device)
             bs = int(e.run.config.get("data", {}).get("eval_batch_size", 256) or 256)
-            logits = predict(model.to(device), bundle.test.x, aug, batch_size=bs, device=device)
+            logits, y = predict_batches(model.to(device), pipe.test_batches(bs), aug, device=device)
             model.cpu()
-            m = metrics_from_logits(logits, bundle.test.y, bundle.num_classes)
+            m = metrics_from_logits(logits, y, pipe.num_classes)
             m["pred"] = logits.argmax(1)
-            m["y"] = bundle.test.y.long().cpu()
-            m["class_names"] = list(getattr(bundle, "class_names", []) or [])
+            m["y"] = y.long().cpu()
+            m["class_names"] = list(pipe.class_names)
             e.eval = m
         except _expected_errors() as exc:
             e.note = (e.note + "; " if e.note else "") + f"not evaluated: {str(exc).splitlines()[0]}"

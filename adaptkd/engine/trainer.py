@@ -139,7 +139,7 @@ class Trainer:
         self.out = prepare_run_dir(rc.out, resume=resume, overwrite=rc.overwrite, create=False) if self.dist.is_main else Path(rc.out)
 
         # Data: in memory or streamed; the resolved settings (augment, cache, ...) go into the run's config
-        need_rgb = any(c.arch.startswith(("torchvision:", "timm:")) for c in self.cfg.network_names().values())
+        need_rgb = any(c.arch.startswith(("torchvision:", "timm:", "hf:")) for c in self.cfg.network_names().values())
         self.pipe, resolved = build_pipeline(self.cfg.data, dataset=data, pin_memory=self.device.type == "cuda",
                                              need_rgb=need_rgb)
         if data is not None:

@@ -336,3 +336,63 @@ def test_torchvision_adapters():
     with torch.no_grad(), FeatureTaps(vit, vit.tap_blocks + ["tokens"]) as t:
         vit(torch.randn(2, 3, 32, 32))
     assert t.outputs["tokens"].shape == (2, 5, 32)
+
+
+# ------------------------------------------------------------------------------------------------
+# The guide's recipes (docs/ecosystem.md), with tiny stand-ins at the folders the guide makes
+
+
+def _image_folder(root, classes=("cat", "dog"), n=6, size=20):
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                px = torch.randint(0, 256, (size, size, 3), generator=gen, dtype=torch.uint8).numpy()
+                Image.fromarray(px).save(root / split / c / f"{i}.png")
+
+
+@pytest.mark.parametrize("recipe", ["hub_classifier_kd", "unic_dinov2"])
+def test_guide_recipes_run_as_written(tmp_path, monkeypatch, recipe):
+    from pathlib import Path
+
+    from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTForImageClassification
+
+    from adaptkd.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    _image_folder(tmp_path / "data" / "my_images")
+    proc = {"size": {"height": 224, "width": 224}, "do_center_crop": False, **IMAGENET}
+    if recipe == "hub_classifier_kd":  # stands in for a fine-tuned Hub ViT with the folder's 2 classes
+        folder = tmp_path / "models" / "vit-cifar10"
+        ViTForImageClassification(ViTConfig(**SMALL_VIT, image_size=224, patch_size=32, num_labels=2)
+                                  ).save_pretrained(folder)
+    else:  # stands in for facebook/dinov2-small
+        folder = tmp_path / "models" / "dinov2-small"
+        Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+                                 patch_size=32, image_size=224)).save_pretrained(folder)
+    _processor(folder, **proc)
+    path = Path(__file__).resolve().parents[1] / "configs" / "ecosystem" / f"{recipe}.yaml"
+    cfg = load_config(path, ["data.root=data/my_images", "data.image_size=16", "data.batch_size=4",
+                             "optim.epochs=1", "optim.warmup_epochs=0", "run.max_steps_per_epoch=2", "run.progress=false",
+                             "run.latency=false", "run.tensorboard=false", "student.args.img_size=16",
+                             "student.args.patch_size=4"] if recipe == "unic_dinov2" else
+                      ["data.root=data/my_images", "data.image_size=16", "data.batch_size=4", "optim.epochs=1",
+                       "run.max_steps_per_epoch=2", "run.progress=false", "run.latency=false",
+                       "run.tensorboard=false", "student.arch=cnn_tiny"])
+    tr = Trainer(cfg, log=lambda s: None)
+    assert tr.teacher_inputs.specs["teacher0"].size == (224, 224)
+    tr.fit()
+    assert (tmp_path / "runs").is_dir()
+
+
+def test_paper_recipe_config_is_valid():
+    from pathlib import Path
+
+    from adaptkd.config import load_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "ecosystem" / "unic_paper_teachers.yaml"
+    cfg = load_config(path, ["data.root=data/my_images"])
+    assert [t.arch for t in cfg.teachers] == ["hf:models/dino-vitb16", "timm:deit3_base_patch16_224.fb_in1k"]

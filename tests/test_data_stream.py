@@ -372,3 +372,70 @@ def test_python_dataset_recorded_and_refused_by_name(tmp_path):
         evaluate(str(tmp_path / "run"))
     ev = evaluate(str(tmp_path / "run"), data=data)
     assert ev["networks"]["student"]["n"] == 6
+
+
+def _no_timing(records):
+    return [{k: v for k, v in r.items() if not (k.startswith("time/") or k.endswith("per_s"))} for r in records]
+
+
+def test_checkpoint_inside_epoch_resumes_exactly_with_workers(tmp_path):
+    from adaptkd.engine.logger import read_metrics
+    from adaptkd.engine.trainer import Trainer
+
+    root = _folder(tmp_path / "img", per_class=(8, 8))
+    data = {"name": "imagefolder", "root": str(root), "image_size": 16, "augment": "imagenet", "workers": 1,
+            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+    def cfg(out):
+        c = _train_cfg(out, data, checkpoint_every_steps=3, log_every=1)
+        c["optim"]["epochs"] = 2
+        return c
+
+    full = Trainer(cfg(tmp_path / "full"), log=lambda s: None)
+    expected = full.fit()
+    full.pipe.close()
+
+    crashed = Trainer(cfg(tmp_path / "part"), log=lambda s: None)
+    step = crashed.train_step
+
+    def crash_at_7(*a, **k):  # epoch 2 has 4 steps: the checkpoint at step 6 is inside it
+        if crashed.global_step == 6:
+            raise KeyboardInterrupt
+        return step(*a, **k)
+
+    crashed.train_step = crash_at_7
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit()
+    crashed.pipe.close()
+    ck = torch.load(tmp_path / "part" / "last.pt", weights_only=False)
+    assert ck["in_epoch"]["epoch"] == 2 and ck["in_epoch"]["step"] == 2 and ck["global_step"] == 6
+
+    resumed = Trainer(cfg(tmp_path / "part"), resume=True, log=lambda s: None)
+    got = resumed.fit()
+    resumed.pipe.close()
+    assert got["final_acc"] == expected["final_acc"] and got["steps"] == expected["steps"] == 8
+    a = _no_timing(read_metrics(tmp_path / "full" / "metrics.jsonl"))
+    b = _no_timing(read_metrics(tmp_path / "part" / "metrics.jsonl"))
+    assert a == b
+
+
+def test_bad_image_stops_and_keeps_last_checkpoint(tmp_path):
+    from adaptkd.engine.trainer import Trainer
+
+    root = _folder(tmp_path / "img", per_class=(8, 8))
+    data = {"name": "imagefolder", "root": str(root), "image_size": 16, "augment": "imagenet", "workers": 0,
+            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    tr = Trainer(_train_cfg(tmp_path / "run", data, checkpoint_every_steps=1), log=lambda s: None)
+    step = tr.train_step
+
+    def corrupt_after_first(*a, **k):
+        out = step(*a, **k)
+        for p in (root / "train").rglob("*.jpg"):
+            p.write_bytes(b"\xff\xd8broken")
+        return out
+
+    tr.train_step = corrupt_after_first
+    with pytest.raises(DataError, match=r"not a readable image.*training stopped in epoch 1 at step 1.*last good "
+                                        r"checkpoint .*last\.pt.* is kept"):
+        tr.fit()
+    assert (tmp_path / "run" / "last.pt").is_file()

@@ -175,6 +175,7 @@ class RunConfig(_Strict):
     tensorboard: bool = True
     threads: int | None = Field(None, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)
+    checkpoint_every_steps: int | None = Field(None, ge=1)  # also write last.pt inside an epoch, every N steps
     latency: bool = True
     overwrite: bool = False
 

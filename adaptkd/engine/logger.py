@@ -47,8 +47,9 @@ class MetricsLog:
         except Exception:  # noqa: BLE001 - tensorboard is an optional extra
             self._tb = None
 
-    def truncate_after(self, epoch: int) -> None:
-        """Keep only records with epoch ≤ ``epoch`` (and drop a torn last line)."""
+    def truncate_after(self, epoch: int, step: int | None = None) -> None:
+        """Keep only records with epoch ≤ ``epoch`` (and drop a torn last line); with ``step`` (a
+        checkpoint written inside epoch ``epoch + 1``) also that epoch's step records up to ``step``."""
         if not self.enabled or not self.path.exists():
             return
         keep = []
@@ -57,7 +58,9 @@ class MetricsLog:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line torn by a crash
-            if int(rec.get("epoch", 0)) <= epoch:
+            e = int(rec.get("epoch", 0))
+            if e <= epoch or (step is not None and e == epoch + 1 and rec.get("kind") == "step"
+                              and int(rec.get("step", 0)) <= step):
                 keep.append(line)
         from adaptkd.engine.checkpoint import atomic_write_text
 

@@ -263,6 +263,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
         self.epoch = 0  # last completed epoch
+        self._in_epoch: dict[str, Any] | None = None  # where a checkpoint written inside an epoch left off
         self.global_step = 0
         self.best_acc = -1.0
         self.nonfinite_skipped = 0
@@ -476,13 +477,23 @@ class Trainer:
         correct: dict[str, Tensor] = {}
         seen = 0
         used_steps = used_seen = 0  # steps (images) that count in the epoch's means: skipped ones do not
-        t0 = time.perf_counter()
-        last_log_t, last_log_seen = t0, 0
+        start, done_s = 0, 0.0
+        part = self._in_epoch if self._in_epoch is not None and self._in_epoch["epoch"] == epoch else None
+        self._in_epoch = None
+        if part is not None:  # resumed inside this epoch: the batches still to come, and the sums so far
+            start, seen, used_steps, used_seen, done_s = (part["step"], part["seen"], part["used_steps"],
+                                                          part["used_seen"], part["elapsed"])
+            sums = {k: v.to(self.device) for k, v in part["sums"].items()}
+            correct = {k: v.to(self.device) for k, v in part["correct"].items()}
+        t0 = time.perf_counter() - done_s
+        last_log_t, last_log_seen = t0, seen
         steps = self.steps_per_epoch
+        every = self.cfg.run.checkpoint_every_steps
         batches = self.pipe.train_batches(epoch, batch_size=d.batch_size, seed=self.cfg.run.seed,
                                           drop_last=d.drop_last, rank=self.dist.rank,
-                                          world_size=self.dist.world_size, stop=steps)
-        for i, (xb, yb) in enumerate(batches):
+                                          world_size=self.dist.world_size, start=start, stop=steps)
+        i = start - 1
+        for i, (xb, yb) in enumerate(batches, start=start):
             if i >= steps:
                 break
             skipped = self.nonfinite_skipped
@@ -518,6 +529,12 @@ class Trainer:
                 self.metrics.write(rec)
                 if progress is not None:
                     progress({"i": i + 1, "steps": steps, "rec": rec, "elapsed": now - t0})
+            if every and self.global_step % every == 0 and i + 1 < steps:
+                self._raise_if_nonfinite()  # never checkpoint a state that already went non-finite
+                self.save(False, in_epoch={
+                    "epoch": epoch, "step": i + 1, "seen": seen, "used_steps": used_steps, "used_seen": used_seen,
+                    "elapsed": time.perf_counter() - t0, "sums": {k: v.detach().cpu() for k, v in sums.items()},
+                    "correct": {k: v.detach().cpu() for k, v in correct.items()}})
         elapsed = time.perf_counter() - t0
         n_steps = min(steps, i + 1) if steps else 0
         summary: dict[str, Any] = {}
@@ -687,21 +704,36 @@ class Trainer:
         self.global_step = int(ckpt["global_step"])
         self.best_acc = float(ckpt["best_acc"])
         self.nonfinite_skipped = int(ckpt.get("nonfinite_skipped", 0))
-        self.metrics.truncate_after(self.epoch)
-        self._log(f"resumed from {path} at epoch {self.epoch} (step {self.global_step})")
+        part, part_ranks = ckpt.get("in_epoch"), ckpt.get("in_epoch_ranks")
+        if part is not None and self.dist.enabled:
+            if part_ranks and len(part_ranks) == self.dist.world_size:
+                part = part_ranks[self.dist.rank]
+            else:
+                raise CheckpointError(f"checkpoint {str(path)!r} was written inside epoch {self.epoch + 1} by "
+                                      f"{len(part_ranks) if part_ranks else 1} process(es); resume it with that many")
+        self._in_epoch = part
+        self.metrics.truncate_after(self.epoch, step=self.global_step if part is not None else None)
+        where = f", {part['step']} step(s) into epoch {part['epoch']}" if part is not None else ""
+        self._log(f"resumed from {path} at epoch {self.epoch} (step {self.global_step}{where})")
 
-    def save(self, best: bool) -> None:
+    def save(self, best: bool, in_epoch: dict[str, Any] | None = None) -> None:
+        """Write ``last.pt`` (and ``best.pt`` when ``best``) atomically. ``in_epoch``: written inside an
+        epoch (``run.checkpoint_every_steps``): the steps done and this rank's running sums, so that
+        ``--resume`` continues with exactly the batches still to come."""
         ranks = None
-        if self.dist.enabled:  # collective: every rank hands rank 0 its RNG and method extra state
+        if self.dist.enabled:  # collective: every rank hands rank 0 its RNG, method extra state, epoch sums
             from adaptkd.engine.distributed import gather_objects
 
-            ranks = gather_objects({"rng": self._rng_state(), "method_extra": self.method.extra_state()})
+            ranks = gather_objects({"rng": self._rng_state(), "method_extra": self.method.extra_state(),
+                                    "in_epoch": in_epoch})
         if not self.dist.is_main:
             return
         state = self.state_dict()
+        state["in_epoch"] = in_epoch
         if ranks is not None:
             state["rng_ranks"] = [r["rng"] for r in ranks]
             state["method_extra_ranks"] = [r["method_extra"] for r in ranks]
+            state["in_epoch_ranks"] = [r["in_epoch"] for r in ranks]
         if best:
             atomic_save(state, self.out / "best.pt")
         atomic_save(state, self.out / "last.pt")
@@ -722,7 +754,14 @@ class Trainer:
 
                         barrier()
                     prog.start_epoch(epoch, self.steps_per_epoch)
-                    train = self.train_epoch(epoch, progress=prog.update)
+                    try:
+                        train = self.train_epoch(epoch, progress=prog.update)
+                    except DataError as exc:  # a bad image mid-epoch: say where, and what is kept
+                        last = self.out / "last.pt"
+                        kept = (f"the last good checkpoint {str(last)!r} is kept (fix or remove the file, then "
+                                "--resume)" if last.is_file() else "no checkpoint had been written yet")
+                        raise DataError(f"{exc}; training stopped in epoch {epoch} at step {self.global_step}; "
+                                        f"{kept}") from None
                     self._raise_if_nonfinite()
                     rec: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": self.global_step, **train}
                     for k, v in self._epoch_end_values(epoch).items():

@@ -1,9 +1,8 @@
 """Determinism: the same seed on CPU gives identical metrics and weights, for every method.
 
-This module also holds the per-method network settings (``method_config``) that the fault and
-bad-input tests reuse: every registered method gets a tiny digits run with the networks it needs.
-A method missing from the table is run with the settings its ``kind`` suggests (offline: one
-frozen teacher; online: one trainable teacher), so a newly registered method is covered at once.
+This module also holds ``method_config``, the tiny digits run of a method that the fault and
+bad-input tests reuse. Its options and networks come from the method's own spec
+(``spec.example``), so a newly registered method is covered at once.
 """
 
 from __future__ import annotations
@@ -17,52 +16,30 @@ import torch
 from adaptkd.engine.checkpoint import load_checkpoint
 from adaptkd.engine.logger import read_metrics
 from adaptkd.engine.trainer import Trainer
-from adaptkd.methods import list_methods, method_class
+from adaptkd.methods import example_networks, list_methods, method_class
 from tests.conftest import tiny_config
-
-#: method family of each known method (the kill-and-resume test runs one method per family).
-FAMILY = {
-    "ce": "logit", "kd": "logit", "dkd": "logit", "dtkd": "logit", "compose": "logit",
-    "afd": "feature", "rtk": "feature", "fitnet": "feature",
-    "dml": "online", "switokd": "online",
-    "unic": "unic",
-}
-
-#: method options for tiny runs (warm-ups shortened so that every term is active in 2–3 epochs).
-OPTIONS: dict[str, dict] = {
-    "dkd": {"warmup_epochs": 2},
-    "dtkd": {"warmup_epochs": 2},
-    "compose": {"terms": [{"loss": "dtkd", "weight": 1.0, "warmup_epochs": 2},
-                          {"loss": "dkd", "weight": 1.0, "beta": 2.0},
-                          {"loss": "ce", "weight": 1.0}]},
-    "fitnet": {"hint_weight": 10.0},
-    "unic": {"drop_prob": 0.5},
-}
 
 
 def family(method: str) -> str:
-    if method in FAMILY:
-        return FAMILY[method]
-    return "online" if method_class(method).kind == "online" else "other"
+    """The method family its spec declares (the kill-and-resume test runs one method per family)."""
+    return method_class(method).spec.family
 
 
 def networks(method: str, teacher_ckpt: str) -> dict:
-    """The ``teachers``/``peers`` sections a tiny run of ``method`` needs."""
-    frozen = {"arch": "cnn_small", "checkpoint": teacher_ckpt}
-    if method == "ce":
-        return {"teachers": []}
-    if method == "unic":  # two frozen teachers, so that teacher dropping has something to drop
-        return {"teachers": [dict(frozen), dict(frozen)]}
-    if method_class(method).kind == "online":
-        return {"teachers": [{"arch": "cnn_tiny", "trainable": True}]}
-    return {"teachers": [frozen]}
+    """The ``teachers``/``peers`` sections of the method's example run (frozen teachers are a trained cnn_small)."""
+    frozen, trainable, peers = example_networks(method)
+    teachers = [{"arch": "cnn_small", "checkpoint": teacher_ckpt} for _ in range(frozen)]
+    teachers += [{"arch": "cnn_tiny", "trainable": True} for _ in range(trainable)]
+    return {"teachers": teachers, "peers": [{"arch": "cnn_tiny"} for _ in range(peers)]}
 
 
 def method_config(method: str, out, teacher_ckpt: str, *, epochs: int = 2, steps: int = 4, **run) -> dict:
     """A tiny digits config of ``method`` (CPU, one thread, no progress bar/latency/TensorBoard)."""
     nets = networks(method, teacher_ckpt)
     cfg = tiny_config(out, method, teachers=nets["teachers"])
-    cfg["method"].update(copy.deepcopy(OPTIONS.get(method, {})))
+    if nets["peers"]:
+        cfg["peers"] = nets["peers"]
+    cfg["method"].update(copy.deepcopy(dict(method_class(method).spec.example.options)))
     cfg["optim"]["epochs"] = epochs
     cfg["run"].update({"max_steps_per_epoch": steps, "device": "cpu", "threads": 1, "precision": "fp32"})
     cfg["run"].update(run)
@@ -136,10 +113,17 @@ def test_another_seed_changes_the_run(tmp_path, teacher_ckpt):
         assert_same_run(tmp_path / "a", tmp_path / "b")
 
 
-def test_every_method_has_a_setting():
-    """Each registered method is classified into a family (unknown ones run with guessed settings)."""
-    unknown = [m for m in list_methods() if m not in FAMILY]
-    assert not unknown, f"add {unknown} to FAMILY (and OPTIONS/networks if they need settings) in tests/test_determinism.py"
+def test_every_method_declares_its_example():
+    """Each registered method's spec names a family and an example whose networks fit its needs."""
+    from adaptkd.methods import Roster
+
+    for m in list_methods():
+        cls = method_class(m)
+        assert cls.spec.family in ("logit", "feature", "online", "unic"), (m, cls.spec.family)
+        frozen, trainable, peers = example_networks(m)
+        roster = Roster(teachers=tuple(f"t{i}" for i in range(frozen + trainable)),
+                        trainable=(False,) * frozen + (True,) * trainable, peers=tuple(f"p{i}" for i in range(peers)))
+        cls.check(cls.Params.model_validate(dict(cls.spec.example.options)), roster, epochs=2, balancer="fixed")
 
 
 def test_deterministic_option_sets_torch_flags(tmp_path):

@@ -13,7 +13,7 @@ from adaptkd.engine.logger import read_metrics
 from adaptkd.engine.trainer import Trainer
 from adaptkd.losses import dkd_loss, dtkd_guarded, dtkd_loss, dtkd_loss_parts, dtkd_temperatures, kd_loss
 from adaptkd.methods import MethodContext, StepIn, build_method
-from adaptkd.methods.compose import EpochSignals, list_terms
+from adaptkd.methods.compose import list_terms
 from tests.conftest import tiny_config
 
 SIGNALS = [f"{w}_T_{s}" for w in ("student", "teacher") for s in ("mean", "min", "max")] + ["guarded"]
@@ -299,14 +299,6 @@ def test_term_registry_and_config_errors(tmp_path):
         cfg = tiny_config(tmp_path, "dtkd", teachers=teachers)
         cfg["method"]["sharpness"] = "abs"
         load_config(cfg)
-
-
-def test_epoch_signals_reductions():
-    acc = EpochSignals({"a": "mean", "b": "min", "c": "max", "d": "sum"})
-    for v in ([1.0, 5.0, 2.0, 1.0], [3.0, 4.0, 7.0, 2.0]):
-        acc.update({k: torch.tensor(x) for k, x in zip("abcd", v)})
-    assert acc.summary() == {"train/a": 2.0, "train/b": 4.0, "train/c": 7.0, "train/d": 3.0}
-    assert acc.summary() == {}  # a new epoch starts empty
 
 
 # -- end to end -------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import yaml
 from adaptkd.cli import main as cli_main
 from adaptkd.engine.checkpoint import load_checkpoint
 from adaptkd.engine.logger import read_metrics
-from adaptkd.methods import list_methods
+from adaptkd.methods import list_methods, method_class
 from tests.test_determinism import assert_same_run, comparable, family, method_config
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win32", reason="needs fork and SIGKILL (POSIX)")
@@ -44,9 +44,6 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win3
 REPO = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("ADAPTKD_FAULT_SEED", str(int(time.time()) % 100000)))
 EPOCHS, STEPS = 3, 6
-#: preferred representative of each family (the first that is registered is used)
-REPRESENTATIVE = {"logit": ["dtkd", "dkd", "kd"], "feature": ["rtk", "afd", "fitnet"],
-                  "online": ["switokd", "dml"], "unic": ["unic"]}
 #: kill points of each family's chain ("subprocess:" = a real `python -m adaptkd` process)
 SCHEDULE = {
     "logit": ["subprocess:step", "checkpoint", "eval", "random", "random"],
@@ -289,13 +286,13 @@ def check_final(out: Path, ref: Path, where: str) -> None:
 
 
 def _families() -> list[tuple[str, str]]:
-    have = set(list_methods())
-    out = []
-    for fam, candidates in REPRESENTATIVE.items():
-        m = next((c for c in candidates if c in have), None)
-        if m is not None:
-            out.append((fam, m))
-    return out
+    """One method per family of the specs: the one that reduces the most signals over an epoch (the
+    most state a kill could lose), then by name."""
+    by_family: dict[str, list[str]] = {}
+    for m in list_methods():
+        by_family.setdefault(family(m), []).append(m)
+    return [(fam, min(ms, key=lambda m: (-len(method_class(m).spec.signals), m)))
+            for fam, ms in by_family.items() if fam in SCHEDULE]
 
 
 def write_config(method: str, out: Path, teacher: str, path: Path) -> Path:

@@ -392,7 +392,7 @@ def test_options_are_validated(tmp_path, plain):
         load_config({**base, "method": {"name": "fitnet", "stage1_epochs": 2}, "optim": {"epochs": 5},
                      "balance": {"name": "gradient"}})
     load_config({**base, "method": {"name": "fitnet", "stage1_epochs": 2}, "optim": {"epochs": 5}})  # valid
-    with pytest.raises(ConfigError, match="exactly one teacher"):
+    with pytest.raises(ConfigError, match="exactly one frozen teacher"):
         load_config({**base, "teachers": base["teachers"] * 2, "method": {"name": "afd"}})
     s, t, x, _ = plain
     with pytest.raises(ValueError, match=r"student_taps.*body\.b"):

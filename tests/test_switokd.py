@@ -285,7 +285,7 @@ def test_dml_never_pauses():
     avg = _method("dml", ln, {"peer_average": True})
     out, _, _ = _step(avg, ln)
     assert out.weights["student"] == {"ce": 1.0, "kl_teacher0": 0.5, "kl_peer0": 0.5}
-    assert avg.epoch_end(1) == {}
+    assert avg.epoch_summary({}) == {}
 
 
 # ---------------------------------------------------------------------------------------------

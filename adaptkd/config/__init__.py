@@ -7,10 +7,22 @@ before anything runs. Every error is a :class:`~adaptkd.errors.ConfigError` whos
 the field, the value and what was expected.
 """
 
-from adaptkd.config.schema import (CUSTOM_ARCH, BalanceConfig, Config, DataConfig, MethodConfig, NetConfig,
-                                   OptimConfig, RunConfig, apply_overrides, config_to_dict, format_validation_error,
-                                   merge_config, read_yaml)
-from adaptkd.config.validate import check_config, load_config
+from adaptkd.config.schema import (
+                                   CUSTOM_ARCH,
+                                   BalanceConfig,
+                                   Config,
+                                   DataConfig,
+                                   MethodConfig,
+                                   NetConfig,
+                                   OptimConfig,
+                                   RunConfig,
+                                   apply_overrides,
+                                   config_to_dict,
+                                   format_validation_error,
+                                   merge_config,
+                                   read_yaml,
+)
+from adaptkd.config.validate import check_config, load_config, roster_of
 from adaptkd.errors import ConfigError
 
 __all__ = [
@@ -25,6 +37,7 @@ __all__ = [
     "CUSTOM_ARCH",
     "load_config",
     "check_config",
+    "roster_of",
     "apply_overrides",
     "merge_config",
     "read_yaml",

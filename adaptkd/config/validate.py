@@ -17,14 +17,30 @@ from typing import Any
 from pydantic import ValidationError
 
 from adaptkd.balance import BALANCERS, balancer_params_model
-from adaptkd.config.schema import (CUSTOM_ARCH, Config, OptimConfig, apply_overrides, config_to_dict,
-                                   format_validation_error, read_yaml)
+from adaptkd.config.schema import (
+    CUSTOM_ARCH,
+    Config,
+    OptimConfig,
+    apply_overrides,
+    config_to_dict,
+    format_validation_error,
+    read_yaml,
+)
 from adaptkd.data.registry import DATASETS
 from adaptkd.errors import ConfigError
 from adaptkd.methods.base import METHODS, method_class
+from adaptkd.methods.spec import Roster
 from adaptkd.models.registry import MODELS, model_exists, namespace_of
 
-__all__ = ["load_config", "check_config"]
+__all__ = ["load_config", "check_config", "roster_of"]
+
+
+def roster_of(cfg: Config) -> Roster:
+    """The networks of ``cfg`` besides the student, as a method's checks see them."""
+    names = list(cfg.network_names())
+    teachers = names[1:1 + len(cfg.teachers)]
+    return Roster(teachers=tuple(teachers), trainable=tuple(t.trainable for t in cfg.teachers),
+                  peers=tuple(names[1 + len(cfg.teachers):]))
 
 
 def load_config(
@@ -104,13 +120,14 @@ def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
     else:
         mcls = method_class(cfg.method.name)
         try:
-            mcls.Params.model_validate(cfg.method.options())
+            params = mcls.Params.model_validate(cfg.method.options())
         except ValidationError as exc:
             problems.append(format_validation_error(exc, prefix="method"))
-        try:
-            mcls.check_networks(cfg)
-        except ConfigError as exc:
-            problems.append(str(exc))
+        else:
+            try:
+                mcls.check(params, roster_of(cfg), epochs=cfg.optim.epochs, balancer=cfg.balance.name)
+            except ConfigError as exc:
+                problems.append(str(exc))
     if cfg.balance.name not in BALANCERS:
         problems.append(f"field `balance.name`: unknown balancer {cfg.balance.name!r}{BALANCERS.hint(cfg.balance.name)}")
     else:

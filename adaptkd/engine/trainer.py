@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from adaptkd.balance import BackwardContext, build_balancer
-from adaptkd.config import Config, ConfigError, config_to_dict, load_config
+from adaptkd.config import Config, ConfigError, config_to_dict, load_config, roster_of
 from adaptkd.data import Augment, DataBundle, DataError, build_pipeline, describe
 from adaptkd.engine.checkpoint import (
     FORMAT,
@@ -32,6 +32,7 @@ from adaptkd.engine.checkpoint import (
 )
 from adaptkd.engine.evaluate import evaluate_batches
 from adaptkd.engine.logger import MetricsLog
+from adaptkd.engine.meter import SignalMeter
 from adaptkd.engine.networks import build_network, check_logit_sources, freeze
 from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
 from adaptkd.engine.optim import build_optimizer, set_lr
@@ -45,7 +46,7 @@ from adaptkd.engine.runtime import (
     seed_everything,
 )
 from adaptkd.errors import NonFiniteError, RunFolderError
-from adaptkd.methods import MethodContext, StepIn, StepOut, build_method
+from adaptkd.methods import MethodContext, StepIn, StepOut, build_method, check_method
 from adaptkd.taps import FeatureTaps
 
 __all__ = ["Trainer", "NonFiniteError", "RunFolderError", "train"]
@@ -208,6 +209,8 @@ class Trainer:
             device=self.device,
         )
         try:
+            check_method(self.cfg.method.name, self.cfg.method.options(), roster_of(self.cfg),
+                         epochs=self.cfg.optim.epochs, balancer=self.cfg.balance.name)
             self.method = build_method(self.cfg.method.name, self.cfg.method.options(), self.ctx).to(self.device)
         except (ConfigError, CheckpointError, DataError):
             raise
@@ -216,6 +219,7 @@ class Trainer:
             raise ConfigError(f"method {self.cfg.method.name!r} cannot be built from this config: {msg}") from None
         check_logit_sources(self.method, self.networks, self.net_cfgs)
         self.balancer = build_balancer(self.cfg.balance.name, self.cfg.balance.options()).to(self.device)
+        self.meter = SignalMeter(self.method.spec)  # the method's signals reduced over each epoch
 
         # Persistent feature taps (attached once; outputs replaced each forward)
         self.taps: dict[str, FeatureTaps] = {}
@@ -499,6 +503,7 @@ class Trainer:
             skipped = self.nonfinite_skipped
             out, signals = self.train_step(xb, yb, epoch, i / steps)
             if self.nonfinite_skipped == skipped:  # a skipped step's non-finite values stay out of the means
+                self.meter.update(out.signals)
                 y = yb.to(self.device, non_blocking=True)
                 for learner, terms in out.losses.items():
                     for term, v in terms.items():
@@ -558,7 +563,8 @@ class Trainer:
         """Loss terms and signals of the current step as Python numbers for ``metrics.jsonl``;
         under DDP each is the mean over ranks (one all-reduce at the logging interval)."""
         items = [(f"loss/{learner}/{term}", v) for learner, terms in out.losses.items() for term, v in terms.items()]
-        items += list({**signals, **out.signals}.items())
+        shown = {k: v for k, v in out.signals.items() if not self.method.spec.is_hidden(k)}
+        items += list({**signals, **shown}.items())
         if not items:
             return {}
         if self.dist.enabled:
@@ -575,8 +581,8 @@ class Trainer:
         return {k: (v.detach().float().item() if v.numel() == 1 else v.detach().float().cpu().tolist()) for k, v in items}
 
     def _epoch_end_values(self, epoch: int) -> dict[str, Any]:
-        """``method.epoch_end``; under DDP its numbers are averaged over ranks."""
-        vals = self.method.epoch_end(epoch)
+        """``method.epoch_summary`` of the epoch's signal reductions; under DDP its numbers are averaged over ranks."""
+        vals = self.method.epoch_summary(self.meter.summary())
         if not self.dist.enabled:
             return vals
         from adaptkd.engine.distributed import gather_objects, mean_across_ranks

@@ -124,12 +124,6 @@ def require_batch(x: Tensor) -> None:
         )
 
 
-def require_one_teacher(method: str, cfg) -> None:
-    """Config-time check: feature methods distil from exactly one teacher."""
-    if len(cfg.teachers) != 1:
-        raise ConfigError(f"field `teachers`: method {method!r} distils features from exactly one teacher, got {len(cfg.teachers)}")
-
-
 class LayerPairMethod(Method):
     """Base of the layer-attention methods (AFD, RTK): one frozen teacher; the student's and the
     teacher's tapped layers (options ``student_taps`` / ``teacher_taps``, default every tap block)
@@ -143,11 +137,6 @@ class LayerPairMethod(Method):
         self.t_taps = default_taps(ctx, self.teacher, params.teacher_taps, "teacher_taps")
         self.s_channels = [c for c, _, _ in probe_shapes(ctx, "student", self.s_taps, "student_taps")]
         self.t_channels = [c for c, _, _ in probe_shapes(ctx, self.teacher, self.t_taps, "teacher_taps")]
-
-    @classmethod
-    def check_networks(cls, cfg) -> None:
-        super().check_networks(cfg)
-        require_one_teacher(cls.name, cfg)
 
     def taps(self) -> dict[str, list[str]]:
         return {"student": self.s_taps, self.teacher: self.t_taps}

@@ -16,6 +16,7 @@ from pydantic import Field
 from adaptkd.losses import afd_loss, attention_map_distances, kd_loss
 from adaptkd.methods._attention import LayerAttention, LayerPairMethod
 from adaptkd.methods.base import MethodContext, MethodParams, StepIn, StepOut, register_method
+from adaptkd.methods.spec import MethodSpec, NetworkNeeds
 
 
 class AFDParams(MethodParams):
@@ -32,6 +33,7 @@ class AFDParams(MethodParams):
 @register_method("afd")
 class AFD(LayerPairMethod):
     Params = AFDParams
+    spec = MethodSpec(networks=NetworkNeeds(frozen=(1, 1)), family="feature")
 
     def __init__(self, params: AFDParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)

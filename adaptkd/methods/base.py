@@ -10,17 +10,15 @@ weights, the logits to score, every adaptive signal, and which learners step now
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from adaptkd._registry import Registry
 from adaptkd.errors import ConfigError
-
-if TYPE_CHECKING:
-    from adaptkd.config import Config
+from adaptkd.methods.spec import MethodSpec, NetworkNeeds, Roster, check_roster
 
 __all__ = [
     "StepIn",
@@ -32,6 +30,8 @@ __all__ = [
     "method_class",
     "list_methods",
     "build_method",
+    "check_method",
+    "example_networks",
     "warmup_factor",
 ]
 
@@ -158,26 +158,31 @@ class Method(nn.Module):
         self.ctx_learners = list(ctx.learners)
         self.ctx_frozen = list(ctx.frozen)
 
-    # -- configuration-time checks -----------------------------------------------------------
-    @classmethod
-    def check_networks(cls, cfg: "Config") -> None:
-        """Raise ConfigError when the config's networks do not suit this method.
-
-        Default for offline methods: every teacher is frozen (no ``trainable``), no peers, and
-        distillation methods need at least one teacher.
-        """
-        if cls.kind == "offline":
-            for i, t in enumerate(cfg.teachers):
-                if t.trainable:
-                    raise ConfigError(f"field `teachers.{i}.trainable`: method {cls.name!r} distils from frozen teachers; set it false (online KD: method dml or switokd)")
-            if cfg.peers:
-                raise ConfigError(f"field `peers`: method {cls.name!r} takes no online peers")
-            if cls.needs_teacher() and not cfg.teachers:
-                raise ConfigError(f"field `teachers`: method {cls.name!r} needs at least one teacher")
+    # -- the method's declaration and configuration-time checks ----------------------------
+    #: what the method declares about itself (networks, example, epoch signals, families)
+    spec: ClassVar[MethodSpec] = MethodSpec()
 
     @classmethod
-    def needs_teacher(cls) -> bool:
-        return True
+    def network_needs(cls, params: MethodParams) -> NetworkNeeds:
+        """The networks the method takes with these options (default: ``spec.networks``)."""
+        return cls.spec.networks
+
+    @classmethod
+    def check_networks(cls, params: MethodParams, roster: Roster) -> None:
+        """Method-specific checks of the roster beyond the counts (raise ConfigError naming the field)."""
+        return None
+
+    @classmethod
+    def check_training(cls, params: MethodParams, *, epochs: int, balancer: str) -> None:
+        """Checks of the options against the schedule and the balancer (raise ConfigError)."""
+        return None
+
+    @classmethod
+    def check(cls, params: MethodParams, roster: Roster, *, epochs: int, balancer: str) -> None:
+        """Every configuration-time check of the validated ``params``: the method's own, then the counts."""
+        cls.check_networks(params, roster)
+        check_roster(cls.name, cls.network_needs(params), roster)
+        cls.check_training(params, epochs=epochs, balancer=balancer)
 
     # -- per-step interface ------------------------------------------------------------------
     def taps(self) -> dict[str, list[str]]:
@@ -199,9 +204,14 @@ class Method(nn.Module):
     def forward(self, inp: StepIn) -> StepOut:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def epoch_end(self, epoch: int) -> dict[str, float]:
-        """Per-epoch summaries (Python floats) to log; called after each training epoch."""
-        return {}
+    def epoch_summary(self, reduced: dict[str, Any]) -> dict[str, Any]:
+        """The epoch record's fields from the engine's reductions of ``spec.signals``.
+
+        ``reduced``: {signal name: Python float (0-d signals) or list of floats (vector signals)},
+        empty when no training step ran. Default: each as ``train/<signal>``. A pure function of
+        its input: the engine, not the method, accumulates over the epoch.
+        """
+        return {f"train/{k}": v for k, v in reduced.items()}
 
     def extra_state(self) -> dict[str, Any]:
         """Non-tensor state to checkpoint (tensors belong in buffers/state_dict)."""
@@ -230,6 +240,27 @@ def method_class(name: str) -> type[Method]:
 def build_method(name: str, options: dict[str, Any], ctx: MethodContext) -> Method:
     cls = method_class(name)
     return cls(cls.Params.model_validate(options), ctx)
+
+
+def check_method(name: str, options: dict[str, Any], roster: Roster, *, epochs: int, balancer: str) -> None:
+    """Validate method ``name``'s options and check them and ``roster`` (ConfigError naming the field)."""
+    cls = method_class(name)
+    try:
+        params = cls.Params.model_validate(options)
+    except ValidationError as exc:
+        raise ConfigError(f"method {name!r}: invalid options: {exc.errors()[0].get('msg', exc)}") from None
+    cls.check(params, roster, epochs=epochs, balancer=balancer)
+
+
+def example_networks(name: str) -> tuple[int, int, int]:
+    """(frozen teachers, trainable teachers, peers) of method ``name``'s example run (``spec.example``;
+    a count the example leaves open is the minimum the method needs with the example's options)."""
+    cls = method_class(name)
+    ex = cls.spec.example
+    needs = cls.network_needs(cls.Params.model_validate(dict(ex.options)))
+    pick = [(ex.frozen, needs.frozen), (ex.trainable, needs.trainable), (ex.peers, needs.peers)]
+    frozen, trainable, peers = (given if given is not None else count[0] for given, count in pick)
+    return frozen, trainable, peers
 
 
 def warmup_factor(epoch: int, warmup: float) -> float:

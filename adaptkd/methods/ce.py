@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method
+from adaptkd.methods.spec import MethodSpec, NetworkNeeds
 
 
 class CEParams(MethodParams):
@@ -17,10 +18,7 @@ class CE(Method):
     """Plain cross-entropy on the labels: ``CE(s, y)``."""
 
     Params = CEParams
-
-    @classmethod
-    def needs_teacher(cls) -> bool:
-        return False
+    spec = MethodSpec(networks=NetworkNeeds(frozen=(0, None)), family="logit")
 
     def forward(self, inp: StepIn) -> StepOut:
         s = inp.logits["student"]

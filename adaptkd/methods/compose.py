@@ -33,8 +33,9 @@ from adaptkd.errors import ConfigError
 from adaptkd.losses import DTKDParts, dkd_loss, dtkd_loss_parts, kd_loss
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method, warmup_factor
 from adaptkd.methods.common import teacher_logits
+from adaptkd.methods.spec import Example, MethodSpec, NetworkNeeds, Reduce, Roster
 
-__all__ = ["LossTerm", "register_term", "list_terms", "ComposeParams", "Compose", "EpochSignals", "dtkd_signals"]
+__all__ = ["LossTerm", "register_term", "list_terms", "ComposeParams", "Compose", "dtkd_signals"]
 
 
 class LossTerm(MethodParams):
@@ -49,8 +50,6 @@ class LossTerm(MethodParams):
     task: ClassVar[bool] = False
     #: the term reads the teacher's logits
     needs_teacher: ClassVar[bool] = True
-    #: {signal suffix: epoch reduction "mean" | "sum" | "min" | "max"} for the per-epoch summary
-    reductions: ClassVar[dict[str, str]] = {}
 
     @property
     def key(self) -> str:
@@ -109,51 +108,10 @@ class ComposeParams(MethodParams):
         return self
 
 
-class EpochSignals:
-    """Per-epoch summaries of step signals, accumulated on the device (one host sync per epoch).
-
-    ``reductions`` maps a signal name to "mean" (mean over steps), "sum", "min" or "max";
-    :meth:`summary` returns ``{"train/<name>": float}`` and starts a new epoch. The signals are
-    stacked into one vector per step, so an update costs four small ops whatever their number.
-    Per process: under DDP each rank summarises its own shard.
-    """
-
-    def __init__(self, reductions: dict[str, str]) -> None:
-        bad = {k: v for k, v in reductions.items() if v not in ("mean", "sum", "min", "max")}
-        if bad:
-            raise ValueError(f"reductions must be mean, sum, min or max, got {bad}")
-        self.reductions = dict(reductions)
-        self.keys = list(reductions)
-        self._sum: Tensor | None = None
-        self._min: Tensor | None = None
-        self._max: Tensor | None = None
-        self._steps = 0
-
-    def update(self, signals: dict[str, Tensor]) -> None:
-        if not self.keys:
-            return
-        v = torch.stack([signals[k].detach().float().reshape(()) for k in self.keys])
-        if self._sum is None:
-            self._sum, self._min, self._max = v, v, v
-        else:
-            self._sum, self._min, self._max = self._sum + v, torch.minimum(self._min, v), torch.maximum(self._max, v)
-        self._steps += 1
-
-    def summary(self) -> dict[str, float]:
-        if self._sum is None:
-            return {}
-        s, lo, hi = torch.stack([self._sum, self._min, self._max]).tolist()
-        out = {}
-        for i, k in enumerate(self.keys):
-            how = self.reductions[k]
-            out[f"train/{k}"] = {"mean": s[i] / self._steps, "sum": s[i], "min": lo[i], "max": hi[i]}[how]
-        self._sum = self._min = self._max = None
-        self._steps = 0
-        return out
-
-
-DTKD_REDUCTIONS = {"student_T_mean": "mean", "student_T_min": "min", "student_T_max": "max",
-                   "teacher_T_mean": "mean", "teacher_T_min": "min", "teacher_T_max": "max", "guarded": "sum"}
+#: epoch reduction of each DTKD signal (:func:`dtkd_signals`); the engine logs them as ``train/<prefix>/<signal>``
+DTKD_REDUCTIONS: dict[str, Reduce] = {"student_T_mean": "mean", "student_T_min": "min", "student_T_max": "max",
+                                      "teacher_T_mean": "mean", "teacher_T_min": "min", "teacher_T_max": "max",
+                                      "guarded": "sum"}
 
 
 def dtkd_signals(parts: DTKDParts, prefix: str = "") -> dict[str, Tensor]:
@@ -210,7 +168,6 @@ class DTKDTerm(LossTerm):
     temperature: float = Field(4.0, gt=0)
     sharpness: Literal["max", "logsumexp"] = "max"
     guard: bool = True
-    reductions: ClassVar[dict[str, str]] = DTKD_REDUCTIONS
 
     def compute(self, student, teacher, target):
         parts = dtkd_loss_parts(student, teacher, self.temperature, sharpness=self.sharpness, guard=self.guard)
@@ -223,26 +180,24 @@ class Compose(Method):
     """Σ weight·warm-up·term over the configured terms (see the module docstring)."""
 
     Params = ComposeParams
+    spec = MethodSpec(
+        networks=NetworkNeeds(frozen=(0, None)),  # a teacher when a term reads one (check_networks)
+        example=Example({"terms": [{"loss": "dtkd", "weight": 1.0, "warmup_epochs": 2},
+                                   {"loss": "dkd", "weight": 1.0, "beta": 2.0}, {"loss": "ce", "weight": 1.0}]},
+                        frozen=1),
+        signals={f"*/{k}": how for k, how in DTKD_REDUCTIONS.items()},  # a dtkd term's signals, any term name
+        family="logit", figures="dtkd",
+    )
 
     def __init__(self, params: ComposeParams, ctx) -> None:
         super().__init__(params, ctx)
         self.terms = list(params.terms)
         self.task_terms = frozenset(t.key for t in self.terms if t.task)
-        self.epoch_signals = EpochSignals({f"{t.key}/{s}": how for t in self.terms for s, how in t.reductions.items()})
 
     @classmethod
-    def needs_teacher(cls) -> bool:
-        return False  # decided per config in check_networks
-
-    @classmethod
-    def check_networks(cls, cfg) -> None:
-        super().check_networks(cfg)
-        try:
-            params = cls.Params.model_validate(cfg.method.options())
-        except ValidationError:
-            return  # the option check reports it
+    def check_networks(cls, params: ComposeParams, roster: Roster) -> None:
         users = [t.key for t in params.terms if t.needs_teacher]
-        if users and not cfg.teachers:
+        if users and not roster.teachers:
             raise ConfigError(f"field `teachers`: the compose terms {', '.join(users)} need a teacher; add one under `teachers`")
 
     def forward(self, inp: StepIn) -> StepOut:
@@ -254,8 +209,4 @@ class Compose(Method):
             losses[term.key] = loss
             weights[term.key] = term.weight * warmup_factor(inp.epoch, term.warmup_epochs)
             signals.update({f"{term.key}/{k}": v for k, v in sig.items()})
-        self.epoch_signals.update(signals)
         return StepOut(losses={"student": losses}, weights={"student": weights}, logits={"student": s}, signals=signals)
-
-    def epoch_end(self, epoch: int) -> dict[str, float]:
-        return self.epoch_signals.summary()

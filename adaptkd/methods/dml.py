@@ -9,16 +9,12 @@ for K > 2 networks; with two networks both forms are the same).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import Field
 
 from adaptkd.errors import ConfigError
 from adaptkd.methods.base import MethodContext, MethodParams, register_method
-from adaptkd.methods.switokd import OnlineMethod, require_online_networks
-
-if TYPE_CHECKING:
-    from adaptkd.config import Config
+from adaptkd.methods.spec import Roster
+from adaptkd.methods.switokd import OnlineMethod
 
 
 class DMLParams(MethodParams):
@@ -31,9 +27,8 @@ class DML(OnlineMethod):
     Params = DMLParams
 
     @classmethod
-    def check_networks(cls, cfg: "Config") -> None:
-        require_online_networks(cls.name, cfg)
-        if not cfg.teachers and not cfg.peers:
+    def check_networks(cls, params: DMLParams, roster: Roster) -> None:
+        if not roster.teachers and not roster.peers:
             raise ConfigError("field `peers`: method 'dml' needs at least two networks: add a trainable teacher "
                               "(`teachers: [{arch: ..., trainable: true}]`) or a peer (`peers: [{arch: ...}]`)")
 

@@ -20,7 +20,8 @@ from pydantic import Field
 from adaptkd.losses import dtkd_loss_parts, kd_loss
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method, warmup_factor
 from adaptkd.methods.common import teacher_logits
-from adaptkd.methods.compose import DTKD_REDUCTIONS, EpochSignals, dtkd_signals
+from adaptkd.methods.compose import DTKD_REDUCTIONS, dtkd_signals
+from adaptkd.methods.spec import Example, MethodSpec
 
 
 class DTKDParams(MethodParams):
@@ -36,10 +37,8 @@ class DTKDParams(MethodParams):
 @register_method("dtkd")
 class DTKD(Method):
     Params = DTKDParams
-
-    def __init__(self, params: DTKDParams, ctx) -> None:
-        super().__init__(params, ctx)
-        self.epoch_signals = EpochSignals({f"dtkd/{k}": how for k, how in DTKD_REDUCTIONS.items()})
+    spec = MethodSpec(example=Example({"warmup_epochs": 2}),
+                      signals={f"dtkd/{k}": v for k, v in DTKD_REDUCTIONS.items()}, family="logit", figures="dtkd")
 
     def forward(self, inp: StepIn) -> StepOut:
         p = self.params
@@ -50,8 +49,4 @@ class DTKD(Method):
         warm = warmup_factor(inp.epoch, p.warmup_epochs)
         weights = {"dtkd": p.alpha * warm, "kd": p.beta * warm, "ce": p.ce_weight}
         signals = dtkd_signals(parts, "dtkd")
-        self.epoch_signals.update(signals)
         return StepOut(losses={"student": losses}, weights={"student": weights}, logits={"student": s}, signals=signals)
-
-    def epoch_end(self, epoch: int) -> dict[str, float]:
-        return self.epoch_signals.summary()

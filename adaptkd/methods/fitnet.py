@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from adaptkd.errors import ConfigError
 from adaptkd.losses import hint_loss, kd_loss
-from adaptkd.methods._attention import probe_shapes, require_one_teacher
+from adaptkd.methods._attention import probe_shapes
 from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
+from adaptkd.methods.spec import Example, MethodSpec, NetworkNeeds
 
 
 class FitNetParams(MethodParams):
@@ -58,6 +59,7 @@ def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
 @register_method("fitnet")
 class FitNet(Method):
     Params = FitNetParams
+    spec = MethodSpec(networks=NetworkNeeds(frozen=(1, 1)), example=Example({"hint_weight": 10.0}), family="feature")
 
     def __init__(self, params: FitNetParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
@@ -75,16 +77,11 @@ class FitNet(Method):
         self.regressor = nn.Sequential(*layers)
 
     @classmethod
-    def check_networks(cls, cfg) -> None:
-        super().check_networks(cfg)
-        require_one_teacher(cls.name, cfg)
-        try:
-            stage1 = cls.Params.model_validate(cfg.method.options()).stage1_epochs
-        except ValueError:  # pydantic's ValidationError; the config loader reports it already
-            return
-        if stage1 and stage1 >= cfg.optim.epochs:
-            raise ConfigError(f"field `method.stage1_epochs`: {stage1} leaves no second stage (optim.epochs={cfg.optim.epochs})")
-        if stage1 and cfg.balance.name != "fixed":
+    def check_training(cls, params: FitNetParams, *, epochs: int, balancer: str) -> None:
+        stage1 = params.stage1_epochs
+        if stage1 and stage1 >= epochs:
+            raise ConfigError(f"field `method.stage1_epochs`: {stage1} leaves no second stage (optim.epochs={epochs})")
+        if stage1 and balancer != "fixed":
             raise ConfigError(f"field `balance.name`: two-stage fitnet (stage1_epochs={stage1}) has no task term in stage 1; use balance fixed")
 
     def taps(self) -> dict[str, list[str]]:

@@ -13,7 +13,7 @@ defaults (1, 0.9, T=4, 200). With ``threshold: 0``, ``renormalise: false`` and
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 from adaptkd.losses import attention_map_distances, kd_loss, rtk_influence, rtk_loss, select_keys
 from adaptkd.methods._attention import LayerAttention, LayerPairMethod
 from adaptkd.methods.base import MethodContext, MethodParams, StepIn, StepOut, register_method
+from adaptkd.methods.spec import MethodSpec, NetworkNeeds
 
 
 class RTKParams(MethodParams):
@@ -52,6 +53,8 @@ class RTKParams(MethodParams):
 @register_method("rtk")
 class RTK(LayerPairMethod):
     Params = RTKParams
+    spec = MethodSpec(networks=NetworkNeeds(frozen=(1, 1)), signals={"rtk/kept_per_key": "mean"},
+                      hidden=("rtk/kept_per_key",), family="feature", figures="rtk")
 
     def __init__(self, params: RTKParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
@@ -61,9 +64,6 @@ class RTK(LayerPairMethod):
         self.student_queries = params.orientation == "student_query"
         q, k = (s_ch, t_ch) if self.student_queries else (t_ch, s_ch)
         self.attention = LayerAttention(q, k, params.qk_dim)
-        # Per-epoch kept-key statistics (device tensors; read once per epoch, not checkpointed).
-        self.register_buffer("_kept_sum", torch.zeros(len(t_ch)), persistent=False)
-        self.register_buffer("_kept_steps", torch.zeros(()), persistent=False)
 
     def forward(self, inp: StepIn) -> StepOut:
         p = self.params
@@ -82,26 +82,22 @@ class RTK(LayerPairMethod):
         losses = {"ce": F.cross_entropy(s, inp.y), **kd, "rtk": loss}
         weights = {"ce": p.ce_weight, "kd": p.kd_weight, "rtk": p.rtk_weight}
         with torch.no_grad():
-            kept = keep.to(self._kept_sum.dtype)
+            kept = keep.to(att.dtype)
             kept_per_key = kept if kept.dim() == 1 else kept.mean(0)
-            self._kept_sum += kept_per_key
-            self._kept_steps += 1
             signals = {
                 "rtk/influence": influence if influence.dim() == 1 else influence.mean(0),
                 "rtk/kept_fraction": kept_per_key.mean(),
                 "rtk/attention_entropy": torch.special.entr(att.detach()).sum(2).mean(),
+                "rtk/kept_per_key": kept_per_key,  # hidden: only its epoch mean is logged
             }
         return StepOut(losses={"student": losses}, weights={"student": weights}, logits={"student": s},
                        signals=signals)
 
-    def epoch_end(self, epoch: int) -> dict[str, float]:
+    def epoch_summary(self, reduced: dict[str, Any]) -> dict[str, Any]:
         """Mean kept fraction over the epoch, and how often each teacher tap was kept."""
-        steps = float(self._kept_steps)
-        if steps == 0:
+        per_key = reduced.get("rtk/kept_per_key")
+        if not per_key:
             return {}
-        per_key = (self._kept_sum / steps).tolist()
-        self._kept_sum.zero_()
-        self._kept_steps.zero_()
         out = {"rtk/kept_fraction_epoch": sum(per_key) / len(per_key)}
         out.update({f"rtk/kept/{name}": v for name, v in zip(self.t_taps, per_key)})
         return out

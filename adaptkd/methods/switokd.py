@@ -28,36 +28,30 @@ machinery with no pairs, i.e. always in learning mode.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from adaptkd.errors import ConfigError
 from adaptkd.losses.online import distillation_gap, label_distance, online_kl_loss, switokd_threshold
 from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
-
-if TYPE_CHECKING:
-    from adaptkd.config import Config
+from adaptkd.methods.spec import Example, MethodSpec, NetworkNeeds, Roster
 
 STATS = ("gap", "threshold", "epsilon", "t_dist", "s_dist", "expert")
-
-
-def require_online_networks(cls_name: str, cfg: "Config") -> None:
-    """Every teacher of an online method trains: refuse frozen ones, naming the field."""
-    for i, t in enumerate(cfg.teachers):
-        if not t.trainable:
-            raise ConfigError(
-                f"field `teachers.{i}.trainable`: method {cls_name!r} trains every network online from scratch; "
-                "set `trainable: true` (to distil from a frozen teacher use kd, dkd or dtkd)"
-            )
 
 
 class OnlineMethod(Method):
     """Mutual learning among all learners with optional SwitOKD teacher–student pairs."""
 
     kind = "online"
+    spec = MethodSpec(
+        networks=NetworkNeeds(frozen=(0, 0), trainable=(0, None), peers=(0, None)),
+        example=Example(trainable=1),
+        signals={"switokd/*/paused": "fraction", "switokd/*": "mean"}, hidden=("switokd/*/paused",),
+        family="online", figures="switokd",
+    )
 
     def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
@@ -70,11 +64,6 @@ class OnlineMethod(Method):
         self.teacher_pairs: dict[str, list[int]] = {}
         for k, (t, _) in enumerate(pairs):
             self.teacher_pairs.setdefault(t, []).append(k)
-        # Per-epoch sums of every pair statistic, accumulated on the device (read at epoch_end);
-        # float32, which every backend has (MPS has no float64).
-        self.register_buffer("_acc", torch.zeros(len(pairs), len(STATS)), persistent=False)
-        self._steps = 0
-        self._paused = {t: 0 for t in self.teacher_pairs}
 
     def _decide(self, z: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
         """[pairs, 6] detached rows (G, δ, ε, t, s, expert) from the pre-update logits."""
@@ -108,16 +97,15 @@ class OnlineMethod(Method):
         if not self.pairs:
             return out
         stats = self._decide(z, y)
-        self._acc += stats.detach().to(self._acc.dtype)
-        self._steps += 1
         for k, name in enumerate(self.pair_names):
             for i, stat in enumerate(STATS):
                 out.signals[f"switokd/{name}/{stat}"] = stats[k, i]
+        for t, ks in self.teacher_pairs.items():  # paused: expert in every pair it teaches (hidden signal)
+            out.signals[f"switokd/{t}/paused"] = stats[ks, -1].amin()
         flags = [v > 0.5 for v in stats[:, -1].tolist()]  # the one host read per step
         stepping = set(self.ctx_learners) - set(self.teacher_pairs)
         for t, ks in self.teacher_pairs.items():
             paused = all(flags[k] for k in ks)
-            self._paused[t] += int(paused)
             if not paused or self.params.reference_paused_step:
                 stepping.add(t)
             expert_students = {self.pairs[k][1] for k in ks if flags[k]}
@@ -127,20 +115,17 @@ class OnlineMethod(Method):
         out.stepping = stepping
         return out
 
-    def epoch_end(self, epoch: int) -> dict[str, float]:
-        if not self.pairs or self._steps == 0:
+    def epoch_summary(self, reduced: dict[str, Any]) -> dict[str, Any]:
+        """Per pair the expert fraction and the mean of each statistic; per teacher its paused fraction."""
+        if not self.pairs or not reduced:
             return {}
-        means = (self._acc / self._steps).tolist()
-        rec: dict[str, float] = {}
-        for k, name in enumerate(self.pair_names):
-            rec[f"switokd/{name}/expert_frac"] = means[k][-1]
-            for i, stat in enumerate(STATS[:-1]):
-                rec[f"switokd/{name}/{stat}_mean"] = means[k][i]
-        for t, n in self._paused.items():
-            rec[f"switokd/{t}/paused_frac"] = n / self._steps
-        self._acc.zero_()
-        self._steps = 0
-        self._paused = {t: 0 for t in self._paused}
+        rec: dict[str, Any] = {}
+        for name in self.pair_names:
+            rec[f"switokd/{name}/expert_frac"] = reduced[f"switokd/{name}/expert"]
+            for stat in STATS[:-1]:
+                rec[f"switokd/{name}/{stat}_mean"] = reduced[f"switokd/{name}/{stat}"]
+        for t in self.teacher_pairs:
+            rec[f"switokd/{t}/paused_frac"] = reduced[f"switokd/{t}/paused"]
         return rec
 
 
@@ -160,13 +145,14 @@ class SwitOKD(OnlineMethod):
     Params = SwitOKDParams
 
     @classmethod
-    def check_networks(cls, cfg: "Config") -> None:
-        require_online_networks(cls.name, cfg)
-        try:
-            p = SwitOKDParams.model_validate(cfg.method.options())
-        except ValidationError:
-            return  # reported by the config loader as a `method.*` field error
-        have = (len(cfg.teachers), len(cfg.peers))
+    def network_needs(cls, params: SwitOKDParams) -> NetworkNeeds:
+        nt, npr = SHAPES[params.topology]
+        return NetworkNeeds(frozen=(0, 0), trainable=(nt, nt), peers=(npr, npr))
+
+    @classmethod
+    def check_networks(cls, params: SwitOKDParams, roster: Roster) -> None:
+        p = params
+        have = (len(roster.teachers), len(roster.peers))
         if have != SHAPES[p.topology]:
             fits = [k for k, v in SHAPES.items() if v == have]
             hint = f"set `method.topology: {fits[0]}`" if fits else "switokd supports 1T1S, 2T1S and 1T2S"

@@ -27,6 +27,7 @@ from adaptkd.losses.tokens import STD_EPS, unic_pair_loss
 from adaptkd.methods._unic_parts import Ladder, gathered_moments, token_grid, tokens_of
 from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
 from adaptkd.methods.common import teacher_logits
+from adaptkd.methods.spec import Example, MethodSpec, Roster
 from adaptkd.taps import FeatureTaps
 
 
@@ -80,16 +81,15 @@ def _probe(net: nn.Module, x: Tensor, tap: str, head: str | None) -> tuple[Tenso
 @register_method("unic")
 class UNIC(Method):
     Params = UNICParams
+    spec = MethodSpec(
+        example=Example({"drop_prob": 0.5}, frozen=2),  # two teachers, so that teacher dropping has something to drop
+        signals={"unic/loss/*": "mean", "unic/kept/*": "mean"}, family="unic", figures="unic",
+    )
 
     @classmethod
-    def check_networks(cls, cfg) -> None:
-        super().check_networks(cfg)
-        try:
-            p = cls.Params.model_validate(cfg.method.options())
-        except Exception:  # noqa: BLE001 - the option error itself is reported by the config check
-            return
-        teachers = list(cfg.network_names())[1:1 + len(cfg.teachers)]
-        unknown = sorted(set(p.teacher_taps) - set(teachers))
+    def check_networks(cls, params: UNICParams, roster: Roster) -> None:
+        teachers = list(roster.teachers)
+        unknown = sorted(set(params.teacher_taps) - set(teachers))
         if unknown:
             raise _config_error(f"field `method.teacher_taps`: unknown teacher(s) {unknown}; the teachers are {teachers}")
 
@@ -167,8 +167,6 @@ class UNIC(Method):
         self.total_steps = max(1, ctx.epochs * ctx.steps_per_epoch)
         self._gen = torch.Generator(device=ctx.device)
         self._gen.manual_seed(ctx.seed + ctx.rank)
-        self._epoch: dict[str, Tensor] = {}
-        self._epoch_steps = 0
 
     # -- construction helpers ---------------------------------------------------------------
     @staticmethod
@@ -271,20 +269,12 @@ class UNIC(Method):
             sig[f"unic/loss/{n}"] = loss_t[i]
             sig[f"unic/kept/{n}"] = kept_t[i]
             sig[f"unic/coeff/{n}"] = coeff_t[i]
-        if self.training:  # per-epoch means, read once at epoch end
-            for key, v in (("loss", loss_t), ("kept", kept_t)):
-                self._epoch[key] = self._epoch[key] + v if key in self._epoch else v.clone()
-            self._epoch_steps += 1
         return sig
 
-    def epoch_end(self, epoch: int) -> dict[str, float]:
-        out: dict[str, float] = {}
-        if self._epoch_steps:
-            for key, v in self._epoch.items():
-                vals = (v / self._epoch_steps).tolist()
-                out.update({f"unic/epoch_{key}/{n}": float(x) for n, x in zip(self.teachers, vals)})
-        self._epoch, self._epoch_steps = {}, 0
-        return out
+    def epoch_summary(self, reduced: dict[str, Any]) -> dict[str, Any]:
+        """Per-teacher epoch means of the loss and the kept fraction, as ``unic/epoch_<key>/<teacher>``."""
+        return {f"unic/epoch_{key}/{n}": reduced[f"unic/{key}/{n}"]
+                for key in ("loss", "kept") for n in self.teachers if f"unic/{key}/{n}" in reduced}
 
     # -- checkpointed state besides the buffers -----------------------------------------------
     def extra_state(self) -> dict[str, Any]:

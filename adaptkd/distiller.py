@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from adaptkd.balance import BackwardContext, Balancer, FixedBalance, build_balancer, weighted_sum
+from adaptkd.engine.meter import SignalMeter
 from adaptkd.errors import AdaptkdError
 from adaptkd.methods import MethodContext, StepIn, StepOut, build_method, method_class
 from adaptkd.taps import FeatureTaps, _unwrap
@@ -402,6 +403,7 @@ class Distiller(nn.Module):
         self._checked_optims: set[int] = set()
         self._needs_own_backward = not isinstance(self.balancer, FixedBalance)
         self._epoch_scheduled = _has_epoch_schedule(self.method.params.model_dump())
+        self.meter = SignalMeter(self.method.spec)  # the method's signals reduced over the epoch
 
     # -- what trains ----------------------------------------------------------------------------
     @property
@@ -506,6 +508,7 @@ class Distiller(nn.Module):
             out = self.method(inp)
         if self.training:
             self.global_step = step + 1
+            self.meter.update(out.signals)
         stepping = [n for n in self.learner_names if out.stepping is None or n in out.stepping]
         guard = None
         if self._needs_own_backward:
@@ -573,9 +576,11 @@ class Distiller(nn.Module):
         self._checked_optims.add(id(opt))
 
     def epoch_end(self, epoch: int | None = None) -> dict[str, float]:
-        """The method's per-epoch summaries (Python floats, one host read); resets its epoch statistics."""
-        e = epoch if epoch is not None else (self.epoch or 0)
-        return self.method.epoch_end(e)
+        """The method's per-epoch summaries of its signals (Python floats, one host read); starts a new epoch.
+
+        ``epoch`` is accepted for symmetry with :meth:`set_epoch`; the summary covers the training
+        steps since the last call."""
+        return self.method.epoch_summary(self.meter.summary())
 
     # -- state ----------------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:

@@ -218,7 +218,7 @@ def test_bad_method_options_and_names():
         Distiller(mlp(), [mlp(32, seed=1)], "kd", temperature=-1)
     with pytest.raises(DistillerError, match="unknown method 'kdd'"):
         Distiller(mlp(), [mlp(32, seed=1)], "kdd")
-    with pytest.raises(DistillerError, match="needs at least one teacher"):
+    with pytest.raises(DistillerError, match="at least one frozen teacher"):
         Distiller(mlp(), [], "kd")
     with pytest.raises(DistillerError, match="checkpoint"):  # a zoo-name teacher without weights
         Distiller(cnn(), ["cnn_small"], "kd", example_input=X)

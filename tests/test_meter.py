@@ -47,3 +47,49 @@ def test_roster_checks_name_the_field(needs, roster, field):
 def test_fitting_roster_passes():
     check_roster("m", NetworkNeeds(frozen=(1, None)), Roster(("a", "b"), (False, False)))
     check_roster("m", NetworkNeeds(frozen=(0, 0), trainable=(1, 1), peers=(1, 1)), Roster(("t",), (True,), ("p",)))
+
+
+def test_state_round_trip_continues_the_epoch():
+    spec = MethodSpec(signals={"a": "mean", "v": "sum", "f": "fraction"})
+    whole, first = SignalMeter(spec), SignalMeter(spec)
+    steps = [{"a": torch.tensor(float(i)), "v": torch.tensor([i, -i], dtype=torch.float32),
+              "f": torch.tensor(float(i % 2))} for i in range(5)]
+    for s in steps:
+        whole.update(s)
+    for s in steps[:2]:
+        first.update(s)
+    second = SignalMeter(spec)
+    second.load_state_dict(first.state_dict())
+    for s in steps[2:]:
+        second.update(s)
+    assert second.summary() == whole.summary() == {"a": 2.0, "v": [10.0, -10.0], "f": 0.4}
+
+
+def test_resume_inside_an_epoch_keeps_the_epoch_signals(tmp_path):
+    """A run killed after an in-epoch checkpoint resumes with the epoch's signal reductions so far."""
+    from adaptkd.engine.logger import read_metrics
+    from adaptkd.engine.trainer import Trainer
+    from tests.conftest import tiny_config
+
+    def cfg(out):
+        c = tiny_config(out, "switokd", teachers=[{"arch": "cnn_tiny", "trainable": True}])
+        c["run"].update({"checkpoint_every_steps": 3, "log_every": 1, "max_steps_per_epoch": 4, "device": "cpu"})
+        return c
+
+    Trainer(cfg(tmp_path / "full"), log=lambda s: None).fit()
+    crashed = Trainer(cfg(tmp_path / "part"), log=lambda s: None)
+    step = crashed.train_step
+
+    def crash_at_7(*a, **k):  # the checkpoint at global step 6 is 2 steps into epoch 2
+        if crashed.global_step == 6:
+            raise KeyboardInterrupt
+        return step(*a, **k)
+
+    crashed.train_step = crash_at_7
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit()
+    Trainer(cfg(tmp_path / "part"), resume=True, log=lambda s: None).fit()
+    full, part = (read_metrics(tmp_path / n / "metrics.jsonl") for n in ("full", "part"))
+    epochs = [[{k: v for k, v in r.items() if k.startswith("switokd/")} for r in recs if r["kind"] == "epoch"]
+              for recs in (full, part)]
+    assert epochs[0] == epochs[1] and "switokd/teacher0/paused_frac" in epochs[0][1]

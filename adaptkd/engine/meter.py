@@ -30,6 +30,19 @@ class SignalMeter:
         self._acc: dict[str, Tensor] = {}
         self.steps = 0
 
+    def state_dict(self) -> dict[str, Any]:
+        """The running reductions (CPU tensors), for a checkpoint written inside an epoch."""
+        return {"steps": self.steps, "acc": {k: v.detach().cpu() for k, v in self._acc.items()}}
+
+    def load_state_dict(self, state: dict[str, Any] | None, device: torch.device | str = "cpu") -> None:
+        """Continue the epoch a checkpoint was written in (``None``: start a new epoch)."""
+        self.reset()
+        if state:
+            self.steps = int(state["steps"])
+            self._acc = {k: v.to(device) for k, v in state["acc"].items()}
+            for k in self._acc:
+                self._how(k)
+
     def _how(self, name: str) -> str | None:
         if name not in self._plan:
             self._plan[name] = self.spec.reduction(name)

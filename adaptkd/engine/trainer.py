@@ -488,6 +488,7 @@ class Trainer:
             start, seen, used_steps, used_seen, done_s = (part["step"], part["seen"], part["used_steps"],
                                                           part["used_seen"], part["elapsed"])
             sums = {k: v.to(self.device) for k, v in part["sums"].items()}
+            self.meter.load_state_dict(part.get("meter"), self.device)
             correct = {k: v.to(self.device) for k, v in part["correct"].items()}
         t0 = time.perf_counter() - done_s
         last_log_t, last_log_seen = t0, seen
@@ -539,7 +540,7 @@ class Trainer:
                 self.save(False, in_epoch={
                     "epoch": epoch, "step": i + 1, "seen": seen, "used_steps": used_steps, "used_seen": used_seen,
                     "elapsed": time.perf_counter() - t0, "sums": {k: v.detach().cpu() for k, v in sums.items()},
-                    "correct": {k: v.detach().cpu() for k, v in correct.items()}})
+                    "correct": {k: v.detach().cpu() for k, v in correct.items()}, "meter": self.meter.state_dict()})
         elapsed = time.perf_counter() - t0
         n_steps = min(steps, i + 1) if steps else 0
         summary: dict[str, Any] = {}

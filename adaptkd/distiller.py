@@ -119,6 +119,9 @@ class _Context(MethodContext):
             raise DistillerError(f"method {method!r} needs `{name}`: {_Context._hints[name]}")
         return value
 
+    def __repr__(self) -> str:
+        return f"MethodContext(learners={self.learners}, frozen={self.frozen})"
+
 
 class _StepInNoEpoch(StepIn):
     """A StepIn for a step whose epoch the Distiller was not told; reading ``epoch`` explains what to pass."""
@@ -181,6 +184,9 @@ class Distiller(nn.Module):
         device: where to build (default: the student's device). Build on the device you train on:
             some method state (random generators) is created there.
         checkpoint_teachers: include the teachers' weights in ``state_dict()`` (off by default).
+        teacher_inputs: optional module mapping a batch to ``{teacher name: that teacher's input}``
+            for teachers trained on another input size or normalisation (e.g.
+            :class:`adaptkd.engine.views.TeacherInputs`; :meth:`from_config` with ``data=`` builds it).
         **options: the method's options (``temperature=4``, ``warmup_epochs=20``...).
     """
 
@@ -199,6 +205,7 @@ class Distiller(nn.Module):
         seed: int = 0,
         device: torch.device | str | None = None,
         checkpoint_teachers: bool = False,
+        teacher_inputs: nn.Module | None = None,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -235,7 +242,7 @@ class Distiller(nn.Module):
         cfg = _load(raw, provided=set(given))
         self._init_from_config(cfg, given, example_input=example_input, num_classes=num_classes,
                                epochs=epochs, steps_per_epoch=steps_per_epoch, device=device,
-                               checkpoint_teachers=checkpoint_teachers)
+                               checkpoint_teachers=checkpoint_teachers, teacher_inputs=teacher_inputs)
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -244,6 +251,7 @@ class Distiller(nn.Module):
         config: Any,
         *,
         networks: Mapping[str, nn.Module] | None = None,
+        data: Any = None,
         example_input: Tensor | None = None,
         num_classes: int | None = None,
         steps_per_epoch: int | None = None,
@@ -253,9 +261,13 @@ class Distiller(nn.Module):
         """Build from an experiment config (path, dict or :class:`~adaptkd.config.Config`).
 
         Its ``student``/``teachers``/``peers``, ``method``, ``balance``, ``optim`` (epochs and
-        per-network optimiser overrides, see :meth:`build_optimizers`) and ``run.seed`` are used;
-        ``data`` and the rest of ``run`` belong to the CLI's engine. ``networks`` passes modules
-        by network name (``{"student": net}``) instead of building them from the zoo.
+        per-network optimiser overrides, see :meth:`build_optimizers`) and ``run.seed`` are used.
+        ``networks`` passes modules by network name (``{"student": net}``) instead of building
+        them from the zoo. ``data`` (the :class:`~adaptkd.data.DataBundle` you train on) tells the
+        class count, the example input (its first 4 training images, normalised), the steps per
+        epoch (``data.batch_size``, ``data.drop_last``, ``run.max_steps_per_epoch``) and what each
+        frozen teacher is fed (a teacher trained on another input size or normalisation gets the
+        batch converted, as in ``adaptkd train``).
         """
         from adaptkd.config import Config, config_to_dict, read_yaml
 
@@ -275,15 +287,26 @@ class Distiller(nn.Module):
         cfg = _load(raw, provided=set(given))
         self = cls.__new__(cls)
         nn.Module.__init__(self)
+        if data is not None:
+            from adaptkd.data import Augment, num_batches
+
+            num_classes = num_classes or data.num_classes
+            if example_input is None:
+                example_input = Augment(data.mean, data.std, train=False)(data.train.x[:4])
+            if steps_per_epoch is None:
+                steps_per_epoch = num_batches(len(data.train), cfg.data.batch_size, drop_last=cfg.data.drop_last,
+                                              world_size=_world())
+                steps_per_epoch = min(steps_per_epoch, cfg.run.max_steps_per_epoch or steps_per_epoch)
         self._init_from_config(cfg, given, example_input=example_input, num_classes=num_classes,
                                epochs=cfg.optim.epochs, steps_per_epoch=steps_per_epoch, device=device,
-                               checkpoint_teachers=checkpoint_teachers)
+                               checkpoint_teachers=checkpoint_teachers, data=data)
         return self
 
     def _init_from_config(self, cfg: Any, given: dict[str, nn.Module], *, example_input: Tensor | None,
                           num_classes: int | None, epochs: int | None, steps_per_epoch: int | None,
-                          device: torch.device | str | None, checkpoint_teachers: bool) -> None:
-        from adaptkd.engine.networks import build_network
+                          device: torch.device | str | None, checkpoint_teachers: bool, data: Any = None,
+                          teacher_inputs: nn.Module | None = None) -> None:
+        from adaptkd.engine.networks import build_network, check_logit_sources
 
         net_cfgs = cfg.network_names()
         order = list(net_cfgs)
@@ -303,10 +326,11 @@ class Distiller(nn.Module):
                 raise DistillerError(f"networks {missing} are built from the zoo: pass num_classes= (or example_input= "
                                      "with a student module, from which the class count is read)")
             in_ch = int(example_input.shape[1]) if example_input is not None else 3
-            fields = {n: f for n, f in zip(order, ["student"] + [f"teachers.{i}" for i in range(len(cfg.teachers))]
-                                           + [f"peers.{i}" for i in range(len(cfg.peers))])}
+            fields = fields_of(cfg)
+            teachers = set(order[1:1 + len(cfg.teachers)])
             for n in missing:
-                given[n] = build_network(net_cfgs[n], num_classes, in_ch, field=fields[n])
+                given[n] = build_network(net_cfgs[n], num_classes, in_ch, field=fields[n],
+                                         teacher=n in teachers and not net_cfgs[n].trainable)
         if num_classes is None and example_input is not None:
             num_classes = _infer_classes(given[order[0]], example_input)
         networks = {n: given[n].to(device) for n in order}
@@ -316,18 +340,29 @@ class Distiller(nn.Module):
         frozen = [n for n in order if not trainable[n]]
         for n in frozen:
             _freeze(networks[n])
+        if teacher_inputs is None and data is not None and frozen:
+            from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
+
+            teacher_inputs = TeacherInputs({n: teacher_spec(net_cfgs[n], networks[n], data, field=fields_of(cfg)[n],
+                                                            name=n) for n in frozen}, data_spec(data)).to(device)
+        samples = {}
+        if teacher_inputs is not None and example_input is not None:
+            with torch.no_grad():
+                samples = teacher_inputs(example_input)
         known: dict[str, Any] = {  # None: unknown, explained when a method reads it
             "networks": {n: _unwrap(m) for n, m in networks.items()}, "learners": learners, "frozen": frozen,
             "arches": {n: c.arch for n, c in net_cfgs.items()}, "num_classes": num_classes, "epochs": epochs,
             "steps_per_epoch": steps_per_epoch, "sample_input": example_input, "seed": cfg.run.seed,
-            "rank": _rank(), "world_size": _world(), "device": device,
+            "rank": _rank(), "world_size": _world(), "device": device, "inputs": samples,
         }
         ctx = _Context(**known)
         ctx.__dict__["method_name"] = cfg.method.name
         try:
             self._setup(networks, learners=learners, frozen=frozen, method=cfg.method.name,
                         options=cfg.method.options(), balance=cfg.balance.name,
-                        balance_options=cfg.balance.options(), ctx=ctx, checkpoint_teachers=checkpoint_teachers)
+                        balance_options=cfg.balance.options(), ctx=ctx, checkpoint_teachers=checkpoint_teachers,
+                        teacher_inputs=teacher_inputs)
+            check_logit_sources(self.method, networks, net_cfgs)
         except DistillerError:
             raise
         except (ValueError, KeyError) as exc:
@@ -349,6 +384,7 @@ class Distiller(nn.Module):
         ctx: MethodContext,
         balance: str = "fixed",
         balance_options: Mapping[str, Any] | None = None,
+        teacher_inputs: nn.Module | None = None,
     ) -> Distiller:
         """The engine's constructor: networks already built, placed and (teachers) frozen, and the
         method's context prepared. Errors of the method's own checks propagate unchanged
@@ -356,7 +392,8 @@ class Distiller(nn.Module):
         self = cls.__new__(cls)
         nn.Module.__init__(self)
         self._setup(dict(networks), learners=list(learners), frozen=list(frozen), method=method, options=dict(options),
-                    balance=balance, balance_options=dict(balance_options or {}), ctx=ctx, checkpoint_teachers=False)
+                    balance=balance, balance_options=dict(balance_options or {}), ctx=ctx, checkpoint_teachers=False,
+                    teacher_inputs=teacher_inputs)
         self.steps_per_epoch = ctx.steps_per_epoch
         self.optim_config = None
         self.optim_overrides = {}
@@ -364,7 +401,7 @@ class Distiller(nn.Module):
 
     def _setup(self, networks: dict[str, nn.Module], *, learners: list[str], frozen: list[str], method: str,
                options: dict[str, Any], balance: str, balance_options: dict[str, Any], ctx: MethodContext,
-               checkpoint_teachers: bool) -> None:
+               checkpoint_teachers: bool, teacher_inputs: nn.Module | None = None) -> None:
         from adaptkd.config import ConfigError
 
         self.method_name = method
@@ -374,6 +411,9 @@ class Distiller(nn.Module):
         # Teachers are plain attributes, not submodules: out of state_dict (unless asked), never in
         # parameters(), never switched to train mode; moved with the Distiller by _apply.
         self._teachers: dict[str, nn.Module] = {n: _unwrap(networks[n]) for n in frozen}
+        #: converts a batch into {teacher: its input} for teachers trained on another size/normalisation
+        self.teacher_inputs = teacher_inputs.to(ctx.device) if teacher_inputs is not None else None
+        self._backbones = {n for n in frozen if not getattr(_unwrap(networks[n]), "has_logits", True)}
         #: {name: module called in forward}: the given modules (compiled ones included), later DDP wrappers.
         self.forward_nets: dict[str, nn.Module] = {n: networks[n] for n in list(learners) + list(frozen)}
         self.method = build_method(method, options, ctx).to(ctx.device)
@@ -444,8 +484,10 @@ class Distiller(nn.Module):
 
         return {n: build_optimizer(self.optimizer_groups()[n], c) for n, c in self.optim_configs(optim).items()}
 
-    def optim_configs(self, optim: Any = None) -> dict[str, Any]:
-        """{learner: OptimConfig}: ``optim`` (or the config's) with each learner's overrides applied."""
+    def optim_configs(self, optim: Any = None, overrides: Mapping[str, Mapping[str, Any] | None] | None = None,
+                      ) -> dict[str, Any]:
+        """{learner: OptimConfig}: ``optim`` (or the config's) with each learner's overrides applied
+        (``overrides`` {learner: fields}, default: the config's per-network ``optim``)."""
         from adaptkd.config import OptimConfig
 
         base = optim if optim is not None else self.optim_config
@@ -453,10 +495,11 @@ class Distiller(nn.Module):
             base = OptimConfig.model_validate({})
         if isinstance(base, dict):
             base = OptimConfig.model_validate(base)
+        over_all = self.optim_overrides if overrides is None else overrides
         out = {}
         for n in self.learner_names:
-            over = self.optim_overrides.get(n)
-            out[n] = OptimConfig.model_validate({**base.model_dump(), **over}) if over else base
+            over = over_all.get(n)
+            out[n] = type(base).model_validate({**base.model_dump(), **over}) if over else base
         return out
 
     # -- one step -------------------------------------------------------------------------------
@@ -466,12 +509,18 @@ class Distiller(nn.Module):
         self.epoch = int(epoch)
 
     def forward_all(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, dict[str, Any]]]:
-        """Every network once: frozen teachers under ``no_grad``, learners with autograd (under
-        the caller's autocast, if any). Returns float32 logits and the tapped features."""
+        """Every network once: frozen teachers under ``no_grad`` (each fed its own input view when
+        ``teacher_inputs`` converts the batch for it), learners with autograd, under the caller's
+        autocast, if any. Returns float32 logits (none for a backbone without a classifier) and the
+        tapped features."""
         logits: dict[str, Tensor] = {}
-        for name in self.frozen_names:
+        if self.frozen_names:
             with torch.no_grad():
-                logits[name] = self.forward_nets[name](x)
+                xt = self.teacher_inputs(x) if self.teacher_inputs is not None else {}
+                for name in self.frozen_names:
+                    out = self.forward_nets[name](xt.get(name, x))
+                    if name not in self._backbones:
+                        logits[name] = out
         for name in self.learner_names:
             logits[name] = self.forward_nets[name](x)
         feats: dict[str, dict[str, Any]] = {}
@@ -649,6 +698,13 @@ def _balance_section(balance: str | dict[str, Any] | None) -> dict[str, Any]:
     if isinstance(balance, dict):
         return {"name": "fixed", **balance}
     raise DistillerError(f"balance must be None, a balancer name or a dict, got {type(balance).__name__}")
+
+
+def fields_of(cfg: Any) -> dict[str, str]:
+    """{network name: its config field} (``student``, ``teachers.0``, ``peers.0``...)."""
+    fields = ["student"] + [f"teachers.{i}" for i in range(len(cfg.teachers))]
+    fields += [f"peers.{i}" for i in range(len(cfg.peers))]
+    return dict(zip(cfg.network_names(), fields))
 
 
 def _has_epoch_schedule(options: Any) -> bool:

@@ -8,7 +8,8 @@ Taps: every inverted-residual block (17), output = the linear bottleneck (+ iden
 
 ``mobilenet_v1``: the CIFAR MobileNet (v1) used in SwitOKD's multi-network setting: 3x3
 stride-1 stem (32), 13 depthwise-separable blocks (64, 128/2, 128, 256/2, 256, 512/2, 5x512,
-1024/2, 1024), global average pool. ``width_mult`` scales every width.
+1024/2, 1024), global average pool. ``width_mult`` scales every width; ``stem_stride=2`` makes
+the stem stride 2 (the ImageNet MobileNet v1 layout of the DKD ResNet50 -> MobileNetV1 pair).
 Taps: the 13 blocks, output after their last ReLU.
 """
 
@@ -114,11 +115,12 @@ class CifarMobileNetV1(nn.Module):
     SETTING = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
                (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
 
-    def __init__(self, num_classes: int, width_mult: float = 1.0, in_channels: int = 3) -> None:
+    def __init__(self, num_classes: int, width_mult: float = 1.0, in_channels: int = 3, stem_stride: int = 1) -> None:
         super().__init__()
         check_positive("width_mult", width_mult)
+        check_positive("stem_stride", stem_stride)
         c = max(1, int(32 * width_mult))
-        self.conv1 = nn.Conv2d(in_channels, c, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, c, 3, stride=stem_stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(c)
         layers = []
         for ch, s in self.SETTING:
@@ -145,6 +147,8 @@ def mobilenetv2(num_classes: int, width_mult: float = 0.5, in_channels: int = 3)
 
 
 @register_model()
-def mobilenet_v1(num_classes: int, width_mult: float = 1.0, in_channels: int = 3) -> CifarMobileNetV1:
-    """CIFAR MobileNet v1 (SwitOKD's multi-network setting)."""
-    return CifarMobileNetV1(num_classes, width_mult, in_channels)
+def mobilenet_v1(num_classes: int, width_mult: float = 1.0, in_channels: int = 3,
+                 stem_stride: int = 1) -> CifarMobileNetV1:
+    """CIFAR MobileNet v1 (SwitOKD's multi-network setting); ``stem_stride=2`` gives the ImageNet
+    MobileNet v1 (stride-2 stem, overall stride 32: 7x7 final maps at 224 px)."""
+    return CifarMobileNetV1(num_classes, width_mult, in_channels, stem_stride)

@@ -129,6 +129,35 @@ def cfg_case(group: str, name: str, expect: str, make: Callable[[Path, Fixtures]
     return Case(group, name, lambda tmp, fx: train(tmp, make(tmp, fx), *extra), expect, requires)
 
 
+def _hf_folder(tmp: Path, kind: str) -> str:
+    """A tiny random transformers model saved in ``tmp/hf_<kind>`` (with an image-processor config
+    except for ``noproc``); returns the folder's name, relative to the case folder (its cwd)."""
+    import json
+
+    from transformers import ViTConfig, ViTForImageClassification, ViTModel
+
+    small = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+             "image_size": 16, "patch_size": 8}
+    torch.manual_seed(0)
+    model = ViTModel(ViTConfig(**small), add_pooling_layer=False) if kind == "backbone" else \
+        ViTForImageClassification(ViTConfig(**small, num_labels=3 if kind == "classifier3" else 10))
+    folder = tmp / f"hf_{kind}"
+    model.save_pretrained(folder)
+    if kind != "noproc":
+        (folder / "preprocessor_config.json").write_text(json.dumps(
+            {"size": {"height": 16, "width": 16}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    return folder.name
+
+
+def hf_case(name: str, kind: str, method: str, options: dict, expect: str, *, args: dict | None = None,
+            requires: str = "module:transformers") -> Case:
+    def make(tmp: Path, fx: Fixtures) -> dict:
+        teacher = {"arch": f"hf:{_hf_folder(tmp, kind)}", **({"args": args} if args else {})}
+        return base(tmp / "run", method, [teacher], method={"name": method, **options})
+
+    return cfg_case("ecosystem models", name, expect, make, requires=requires)
+
+
 def method_case(name: str, method: str, options: dict, expect: str, teachers: str = "frozen", requires: str | None = None) -> Case:
     def make(tmp: Path, fx: Fixtures) -> dict:
         t = {"frozen": [teacher_cfg(fx)], "two": [teacher_cfg(fx), teacher_cfg(fx)], "online": [{"arch": "cnn_tiny", "trainable": True}],
@@ -483,6 +512,16 @@ CASES: list[Case] = [
     tap_case("a FitNet teacher tap that does not exist", "fitnet", {"teacher_tap": "stages.7"}, "stages.7"),
     tap_case("a UNIC student block that does not exist", "unic", {"student_blocks": ["stages.5"]}, "stages.5", teachers="two"),
     tap_case("UNIC taps for a teacher that does not exist", "unic", {"teacher_taps": {"teacher5": "stages.0"}}, "field `method.teacher_taps`", teachers="two"),
+    # ecosystem models (hf:): tiny random transformers models written by the case with save_pretrained
+    hf_case("a Hub backbone (no classifier head) as a logit teacher", "backbone", "kd", {},
+            "'teacher0' (hf:hf_backbone), a backbone without a classifier head"),
+    hf_case("a Hub classifier teacher with another class count (3 vs 10)", "classifier3", "kd", {},
+            "classifies 3 labels, but the data has 10 classes"),
+    hf_case("a Hub teacher tap that does not exist", "classifier", "fitnet", {"teacher_tap": "blocks.9", "kd_weight": 0},
+            "blocks.9"),
+    hf_case("trust_remote_code on a Hub model", "classifier", "kd", {}, "field `teachers.0.args.trust_remote_code`",
+            args={"trust_remote_code": True}),
+    hf_case("a Hub teacher whose input spec cannot be told", "noproc", "kd", {}, "set input_size, mean, std"),
     # run folders
     folder_run_case("a folder that already holds a run (no --resume)", "already holds a run", _existing_run),
     folder_run_case("the run folder is a symbolic link", "is a symbolic link", _run_is_symlink),
@@ -505,6 +544,10 @@ CASES: list[Case] = [
 def applicable(case: Case) -> bool:
     if case.requires is None:
         return True
+    if case.requires.startswith("module:"):
+        import importlib.util
+
+        return importlib.util.find_spec(case.requires.partition(":")[2]) is not None
     from adaptkd.methods import list_methods
 
     return case.requires in list_methods()

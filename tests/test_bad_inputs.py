@@ -25,7 +25,8 @@ def fx(tmp_path_factory):
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.group}: {c.name}" for c in CASES])
 def test_refused_before_training(case, fx, tmp_path):
     if not applicable(case):
-        pytest.skip(f"method {case.requires!r} is not registered")
+        pytest.skip(f"{case.requires.partition(':')[2]} is not installed (pip install 'adaptkd[hf]')"
+                    if case.requires.startswith("module:") else f"method {case.requires!r} is not registered")
     rc, err, before, after = run_case(case, tmp_path, fx)
     assert rc == 2, f"exit code {rc}; stderr: {err}"
     assert err.startswith("adaptkd: error: "), err

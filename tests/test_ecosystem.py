@@ -396,3 +396,24 @@ def test_paper_recipe_config_is_valid():
     path = Path(__file__).resolve().parents[1] / "configs" / "ecosystem" / "unic_paper_teachers.yaml"
     cfg = load_config(path, ["data.root=data/my_images"])
     assert [t.arch for t in cfg.teachers] == ["hf:models/dino-vitb16", "timm:deit3_base_patch16_224.fb_in1k"]
+
+
+@pytest.mark.parametrize("labels,outcome", [(["Cat", "dog"], "ok"), (["dog", "cat"], "refused"),
+                                            (["kitty", "dog"], "stated")])
+def test_teacher_label_order_checked_against_class_folders(tmp_path, labels, outcome):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    _image_folder(tmp_path / "images")
+    folder = tmp_path / "teacher"
+    ViTForImageClassification(ViTConfig(**SMALL_VIT, image_size=16, patch_size=8, num_labels=2,
+                                        id2label=dict(enumerate(labels)))).save_pretrained(folder)
+    _processor(folder, size={"height": 16, "width": 16}, **IMAGENET)
+    cfg = hf_cfg(tmp_path / "r", "kd", [{"arch": f"hf:{folder}"}])
+    cfg["data"] = {"name": "imagefolder", "root": str(tmp_path / "images"), "image_size": 16, "batch_size": 4}
+    lines = []
+    if outcome == "refused":
+        with pytest.raises(ConfigError, match="another order"):
+            Trainer(cfg, log=lines.append)
+        return
+    Trainer(cfg, log=lines.append)
+    assert any("differ from the data's class names" in ln for ln in lines) == (outcome == "stated")

@@ -56,6 +56,31 @@ def check_logit_sources(method, networks: dict[str, nn.Module], net_cfgs: dict[s
         )
 
 
+def _norm_label(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def check_label_order(name: str, net: nn.Module, class_names: list[str], *, field: str) -> list[str]:
+    """A pretrained head's class names against the data's (in order); lines to log.
+
+    The same names in another order can only give wrong targets: ``ConfigError``. Different names
+    are reported (a line to log) and accepted. Numbered classes (``0``, ``1``, ...) are not compared.
+    """
+    labels = getattr(net, "label_names", None)
+    if not labels or len(labels) != len(class_names) or all(str(c).isdigit() for c in class_names):
+        return []
+    ours, theirs = [_norm_label(c) for c in class_names], [_norm_label(n) for n in labels]
+    if ours == theirs:
+        return []
+    wrong = [f"{i}: {labels[i]!r} vs {class_names[i]!r}" for i in range(len(ours)) if ours[i] != theirs[i]][:4]
+    if sorted(ours) == sorted(theirs):
+        raise ConfigError(f"field `{field}`: {name}'s labels are the data's classes in another order ({'; '.join(wrong)}"
+                          "); its logits would be read against the wrong classes. Rename or reorder the class "
+                          "folders to the teacher's id2label order")
+    return [f"{name}: its labels differ from the data's class names ({'; '.join(wrong)}); check that label i is "
+            "class i of your data"]
+
+
 def freeze(model: nn.Module) -> nn.Module:
     """Frozen teacher: eval mode, ``requires_grad=False`` everywhere."""
     model.eval()

@@ -33,7 +33,7 @@ from adaptkd.engine.checkpoint import (
 from adaptkd.engine.evaluate import evaluate_batches
 from adaptkd.engine.logger import MetricsLog
 from adaptkd.engine.meter import SignalMeter
-from adaptkd.engine.networks import build_network, check_logit_sources, freeze
+from adaptkd.engine.networks import build_network, check_label_order, check_logit_sources, freeze
 from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
 from adaptkd.engine.optim import build_optimizer, set_lr
 from adaptkd.engine.runtime import (
@@ -169,6 +169,9 @@ class Trainer:
                 net = build_network(nc, self.num_classes, self.pipe.in_channels, field=field, teacher=not trainable)
             for note in getattr(net, "notes", []):
                 self._log(f"{name}: {note}")
+            classes = list(getattr(self.pipe, "class_names", None) or [])
+            for line in check_label_order(name, net, classes, field=field):
+                self._log(line)
             if trainable:
                 self.learners.append(name)
             else:

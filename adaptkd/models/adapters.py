@@ -85,6 +85,7 @@ class Adapted(nn.Module):
         self.source = source
         self.pretrained = bool(pretrained)  # weights from elsewhere (not trained by adaptkd)
         self.notes = list(notes or [])
+        self.label_names: list[str] | None = None  # a pretrained head's own class names, in order
 
     def run(self, x: Tensor) -> tuple[Tensor, list[Any], Tensor | None]:  # pragma: no cover - abstract
         raise NotImplementedError

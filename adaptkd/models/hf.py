@@ -222,6 +222,7 @@ def build_hf(ref: str, num_classes: int, *, pretrained: bool | None = None, revi
     from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
     notes: list[str] = []
+    label_names: list[str] | None = None
     if hf_config is not None:
         if not isinstance(hf_config, dict):
             raise ValueError(f"args.hf_config must be a mapping of config keys, got {type(hf_config).__name__}")
@@ -263,6 +264,7 @@ def build_hf(ref: str, num_classes: int, *, pretrained: bool | None = None, revi
     try:
         with _quiet():
             if want_classifier:
+                pretrained_head = True
                 before = int(config.num_labels)
                 if before != num_classes:
                     config.num_labels = num_classes
@@ -273,6 +275,7 @@ def build_hf(ref: str, num_classes: int, *, pretrained: bool | None = None, revi
                         ref, config=config, ignore_mismatched_sizes=True, use_safetensors=True,
                         output_loading_info=True, **kw)
                     if before != num_classes:
+                        pretrained_head = False
                         notes.append(f"hf:{ref}: classifier head replaced ({before} -> {num_classes} classes, "
                                      "randomly initialised)")
                     elif info.get("missing_keys"):
@@ -306,8 +309,14 @@ def build_hf(ref: str, num_classes: int, *, pretrained: bool | None = None, revi
     if want_classifier:
         head_name, lin = _head(model)
         dim = lin.in_features
+        labels = [str((config.id2label or {}).get(i, "")) for i in range(int(config.num_labels))]
+        if pretrained and pretrained_head and \
+                not all(n == f"LABEL_{i}" or not n for i, n in enumerate(labels)):
+            label_names = labels  # the checkpoint's own, named labels
     else:
         head_name, dim = None, _hidden_width(config)
-    return HFModel(model, num_blocks=int(probe_layers), head_name=head_name, feature_dim=dim, tokens=tokens,
+    adapted = HFModel(model, num_blocks=int(probe_layers), head_name=head_name, feature_dim=dim, tokens=tokens,
                    patch_size=_patch_size(config) if tokens else None, input_spec=spec, source=where, pretrained=bool(pretrained),
                    notes=notes)
+    adapted.label_names = label_names
+    return adapted

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "adaptkd.commands.list",
     "adaptkd.commands.report", "adaptkd.commands.export",
     "adaptkd.commands.bench",
+    "adaptkd.commands.cache_teacher",
 ]
 
 

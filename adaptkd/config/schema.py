@@ -30,6 +30,7 @@ __all__ = [
     "BalanceConfig",
     "OptimConfig",
     "RunConfig",
+    "TeachersCacheConfig",
     "apply_overrides",
     "format_validation_error",
     "config_to_dict",
@@ -180,6 +181,16 @@ class RunConfig(_Strict):
     overwrite: bool = False
 
 
+class TeachersCacheConfig(_Strict):
+    """``teachers_cache:`` — replay the frozen teachers' outputs from files written by
+    ``adaptkd cache-teacher`` instead of running the teachers each step (see docs/replay.md)."""
+
+    path: str
+    epochs: int | None = Field(None, ge=1)
+    dtype: Literal["fp16", "fp32"] = "fp16"
+    topk: int | None = Field(None, ge=1)
+
+
 class Config(_Strict):
     """A whole experiment."""
 
@@ -191,6 +202,7 @@ class Config(_Strict):
     balance: BalanceConfig = Field(default_factory=BalanceConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    teachers_cache: TeachersCacheConfig | None = None
 
     @model_validator(mode="after")
     def _names(self) -> "Config":

@@ -128,6 +128,8 @@ def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
                 mcls.check(params, roster_of(cfg), epochs=cfg.optim.epochs, balancer=cfg.balance.name)
             except ConfigError as exc:
                 problems.append(str(exc))
+    if cfg.teachers_cache is not None:
+        problems += _cache_problems(cfg)
     if cfg.balance.name not in BALANCERS:
         problems.append(f"field `balance.name`: unknown balancer {cfg.balance.name!r}{BALANCERS.hint(cfg.balance.name)}")
     else:
@@ -160,3 +162,26 @@ def _brings_weights(net) -> bool:
     if ns == "torchvision":
         return net.args.get("weights") is not None
     return False
+
+
+def _cache_problems(cfg: Config) -> list[str]:
+    """What keeps ``teachers_cache`` from standing in for this config's teachers."""
+    tc = cfg.teachers_cache
+    assert tc is not None
+    out = []
+    if cfg.method.name in METHODS:
+        cached = method_class(cfg.method.name).spec.cacheable
+        if not cached:
+            able = [n for n in METHODS.names() if method_class(n).spec.cacheable]
+            out.append(f"field `teachers_cache`: method {cfg.method.name!r} reads teacher signals that cannot be "
+                       "cached (feature maps, token sets or teachers that learn); the methods that can replay "
+                       f"cached teacher logits are {', '.join(able)}")
+    if not cfg.teachers or any(t.trainable for t in cfg.teachers):
+        out.append("field `teachers_cache`: needs at least one teacher and only frozen teachers (no `trainable: true`)")
+    if cfg.data.on_bad_image == "skip":
+        out.append("field `data.on_bad_image`: skip drops unreadable images from a streamed batch, which would shift "
+                   "every later view against the teacher cache; use stop with teachers_cache")
+    if tc.epochs is not None and tc.epochs < cfg.optim.epochs:
+        out.append(f"field `teachers_cache.epochs`: {tc.epochs} cached epochs for optim.epochs={cfg.optim.epochs}; "
+                   "a cache is never cycled (a run replays each epoch's own views): cache at least optim.epochs")
+    return out

@@ -62,33 +62,64 @@ class Augment(torch.nn.Module):
         return f"channels={self.channels}, crop_padding={self.crop_padding}, flip={self.flip}"
 
     def forward(self, x_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = x_uint8
+        x = self._check(x_uint8)
+        return self.apply(x, self.draw(x.shape[0], x.device, generator))
+
+    @property
+    def random(self) -> bool:
+        """Whether training-mode calls draw random parameters (a crop or a flip is configured)."""
+        return self.training and (self.crop_padding > 0 or self.flip)
+
+    def draw(self, batch: int, device: torch.device | str,
+             generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """The random parameters of ``batch`` views: int64 ``[B, 3]`` = (row offset, column
+        offset, flip) per sample, each offset in ``[0, 2 * crop_padding]``; ``None`` when nothing
+        is random (eval mode, no crop and no flip, or an empty batch).
+
+        ``forward(x, g)`` is ``apply(x, draw(len(x), x.device, g))``: the same random numbers in the
+        same order (offsets, then flips), so a stored ``draw`` replays the view exactly.
+        """
+        if not self.random or batch == 0:
+            return None
+        p = self.crop_padding
+        if p > 0:
+            offsets = torch.randint(0, 2 * p + 1, (2, batch), device=device, generator=generator)
+        else:
+            offsets = torch.zeros((2, batch), dtype=torch.long, device=device)
+        if self.flip:
+            flips = torch.randint(0, 2, (batch,), device=device, generator=generator)
+        else:
+            flips = torch.zeros(batch, dtype=torch.long, device=device)
+        return torch.cat([offsets, flips[None]]).t()
+
+    def apply(self, x_uint8: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+        """The views of ``x_uint8`` that ``params`` (from :meth:`draw`, any integer dtype) describe,
+        normalised; ``params=None`` only normalises."""
+        x = self._check(x_uint8)
+        if params is not None:
+            if params.shape != (x.shape[0], 3):
+                raise DataError(f"Augment.apply: expected parameters [{x.shape[0]}, 3], got {tuple(params.shape)}")
+            x = self._crop_flip(x, params.to(x.device, torch.long))
+        return x.to(torch.float32) * self.scale + self.shift
+
+    def _check(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != self.channels:
             raise DataError(
                 f"Augment expects uint8 images [B, {self.channels}, H, W], got {x.dtype} "
                 f"with shape {tuple(x.shape)}"
             )
-        if self.training and x.shape[0] > 0 and (self.crop_padding > 0 or self.flip):
-            x = self._crop_flip(x, generator)
-        return x.to(torch.float32) * self.scale + self.shift
+        return x
 
-    def _crop_flip(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _crop_flip(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         p = self.crop_padding
         dev = x.device
-        if p > 0:
-            offsets = torch.randint(0, 2 * p + 1, (2, b), device=dev, generator=generator)
-        else:
-            offsets = torch.zeros((2, b), dtype=torch.long, device=dev)
-        if self.flip:
-            flips = torch.randint(0, 2, (b,), device=dev, generator=generator).bool()
-        else:
-            flips = torch.zeros(b, dtype=torch.bool, device=dev)
+        dy, dx, flips = params[:, 0], params[:, 1], params[:, 2].bool()
         rows = torch.arange(h, device=dev)
         cols = torch.arange(w, device=dev)
         # output (i, j) reads padded[i + dy, j' + dx], j' = W-1-j when flipped (crop, then flip)
-        row_idx = offsets[0][:, None] + rows  # [B, H]
-        col_idx = offsets[1][:, None] + torch.where(flips[:, None], w - 1 - cols, cols)  # [B, W]
+        row_idx = dy[:, None] + rows  # [B, H]
+        col_idx = dx[:, None] + torch.where(flips[:, None], w - 1 - cols, cols)  # [B, W]
         padded = F.pad(x, (p, p, p, p)) if p > 0 else x  # zeros = black border, like RandomCrop
         out = padded.gather(2, row_idx[:, None, :, None].expand(b, c, h, padded.shape[3]))
         return out.gather(3, col_idx[:, None, None, :].expand(b, c, h, w))

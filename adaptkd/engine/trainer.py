@@ -47,6 +47,8 @@ from adaptkd.engine.runtime import (
 )
 from adaptkd.errors import NonFiniteError, RunFolderError
 from adaptkd.methods import MethodContext, StepIn, StepOut, build_method, check_method
+from adaptkd.replay import Replay, ReplayedBatch
+from adaptkd.replay.identity import augment_generator, steps_per_epoch, train_augment
 from adaptkd.taps import FeatureTaps
 
 __all__ = ["Trainer", "NonFiniteError", "RunFolderError", "train"]
@@ -191,16 +193,16 @@ class Trainer:
         self._check_class_counts()
 
         # Augmentation (batched, on the device)
-        self.train_aug = Augment(self.pipe.mean, self.pipe.std, crop_padding=d.crop_padding, flip=d.flip,
-                                 train=d.augment != "none").to(self.device)
+        self.train_aug = train_augment(self.pipe, self.cfg, self.device)
         self.eval_aug = Augment(self.pipe.mean, self.pipe.std, train=False).to(self.device)
-        self.gen = torch.Generator(device=self.device)
-        self.gen.manual_seed(rc.seed * 1000003 + self.dist.rank)
-
-        self.steps_per_epoch = self.pipe.steps_per_epoch(d.batch_size, drop_last=d.drop_last,
-                                                         world_size=self.dist.world_size)
-        if rc.max_steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, rc.max_steps_per_epoch)
+        self.gen = augment_generator(rc.seed, self.dist.rank, self.device)
+        self.steps_per_epoch = steps_per_epoch(self.cfg, self.pipe, self.dist.world_size)
+        # Teacher outputs: a live forward each step, or replayed from a teacher cache (teachers_cache)
+        self.replay: Replay | None = None
+        if self.cfg.teachers_cache is not None:
+            self.replay = Replay(self.cfg, self.pipe, {n: self.networks[n] for n in self.frozen},
+                                 steps=self.steps_per_epoch, rank=self.dist.rank, world_size=self.dist.world_size,
+                                 precision=self.precision, device=self.device, augment=self.train_aug.random)
 
         # Method and balancer
         sample = self.eval_aug(self.pipe.sample(4).to(self.device))
@@ -311,13 +313,15 @@ class Trainer:
         return autocast(self.device, self.precision)
 
     # ------------------------------------------------------------------------------------------
-    def forward_all(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, dict[str, Any]]]:
-        """Every network once: frozen teachers under no_grad, learners with autograd."""
-        logits: dict[str, Tensor] = {}
+    def forward_all(self, x: Tensor, teachers: dict[str, Tensor] | None = None
+                    ) -> tuple[dict[str, Tensor], dict[str, dict[str, Any]]]:
+        """Every network once: frozen teachers under no_grad (or their replayed ``teachers``
+        logits, then no teacher runs), learners with autograd."""
+        logits: dict[str, Tensor] = dict(teachers or {})
         with self._autocast():
             with torch.no_grad():
-                xt = self.teacher_inputs(x)
-            for name in self.frozen:
+                xt = self.teacher_inputs(x) if teachers is None else {}
+            for name in self.frozen if teachers is None else ():
                 with torch.no_grad():
                     out = self.forward_nets[name](xt.get(name, x))
                 if getattr(self.networks[name], "has_logits", True):
@@ -330,15 +334,19 @@ class Trainer:
         logits = {k: v.float() for k, v in logits.items()}
         return logits, feats
 
-    def train_step(self, xb: Tensor, yb: Tensor, epoch: int, frac: float) -> tuple[StepOut, dict[str, Tensor]]:
-        x = self.train_aug(xb.to(self.device, non_blocking=True), self.gen)
+    def train_step(self, xb: Tensor, yb: Tensor, epoch: int, frac: float,
+                   replayed: ReplayedBatch | None = None) -> tuple[StepOut, dict[str, Tensor]]:
+        """One optimisation step on batch ``xb``; ``replayed``: this batch's views and teacher
+        logits from the teacher cache (then the views are not drawn and no teacher runs)."""
+        xb = xb.to(self.device, non_blocking=True)
+        x = self.train_aug(xb, self.gen) if replayed is None else self.train_aug.apply(xb, replayed.params)
         if self.cfg.run.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         y = yb.to(self.device, non_blocking=True)
         skip_mode = self.cfg.run.nonfinite == "skip"
         if skip_mode:  # a skipped step leaves no trace: the forward's buffer updates are undone
             saved = [(b, b.detach().clone()) for b in self._step_buffers()]
-        logits, feats = self.forward_all(x)
+        logits, feats = self.forward_all(x, None if replayed is None else replayed.logits)
         out = self.method(StepIn(x=x, y=y, epoch=epoch, step=self.global_step, logits=logits, feats=feats))
         stepping = [n for n in self.learners if out.stepping is None or n in out.stepping]
         for opt in self.optims.values():
@@ -500,12 +508,15 @@ class Trainer:
         batches = self.pipe.train_batches(epoch, batch_size=d.batch_size, seed=self.cfg.run.seed,
                                           drop_last=d.drop_last, rank=self.dist.rank,
                                           world_size=self.dist.world_size, start=start, stop=steps)
+        if self.replay is not None:
+            self.replay.start_epoch(epoch)
         i = start - 1
         for i, (xb, yb) in enumerate(batches, start=start):
             if i >= steps:
                 break
             skipped = self.nonfinite_skipped
-            out, signals = self.train_step(xb, yb, epoch, i / steps)
+            replayed = None if self.replay is None else self.replay.batch(epoch, i, xb.shape[0])
+            out, signals = self.train_step(xb, yb, epoch, i / steps, replayed)
             if self.nonfinite_skipped == skipped:  # a skipped step's non-finite values stay out of the means
                 self.meter.update(out.signals)
                 y = yb.to(self.device, non_blocking=True)

@@ -33,7 +33,7 @@ from adaptkd.errors import ConfigError
 from adaptkd.losses import DTKDParts, dkd_loss, dtkd_loss_parts, kd_loss
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method, warmup_factor
 from adaptkd.methods.common import teacher_logits
-from adaptkd.methods.spec import Example, MethodSpec, NetworkNeeds, Reduce, Roster
+from adaptkd.methods.spec import LOGITS, Example, MethodSpec, NetworkNeeds, Reduce, Roster
 
 __all__ = ["LossTerm", "register_term", "list_terms", "ComposeParams", "Compose", "dtkd_signals"]
 
@@ -187,6 +187,7 @@ class Compose(Method):
                         frozen=1),
         signals={f"*/{k}": how for k, how in DTKD_REDUCTIONS.items()},  # a dtkd term's signals, any term name
         family="logit", figures="dtkd",
+        cacheable=LOGITS,
     )
 
     def __init__(self, params: ComposeParams, ctx) -> None:

@@ -12,7 +12,7 @@ from pydantic import Field
 from adaptkd.losses import dkd_loss
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method, warmup_factor
 from adaptkd.methods.common import teacher_logits
-from adaptkd.methods.spec import Example, MethodSpec
+from adaptkd.methods.spec import LOGITS, Example, MethodSpec
 
 
 class DKDParams(MethodParams):
@@ -26,7 +26,7 @@ class DKDParams(MethodParams):
 @register_method("dkd")
 class DKD(Method):
     Params = DKDParams
-    spec = MethodSpec(example=Example({"warmup_epochs": 2}), family="logit")
+    spec = MethodSpec(example=Example({"warmup_epochs": 2}), family="logit", cacheable=LOGITS)
 
     def forward(self, inp: StepIn) -> StepOut:
         p = self.params

@@ -21,7 +21,7 @@ from adaptkd.losses import dtkd_loss_parts, kd_loss
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method, warmup_factor
 from adaptkd.methods.common import teacher_logits
 from adaptkd.methods.compose import DTKD_REDUCTIONS, dtkd_signals
-from adaptkd.methods.spec import Example, MethodSpec
+from adaptkd.methods.spec import LOGITS, Example, MethodSpec
 
 
 class DTKDParams(MethodParams):
@@ -38,7 +38,8 @@ class DTKDParams(MethodParams):
 class DTKD(Method):
     Params = DTKDParams
     spec = MethodSpec(example=Example({"warmup_epochs": 2}),
-                      signals={f"dtkd/{k}": v for k, v in DTKD_REDUCTIONS.items()}, family="logit", figures="dtkd")
+                      signals={f"dtkd/{k}": v for k, v in DTKD_REDUCTIONS.items()}, family="logit", figures="dtkd",
+                      cacheable=LOGITS)
 
     def forward(self, inp: StepIn) -> StepOut:
         p = self.params

@@ -11,7 +11,7 @@ from pydantic import Field
 from adaptkd.losses import kd_loss
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method
 from adaptkd.methods.common import teacher_logits
-from adaptkd.methods.spec import MethodSpec
+from adaptkd.methods.spec import LOGITS, MethodSpec
 
 
 class KDParams(MethodParams):
@@ -23,7 +23,7 @@ class KDParams(MethodParams):
 @register_method("kd")
 class KD(Method):
     Params = KDParams
-    spec = MethodSpec(family="logit")
+    spec = MethodSpec(family="logit", cacheable=LOGITS)
 
     def forward(self, inp: StepIn) -> StepOut:
         p = self.params

@@ -50,6 +50,10 @@ class Example:
     peers: int | None = None
 
 
+#: ``MethodSpec.cacheable`` of a method that reads only its frozen teachers' logits
+LOGITS: frozenset[str] = frozenset({"logits"})
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A method's declaration.
@@ -64,6 +68,10 @@ class MethodSpec:
         family: the method family (``logit``, ``feature``, ``online``, ``unic``): the kill-and-resume
             test runs one method of each.
         figures: the report's figure family drawn for its runs ("" = the generic panel only).
+        cacheable: the teacher outputs a teacher cache can replay for it (``adaptkd.replay``):
+            ``LOGITS`` when the frozen teachers' logits are all it reads; empty when its teacher
+            signal cannot be stored per view (feature maps, token sets, teachers that learn) and
+            a ``teachers_cache`` is refused.
     """
 
     networks: NetworkNeeds = field(default_factory=NetworkNeeds)
@@ -72,6 +80,7 @@ class MethodSpec:
     hidden: tuple[str, ...] = ()
     family: str = "logit"
     figures: str = ""
+    cacheable: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         bad = {k: v for k, v in self.signals.items() if v not in REDUCTIONS}

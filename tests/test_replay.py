@@ -217,3 +217,20 @@ def test_cli_cache_teacher(tmp_path, teacher_ckpt, capsys):
     assert summary["path"] == str(file) and summary["bytes"] == file.stat().st_size
     # 6 steps x 32 views x (4 B index + 3x2 B params + 10x2 B logits) plus the header
     assert 192 * 30 < summary["bytes"] < 192 * 30 + 8192
+
+
+@pytest.mark.parametrize("data", [{"cache": "none"}, {"augment": "imagenet", "flip": True}])
+def test_streamed_pipeline_replays_its_views_exactly(tmp_path, teacher_ckpt, data):
+    """Streamed batches come from DataLoader workers; their geometry (the random-resized-crop box
+    with augment=imagenet) is a function of (seed, epoch, index), the on-device flip is replayed."""
+    cfg = kd_config(tmp_path, teacher_ckpt, optim__epochs=1)
+    cfg["data"].update(workers=0, **data)
+    build_cache(load_config(cfg), log=lambda s: None)
+    rep = Trainer(cfg)
+    assert rep.data is None and rep.replay is not None  # streamed: no in-memory bundle
+    rep.fit()
+    Trainer(live(cfg, tmp_path / "live")).fit()
+    assert untimed(tmp_path / "live" / "metrics.jsonl") == untimed(rep.out / "metrics.jsonl")
+    header = rep.replay.file.header
+    assert header["data.pipeline"] == "stream"
+    assert header["data.geometry"]["kind"] == ("random_resized_crop" if "augment" in data else "center")

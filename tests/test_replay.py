@@ -120,6 +120,28 @@ def test_resume_with_replay_is_exact(tmp_path, teacher_ckpt):
     assert untimed(tmp_path / "full" / "metrics.jsonl") == untimed(f"{cfg['run']['out']}/metrics.jsonl")
 
 
+def test_resume_mid_epoch_with_replay_is_exact(tmp_path, teacher_ckpt):
+    cfg = kd_config(tmp_path, teacher_ckpt, run__checkpoint_every_steps=4)
+    build_cache(load_config(cfg), log=lambda s: None)
+    full = Trainer({**cfg, "run": {**cfg["run"], "out": str(tmp_path / "full")}}).fit()
+    crashed = Trainer(cfg)
+    step = crashed.train_step
+
+    def crash_at_10(*a, **k):  # epoch 2 of 6 steps: the checkpoint at step 8 is inside it
+        if crashed.global_step == 10:
+            raise KeyboardInterrupt
+        return step(*a, **k)
+
+    crashed.train_step = crash_at_10
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit()
+    ck = torch.load(f"{cfg['run']['out']}/last.pt", weights_only=False)
+    assert ck["in_epoch"]["epoch"] == 2 and ck["in_epoch"]["step"] == 2
+    resumed = Trainer(load_config(cfg), resume=True).fit()
+    assert resumed["final_acc"] == full["final_acc"] and resumed["steps"] == full["steps"] == 12
+    assert untimed(tmp_path / "full" / "metrics.jsonl") == untimed(f"{cfg['run']['out']}/metrics.jsonl")
+
+
 @pytest.mark.parametrize("method", ["fitnet", "afd", "unic", "dml"])
 def test_uncacheable_methods_are_refused_by_name(tmp_path, teacher_ckpt, method):
     cfg = kd_config(tmp_path, teacher_ckpt, method)

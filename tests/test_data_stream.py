@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import random
 import tarfile
 from pathlib import Path
@@ -439,3 +440,20 @@ def test_bad_image_stops_and_keeps_last_checkpoint(tmp_path):
                                         r"checkpoint .*last\.pt.* is kept"):
         tr.fit()
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+class _Dies(_Tensors):
+    def __getitem__(self, i):
+        if i == 3:
+            os._exit(7)  # a worker killed without a Python exception (e.g. a crashing decoder library)
+        return super().__getitem__(i)
+
+
+def test_dying_worker_names_the_batch_files(tmp_path):
+    from adaptkd.data.build import build_pipeline
+
+    pipe, _ = build_pipeline(_cfg(name="digits", workers=1, cache="none", image_size=8, mean=[0.5], std=[0.2]),
+                             dataset=(_Dies(8, 0), _Tensors(4, 1)))
+    with pytest.raises(DataError, match=r"a data worker process died while reading batch \d+ \(first files: "
+                                        r"Python train dataset \(_Dies\) sample \d"):
+        list(pipe.train_batches(0, batch_size=8, seed=0, drop_last=False))

@@ -86,3 +86,22 @@ def test_check_ready_builds_and_trains_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "ready to train" in out and "nothing was trained" in out, out
     assert not out_dir.exists()
+
+
+def test_photo_recipes_as_the_readme_says(tmp_path, capsys):
+    """README: a teacher on a photo folder, then a student distilled from it (tiny sizes here)."""
+    from adaptkd.cli import main
+    from tests.test_data_stream import _folder
+
+    root = _folder(tmp_path / "photos", size=(40, 30))
+    small = ["data.image_size=32", "data.workers=1", "data.batch_size=4", "optim.epochs=1", "run.progress=false",
+             "run.latency=false", "run.tensorboard=false"]
+    teacher = tmp_path / "teacher"
+    assert main(["train", str(CONFIGS / "photos" / "teacher.yaml"), f"data.root={root}", f"run.out={teacher}",
+                 "data.augment=imagenet", *small]) == 0
+    kd = [str(CONFIGS / "photos" / "kd.yaml"), f"data.root={root}", f"run.out={tmp_path / 'kd'}",
+          "data.augment=imagenet", f"teachers.0.checkpoint={teacher / 'best.pt'}", *small]
+    assert main(["train", "--check", *kd]) == 0
+    assert main(["train", *kd]) == 0
+    out = capsys.readouterr().out
+    assert "augment=imagenet (random-resized crop + flip)" in out and "streamed, 1 worker" in out

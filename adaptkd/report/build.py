@@ -30,6 +30,7 @@ from adaptkd.report.models import (
 from adaptkd.report.output import SAFE_NAME, Writer, old_files, prepare_out
 from adaptkd.report.render import render_html, render_markdown
 from adaptkd.report.runs import ReportError, load_run, run_labels
+from adaptkd.report.seeds import model_rows, seed_groups
 from adaptkd.report.series import run_series
 from adaptkd.report.tables import (
     agreement_table,
@@ -37,6 +38,7 @@ from adaptkd.report.tables import (
     per_class_table,
     ratio_table,
     runs_table,
+    seeds_table,
 )
 
 __all__ = ["MAX_PER_CLASS", "build_report"]
@@ -106,6 +108,8 @@ def build_report(
                          f"{os.cpu_count()} CPUs): absolute latencies are inflated and noisy; the models were timed "
                          "in interleaved rounds, so their ratios are the figures to trust")
     rss = [run_series(r) for r in run_list]
+    groups = seed_groups(run_list)
+    rows = model_rows(models, groups)
     figures: list[Path] = []
     sections: list[Section] = []
 
@@ -115,18 +119,24 @@ def build_report(
     ratio = ratio_table(models)
     if ratio:
         sec.blocks.append(ratio)
+    across = seeds_table(groups, rows)
+    if across:
+        sec.blocks.append(across)
     if any(top1(m) is not None for m in models):
-        sec.blocks.append(render_figure(draw_accuracy(models), w, "accuracy.png",
-                                  "Top-1 and top-5 accuracy of every model on the test split.", figures))
-    trade = draw_tradeoff(models)
+        sec.blocks.append(render_figure(draw_accuracy(rows), w, "accuracy.png",
+                                        "Accuracy of every model on the test split (top-5 drawn for more than 10 "
+                                        "classes); bars start at 0; several seeds: mean, ± std whisker, a dot per "
+                                        "seed.", figures))
+    trade = draw_tradeoff(rows)
     if trade is not None:
-        sec.blocks.append(render_figure(trade, w, "tradeoff.png", "What each model costs for its accuracy.", figures))
+        sec.blocks.append(render_figure(trade, w, "tradeoff.png", "What each model costs for its accuracy (the "
+                                        "accuracy axis starts at the floor its label states).", figures))
     sections.append(sec)
 
     ev = [m for m in models if m.eval]
     if ev and len(ev[0].eval["per_class"]) <= MAX_PER_CLASS and len({m.data_key for m in ev}) == 1:
         sec = Section("Per-class accuracy")
-        sec.blocks.append(render_figure(draw_per_class(models), w, "per_class.png",
+        sec.blocks.append(render_figure(draw_per_class(rows), w, "per_class.png",
                                   "Accuracy per class: where the student falls behind its teacher.", figures))
         sec.blocks.append(per_class_table(models))
         sections.append(sec)
@@ -144,9 +154,10 @@ def build_report(
 
     sec = Section("Training")
     if any(r.records for r in run_list):
-        sec.blocks.append(render_figure(draw_curves(run_list, rss, models), w, "curves.png",
-                                  "Accuracy per epoch, loss terms and learning rate per logged step, training throughput"
-                                  " and any loss weight that changes (warm-ups, balancers).", figures))
+        sec.blocks.append(render_figure(draw_curves(run_list, rss, models, groups), w, "curves.png",
+                                        "Accuracy per epoch (axis floor stated), each loss term unweighted in its own "
+                                        "panel, learning rate, training throughput and any loss weight that changes "
+                                        "(warm-ups, balancers); several seeds: mean ± std band.", figures))
     else:
         sec.blocks.append("no metrics.jsonl records: the run has not logged anything yet")
     sections.append(sec)

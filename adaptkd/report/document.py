@@ -23,11 +23,17 @@ class Table:
 
 @dataclass
 class FigureBlock:
+    """A figure: its PNG ``file`` name (written beside the page), ``data`` (the PNG bytes, embedded in the
+    HTML), the series it draws (its text version) and the signal keys it covers; ``figure`` is the
+    matplotlib figure (for layout checks)."""
+
     file: str
     title: str
     caption: str
     series: list[Series]
     keys: list[str]
+    data: bytes = field(default=b"", repr=False)
+    figure: Any = field(default=None, repr=False)
 
 
 @dataclass

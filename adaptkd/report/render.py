@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 from typing import Any
 
@@ -42,7 +43,8 @@ def render_html(report_title: str, meta: list[str], sections: list[Section]) -> 
                 if b.caption:
                     out.append(f'<div class="cap">{e(b.caption)}</div>')
             elif isinstance(b, FigureBlock):
-                out.append(f'<figure><img src="{e(b.file)}" alt="{e(b.title)}" loading="eager">'
+                src = "data:image/png;base64," + base64.b64encode(b.data).decode("ascii")
+                out.append(f'<figure><img src="{src}" alt="{e(b.title)}" title="{e(b.file)}">'
                            f"<figcaption><b>{e(b.title)}.</b> {e(b.caption)}</figcaption>")
                 if b.series:
                     out.append("<details><summary>numbers</summary><table><tr><th>series</th><th>trend</th><th>first</th>"

@@ -7,9 +7,10 @@ from typing import Any
 from adaptkd.report.document import Table, fmt, fmt_bytes, fmt_count
 from adaptkd.report.models import ModelEntry, top1, top5
 from adaptkd.report.runs import RunData
+from adaptkd.report.seeds import ModelRow, SeedGroup, mean_std
 from adaptkd.report.series import RunSeries
 
-__all__ = ["agreement_table", "models_table", "per_class_table", "ratio_table", "runs_table"]
+__all__ = ["agreement_table", "models_table", "per_class_table", "ratio_table", "runs_table", "seeds_table"]
 
 
 def runs_table(runs: list[RunData], rss: list[RunSeries]) -> Table:
@@ -102,3 +103,27 @@ def agreement_table(pairs: list[dict[str, Any]]) -> Table:
                  "room to learn more from it.")
 
 
+
+
+def seeds_table(groups: list[SeedGroup], rows: list[ModelRow]) -> Table | None:
+    """Mean ± sample std over the seeds of each repeated configuration (None when no configuration repeats)."""
+    if not any(g.repeated for g in groups):
+        return None
+
+    def pm(st: tuple[float, float, int] | None) -> str:
+        return f"{st[0]:.2f} ± {st[1]:.2f}" if st else "-"
+
+    out = []
+    for r in rows:
+        if len(r.entries) < 2:
+            continue
+        seeds = [e.run.config.get("run", {}).get("seed") for e in r.entries]
+        t1 = r.stats(top1)
+        vals = sorted(v for v in (top1(e) for e in r.entries) if v is not None)
+        out.append([r.label, r.role, r.arch, str(len(r.entries)), ", ".join(map(str, seeds)), pm(t1),
+                    f"{vals[0]:.2f} – {vals[-1]:.2f}" if vals else "-", pm(r.stats(top5)),
+                    pm(mean_std([e.run.summary.get("best_acc") for e in r.entries]))])
+    return Table("Across seeds", ["model", "role", "arch", "runs", "seeds", "top-1 % mean ± std", "top-1 % min – max",
+                                  "top-5 % mean ± std", "best top-1 % during training"], out,
+                 "Runs of the same configuration that differ only in run.seed, grouped; std is the sample standard "
+                 "deviation (n − 1). With few seeds the spread itself is uncertain: read ± as a scale, not a bound.")

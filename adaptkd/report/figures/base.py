@@ -14,15 +14,20 @@ from adaptkd.report.runs import RunData
 from adaptkd.report.series import RunSeries, Series, scalar_series
 
 __all__ = [
+    "ACCURACY_FLOOR_STEP",
     "RC",
     "Fig",
+    "accuracy_floor",
     "finish_ax",
+    "legend_outside",
     "line_key",
+    "log_ticks",
     "maybe_log",
     "method_option",
     "new_fig",
     "palette_color",
     "render_figure",
+    "set_accuracy_axis",
     "styled",
 ]
 
@@ -42,11 +47,13 @@ class Fig:
     records every series it draws for the text summary."""
 
     def __init__(self, title: str, panels: int, *, ncols: int = 3, w: float = 4.3, h: float = 3.0) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         self.ncols = max(1, min(ncols, panels))
         nrows = max(1, math.ceil(panels / self.ncols))
         self.fig = Figure(figsize=(w * self.ncols, h * nrows), dpi=100, layout="constrained")
+        FigureCanvasAgg(self.fig)  # a renderer for layout checks; nothing global
         self.axes = list(self.fig.subplots(nrows, self.ncols, squeeze=False).ravel())
         for ax in self.axes[panels:]:
             ax.set_visible(False)
@@ -54,6 +61,8 @@ class Fig:
         self.title = title
         self.series: list[Series] = []
         self.keys: set[str] = set()
+        self.shared_legend = False  # one legend for the figure (the same runs in every panel)
+        self.notes: list[str] = []  # added to the caption (e.g. what was not drawn and why)
 
     def line(self, ax, xs, ys, label: str, panel: str, *, key: str | None = None, legend: bool = True, **kw) -> None:
         ys = [float("nan") if y is None else float(y) for y in ys]
@@ -62,7 +71,35 @@ class Fig:
         if key:
             self.keys.add(key)
 
+    def merge_legends(self) -> None:
+        """When every panel's legend lists the same entries (runs overlaid in each panel), keep one legend
+        for the figure, outside the panels, instead of repeating it."""
+        legends = [ax.get_legend() for ax in self.axes if ax.get_visible() and ax.get_legend() is not None]
+        if self.shared_legend:
+            handles, labels, seen = [], [], set()
+            for ax in self.axes:
+                for h, lab in zip(*ax.get_legend_handles_labels()):
+                    if lab not in seen:
+                        seen.add(lab)
+                        handles.append(h)
+                        labels.append(lab)
+            for lg in legends:
+                lg.remove()
+            if handles:
+                self.fig.legend(handles, labels, loc="outside right upper")
+            return
+        if len(legends) < 2:
+            return
+        entries = [tuple(t.get_text() for t in lg.get_texts()) for lg in legends]
+        if len(set(entries)) != 1:
+            return
+        handles, labels = self.axes[self.axes.index(legends[0].axes)].get_legend_handles_labels()
+        for lg in legends:
+            lg.remove()
+        self.fig.legend(handles, labels, loc="outside right upper")
+
     def png(self) -> bytes:
+        self.merge_legends()
         buf = io.BytesIO()
         self.fig.savefig(buf, format="png", dpi=100)
         return buf.getvalue()
@@ -75,7 +112,66 @@ def finish_ax(ax, title: str, xlabel: str = "epoch", ylabel: str = "", legend: b
         ax.set_ylabel(ylabel)
     handles, _labels = ax.get_legend_handles_labels()
     if legend and handles:
-        ax.legend(loc="best", ncol=1 if len(handles) <= 5 else 2)
+        legend_outside(ax)
+
+
+def legend_outside(ax, **kw) -> None:
+    """The panel's legend to the right of the plotting area (never over the data; the layout makes room)."""
+    n = len(ax.get_legend_handles_labels()[0])
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, ncol=1 if n <= 12 else 2, **kw)
+
+
+# Accuracy axes start at zero, or at a stated floor: the largest multiple of ACCURACY_FLOOR_STEP below the lowest
+# value drawn, less one step (so the smallest value still has a visible distance from the axis) — never a floor
+# fitted just under the data, which makes a 1-point gap look like a factor.
+ACCURACY_FLOOR_STEP = 10.0
+
+
+def accuracy_floor(values: list[float | None]) -> float:
+    """Lower limit of an accuracy axis (%) for ``values``: 0, or a multiple of 10 at least 5 points below them."""
+    fin = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not fin:
+        return 0.0
+    floor = math.floor((min(fin) - 5.0) / ACCURACY_FLOOR_STEP) * ACCURACY_FLOOR_STEP
+    return min(max(floor, 0.0), 90.0)
+
+
+def set_accuracy_axis(ax, values: list[float | None], *, axis: str = "y", label: str = "top-1 %",
+                      zero: bool = False) -> float:
+    """Limit an accuracy axis to [floor, 100] (``zero``: [0, 100], for bars, whose length is the value) and
+    state a non-zero floor in the axis label. Returns the floor."""
+    floor = 0.0 if zero else accuracy_floor(values)
+    top = 100.0 + (1.5 if zero else 1.0)
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(floor, top)
+    text = label + (f" (axis from {floor:g} %)" if floor > 0 else "")
+    (ax.set_ylabel if axis == "y" else ax.set_xlabel)(text)
+    return floor
+
+
+def log_ticks(ax, lo: float, hi: float, *, axis: str = "x", max_ticks: int = 5) -> list[float]:
+    """Readable ticks on a log axis spanning [lo, hi]: the densest of 1-2-5, 1-3, 1 per decade (then every
+    other decade) that gives at most ``max_ticks`` labels; minor ticks unlabelled. Returns the ticks."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    lo, hi = max(lo, 1e-30), max(hi, lo * 1.0001)
+    ticks: list[float] = []
+    for mantissas, every in (((1, 2, 5), 1), ((1, 3), 1), ((1,), 1), ((1,), 2), ((1,), 3)):
+        e0, e1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+        ticks = [m * 10.0 ** e for e in range(e0, e1 + 1) if (e - e0) % every == 0 for m in mantissas
+                 if lo <= m * 10.0 ** e <= hi]
+        if len(ticks) <= max_ticks:
+            break
+    if len(ticks) < 2:  # within a decade: evenly spaced round values (1, 2 or 5 times a power of ten)
+        for step in sorted(m * 10.0 ** e for e in range(math.floor(math.log10(hi - lo)) - 2,
+                                                         math.floor(math.log10(hi - lo)) + 1) for m in (1, 2, 5)):
+            ticks = [k * step for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
+            if 2 <= len(ticks) <= max_ticks:
+                break
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(FixedLocator(ticks))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
+    return ticks
 
 
 def maybe_log(ax, values: list[float]) -> None:
@@ -91,7 +187,9 @@ def render_figure(fig: Fig, w: Writer, name: str, caption: str, figures: list[Pa
         data = fig.png()
     path = w.bytes(name, data)
     figures.append(path)
-    return FigureBlock(file=name, title=fig.title, caption=caption, series=fig.series, keys=sorted(fig.keys))
+    caption = " ".join([caption, *(n[0].upper() + n[1:] + "." for n in fig.notes if n)])
+    return FigureBlock(file=name, title=fig.title, caption=caption, series=fig.series, keys=sorted(fig.keys),
+                       data=data, figure=fig.fig)
 
 
 def new_fig(title: str, panels: int, **kw) -> Fig:

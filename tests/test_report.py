@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import torch
 from adaptkd.engine.logger import read_metrics
 from adaptkd.methods import list_methods
 from adaptkd.report import ReportError, build_report, load_run, print_report, signal_keys, sparkline
+from adaptkd.report.figures.base import accuracy_floor
 from tests.conftest import tiny_config
 
 TEACHER = {"arch": "cnn_small"}
@@ -81,7 +83,61 @@ def png_pixels(path):
 
 
 def referenced_images(html: str) -> list[str]:
+    """Every <img src> of the page (the report embeds its figures: these are data URIs)."""
     return re.findall(r'<img src="([^"]+)"', html)
+
+
+def embedded_figures(html: str) -> dict[str, bytes]:
+    """``{figure file name: PNG bytes embedded in the page}``."""
+    return {name: base64.b64decode(data) for data, name in
+            re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="[^"]*" title="([^"]+)"', html)}
+
+
+def layout_problems(fig) -> list[str]:
+    """Overlapping tick labels on one axis, and legends drawn over plotted data, in a rendered figure."""
+    import numpy as np
+
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    problems = []
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    for ax in axes:
+        for name, labels in (("x", ax.get_xticklabels()), ("y", ax.get_yticklabels())):
+            boxes = [(lab.get_text(), lab.get_window_extent(r)) for lab in labels if lab.get_visible() and lab.get_text()]
+            for i, (ta, a) in enumerate(boxes):
+                for tb, b in boxes[i + 1:]:
+                    if a.x0 < b.x1 - 1 and b.x0 < a.x1 - 1 and a.y0 < b.y1 - 1 and b.y0 < a.y1 - 1:
+                        problems.append(f"{ax.get_title()!r}: {name} tick labels {ta!r} and {tb!r} overlap")
+    page = fig.bbox
+    for ax in axes:
+        for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
+            b = text.get_window_extent(r)
+            if text.get_text() and (b.x0 < page.x0 - 1 or b.x1 > page.x1 + 1 or b.y0 < page.y0 - 1 or b.y1 > page.y1 + 1):
+                problems.append(f"{text.get_text()!r} is cut at the edge of the figure")
+    legends = [(ax.get_legend(), [ax]) for ax in axes if ax.get_legend()] + [(lg, axes) for lg in fig.legends]
+    for lg, over in legends:
+        box = lg.get_window_extent(r)
+        for ax in over:
+            pts = [line.get_xydata() for line in ax.get_lines()] + [c.get_offsets() for c in ax.collections
+                                                                    if len(c.get_offsets())]
+            for xy in pts:
+                xy = np.asarray(xy, dtype=float)
+                xy = xy[np.isfinite(xy).all(axis=1)]
+                if not len(xy):
+                    continue
+                disp = ax.transData.transform(xy)
+                inside = ((disp[:, 0] > box.x0) & (disp[:, 0] < box.x1) & (disp[:, 1] > box.y0) & (disp[:, 1] < box.y1))
+                if inside.any():
+                    problems.append(f"{ax.get_title()!r}: legend covers {int(inside.sum())} data points")
+            for patch in ax.patches:
+                pb = patch.get_window_extent(r)
+                if pb.width > 0 and pb.height > 0 and pb.overlaps(box):
+                    problems.append(f"{ax.get_title()!r}: legend covers a bar")
+    return problems
+
+
+def figure_blocks(rep) -> dict[str, object]:
+    return {b.file: b for s in rep.sections for b in s.blocks if hasattr(b, "figure")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -91,10 +147,14 @@ def test_report_renders_for_each_method_family(runs, family):
     rep = build_report(runs[family], evaluate=False, measure=False)
     assert rep.out == runs[family] / "report"
     html = rep.html.read_text()
-    imgs = referenced_images(html)
-    assert imgs and sorted(imgs) == sorted(p.name for p in rep.figures)
+    embedded = embedded_figures(html)
+    imgs = sorted(embedded)
+    assert imgs and imgs == sorted(p.name for p in rep.figures)
+    assert len(referenced_images(html)) == len(imgs)  # every <img> is an embedded figure, none links a file
     for name in imgs:
-        assert (rep.out / name).is_file() and (rep.out / name).stat().st_size > 2000, name
+        assert embedded[name] == (rep.out / name).read_bytes() and len(embedded[name]) > 2000, name
+    for name, block in figure_blocks(rep).items():
+        assert layout_problems(block.figure) == [], name
     assert "curves.png" in imgs and "accuracy.png" in imgs
     if dedicated:
         assert dedicated in imgs
@@ -149,6 +209,25 @@ def test_single_run_report_numbers_are_right(runs, teacher_ckpt):
     html = rep.html.read_text()
     assert "cnn_small" in html and "cnn_tiny" in html and "Agreement" in html and "thr)" in html
     assert "<script" not in html and "http" not in html  # self-contained, nothing fetched
+    assert not re.search(r'<img src="(?!data:image/png;base64,)', html)  # figures embedded, no relative links
+    assert sorted(embedded_figures(html)) == sorted(names)
+    figs = figure_blocks(rep)
+    for name, block in figs.items():
+        assert layout_problems(block.figure) == [], name
+    # accuracy axes: bars from 0; other accuracy axes from the stated floor (a multiple of 10, >= 5 points below)
+    acc_ax = figs["accuracy.png"].figure.axes[0]
+    assert acc_ax.get_xlim()[0] == 0 and "axis from 0" in acc_ax.get_xlabel()
+    assert not any(p.get_hatch() for p in acc_ax.patches), "top-5 of 10 classes is drawn"
+    trade_ax = figs["tradeoff.png"].figure.axes[0]
+    lowest = min(m["top1"] for m in man["models"])
+    assert trade_ax.get_ylim()[0] == accuracy_floor([lowest]) <= lowest - 5
+    assert trade_ax.get_ylim()[0] == 0 or f"axis from {trade_ax.get_ylim()[0]:g} %" in trade_ax.get_ylabel()
+    curve_titles = [ax.get_title() for ax in figs["curves.png"].figure.axes if ax.get_visible()]
+    assert "weighted total (what was minimised)" in curve_titles and "loss term: kd (unweighted)" in curve_titles
+    # a copy of the page alone keeps its figures
+    copy = rep.out.parent / "copied.html"
+    shutil.copy(rep.html, copy)
+    assert embedded_figures(copy.read_text()) == {n: (rep.out / n).read_bytes() for n in names}
 
 
 def test_text_version_terminal_and_markdown(runs):
@@ -176,10 +255,155 @@ def test_comparison_overlays_runs(runs, tmp_path):
     curves = next(b for s in rep.sections for b in getattr(s, "blocks", []) if getattr(b, "file", "") == "curves.png")
     acc_lines = {s.label for s in curves.series if s.label.startswith("accuracy %")}
     assert {f"accuracy %: {n} test" for n in names} <= acc_lines
-    html = rep.html.read_text()
-    assert all((rep.out / f).is_file() for f in referenced_images(html))
+    # per-objective loss panels: one per term, every run that has the term on it; no weighted totals of
+    # different objectives on one axis
+    panels = {s.label.split(":")[0] for s in curves.series}
+    assert "loss ce" in panels and not any("total" in p for p in panels), panels
+    ce_runs = {s.label.split(": ")[1] for s in curves.series if s.label.startswith("loss ce:")}
+    assert ce_runs == set(names)
+    titles = [ax.get_title() for ax in curves.figure.axes if ax.get_visible()]
+    assert "loss term: ce (unweighted)" in titles and "loss term: kd (unweighted)" in titles
+    for name, block in figure_blocks(rep).items():
+        assert layout_problems(block.figure) == [], name
     with pytest.raises(ReportError, match="--out"):
         build_report([runs[n] for n in names])
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeds, figure layout, figure families
+
+
+def seed_copies(run, root, accs: list[float]) -> list:
+    """Copies of ``run`` that differ only in run.seed, with the given final top-1 in summary.json."""
+    import yaml
+
+    out = []
+    for i, acc in enumerate(accs):
+        dst = root / f"kd-s{i}"
+        shutil.copytree(run, dst, ignore=shutil.ignore_patterns("report"))
+        cfg = yaml.safe_load((dst / "config.yaml").read_text())
+        cfg["run"].update(seed=i, out=str(dst))
+        (dst / "config.yaml").write_text(yaml.safe_dump(cfg))
+        summ = json.loads((dst / "summary.json").read_text())
+        summ["learners"]["student"]["final_acc"] = acc
+        (dst / "summary.json").write_text(json.dumps(summ))
+        recs = read_metrics(dst / "metrics.jsonl")  # a different test curve per seed
+        with open(dst / "metrics.jsonl", "w") as fh:
+            for r in recs:
+                if "test/acc/student" in r:
+                    r["test/acc/student"] += i
+                fh.write(json.dumps(r) + "\n")
+        out.append(dst)
+    return out
+
+
+def test_seeds_of_one_configuration_show_mean_and_spread(runs, tmp_path):
+    import statistics
+
+    accs = [61.0, 64.5, 70.25]
+    copies = seed_copies(runs["kd"], tmp_path, accs)
+    rep = build_report([runs["ce"], *copies], tmp_path / "cmp", evaluate=False, measure=False)
+    table = next(b for b in rep.sections[0].blocks if getattr(b, "title", "") == "Across seeds")
+    (row,) = table.rows
+    assert row[0] == "kd (3 seeds)" and row[3] == "3" and row[4] == "0, 1, 2"
+    assert row[5] == f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}"
+    assert row[6] == "61.00 – 70.25"
+    figs = figure_blocks(rep)
+    acc_ax = figs["accuracy.png"].figure.axes[0]
+    labels = [lab.get_text().split("\n")[0] for lab in acc_ax.get_yticklabels()]
+    assert labels == ["ce", "kd (3 seeds)", "kd-s0/teacher0"]  # the shared teacher checkpoint: one model
+    (whisker,) = [c for c in acc_ax.collections if hasattr(c, "get_segments") and len(c.get_segments()) == 1]
+    (x0, _), (x1, _) = whisker.get_segments()[0]
+    assert (x0, x1) == pytest.approx((statistics.mean(accs) - statistics.stdev(accs),
+                                      statistics.mean(accs) + statistics.stdev(accs)))
+    curves = figs["curves.png"]
+    assert any(s.label.startswith("accuracy %: kd (3 seeds) test std over 3 seeds") for s in curves.series)
+    assert len([c for c in curves.figure.axes[0].collections if c.get_array() is None]) >= 1  # the ± std band
+    for name, block in figs.items():
+        assert layout_problems(block.figure) == [], name
+    # without repeats there is no such table
+    rep = build_report([runs["ce"], runs["kd"]], tmp_path / "one", evaluate=False, measure=False)
+    assert not any(getattr(b, "title", "") == "Across seeds" for b in rep.sections[0].blocks)
+
+
+def fake_rows(latencies: list[float], accs: list[float], num_classes: int = 10):
+    from adaptkd.report.models import ModelEntry
+    from adaptkd.report.seeds import ModelRow
+
+    rows = []
+    for i, (lat, acc) in enumerate(zip(latencies, accs)):
+        e = ModelEntry(key=(str(i),), label=f"model-{i}-with-a-long-name", role="teacher" if i == 0 else "student",
+                       arch="cnn_small", run=None, name="student", weights="none", source="", num_classes=num_classes,
+                       in_channels=3, image_size=32, data_key="", summary_acc=acc, summary_top5=min(acc + 20, 100),
+                       card={"latency_b1": {"median_ms": lat}, "params": 1000 * (i + 1)})
+        rows.append(ModelRow(e.label, e.role, e.arch, [e]))
+    return rows
+
+
+@pytest.mark.parametrize("latencies", [[0.332, 0.081, 0.080, 0.079], [0.8, 0.9, 1.1, 1.3], [0.01, 0.3, 9.0, 120.0],
+                                       [5.46, 1.33, 1.40, 1.43]])
+def test_accuracy_vs_cost_ticks_and_legend_readable(latencies):
+    from adaptkd.report.figures.summary import draw_tradeoff
+
+    fig = draw_tradeoff(fake_rows(latencies, [98.7, 95.1, 96.8, 96.5])).fig
+    assert layout_problems(fig) == []
+    ax = fig.axes[0]
+    ticks = [v for v in ax.get_xticks() if ax.get_xlim()[0] <= v <= ax.get_xlim()[1]]
+    assert 2 <= len(ticks) <= 6, ticks
+    assert ax.get_ylim()[0] == 90 and "axis from 90 %" in ax.get_ylabel()
+
+
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_top5_drawn_only_for_many_classes(num_classes):
+    from adaptkd.report.figures.summary import draw_accuracy
+
+    fig = draw_accuracy(fake_rows([1, 1, 1, 1], [40.0, 30.5, 31.0, 29.0], num_classes)).fig
+    assert layout_problems(fig) == []
+    hatched = [p for p in fig.axes[0].patches if p.get_hatch()]
+    assert len(hatched) == (4 if num_classes > 10 else 0)
+    assert fig.axes[0].get_xlim()[0] == 0
+
+
+def test_accuracy_floor_rule():
+    assert accuracy_floor([95.07, 96.53, 98.7]) == 90
+    assert accuracy_floor([85.0]) == 80 and accuracy_floor([84.9]) == 70
+    assert accuracy_floor([17.0, 98.0]) == 10 and accuracy_floor([3.0]) == 0
+    assert accuracy_floor([]) == 0 and accuracy_floor([None, float("nan")]) == 0
+    assert accuracy_floor([100.0]) == 90
+
+
+def test_figure_family_registry(runs, tmp_path):
+    from adaptkd.report import figure_families, figure_family, register_figure_family
+    from adaptkd.report.figures import registry
+    from adaptkd.report.figures.base import new_fig
+    from adaptkd.report.figures.registry import SignalFigure
+
+    assert {"dtkd", "balance", "switokd", "unic", "rtk"} <= set(figure_families())
+    assert figure_family("dtkd").prefixes == ("dtkd/",)
+    with pytest.raises(KeyError, match="closest: dtkd"):
+        figure_family("dtk")
+    run = tmp_path / "run"
+    shutil.copytree(runs["kd"], run, ignore=shutil.ignore_patterns("report"))
+    recs = read_metrics(run / "metrics.jsonl")
+    with open(run / "metrics.jsonl", "w") as fh:
+        for r in recs:
+            fh.write(json.dumps({**r, "newmethod/gate": 0.5, "other/x": 1.0} if r["kind"] == "step" else r) + "\n")
+
+    def draw(run_data, rs):
+        f = new_fig("new method", 1)
+        f.line(f.axes[0], *rs.step["newmethod/gate"], "gate", "gate", key="newmethod/gate")
+        return [SignalFigure("newmethod", f, "the gate")]
+
+    register_figure_family("newmethod", ("newmethod/",), draw)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_figure_family("newmethod", ("newmethod/",), lambda r, s: [])
+        rep = build_report(run, evaluate=False, measure=False)
+    finally:
+        registry._FAMILIES.pop("newmethod")
+    names = {p.name for p in rep.figures}
+    assert "signal-newmethod.png" in names and "signal-other.png" in names  # the rest: generic panels
+    assert {"newmethod/gate", "other/x"} <= set(rep.plotted["run"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,6 +490,11 @@ def test_every_image_loads_in_headless_chromium(runs, tmp_path):
     rep = build_report(runs["kd"], tmp_path / "page", evaluate=False, measure=False)
     status = browser_image_status(rep.html)
     assert len(status) == len(rep.figures) and all(s["ok"] for s in status), status
-    (rep.out / "curves.png").unlink()  # the check can fail: a missing figure is reported as not loaded
-    status = browser_image_status(rep.html)
-    assert [s["src"] for s in status if not s["ok"]] == ["curves.png"]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(rep.html, alone / "report.html")  # the page without its PNG files still shows every figure
+    status = browser_image_status(alone / "report.html")
+    assert len(status) == len(rep.figures) and all(s["ok"] for s in status), status
+    broken = alone / "broken.html"  # the check can fail: a damaged figure is reported as not loaded
+    broken.write_text(re.sub(r'base64,[^"]{40}', "base64,AAAA", (alone / "report.html").read_text(), count=1))
+    assert [s["ok"] for s in browser_image_status(broken)].count(False) == 1

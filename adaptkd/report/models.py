@@ -176,14 +176,9 @@ def load_model(e: ModelEntry, which: str, networks: dict[str, Any] | None):
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "this model cannot be evaluated/measured" (reported on the page, not raised)."""
-    from adaptkd.config import ConfigError
-    from adaptkd.data import DataError
-    from adaptkd.engine.checkpoint import CheckpointError
-    from adaptkd.engine.networks import MissingExtraError
-    from adaptkd.engine.trainer import NonFiniteError, RunFolderError
+    from adaptkd.errors import AdaptkdError
 
-    return (ConfigError, DataError, CheckpointError, NonFiniteError, RunFolderError, MissingExtraError,
-            FileNotFoundError, OSError)
+    return (AdaptkdError, FileNotFoundError, OSError)
 
 
 def evaluate_models(models: list[ModelEntry], which: str, device: str, networks, notes: list[str]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from adaptkd.engine.trainer import RunFolderError
+from adaptkd.errors import RunFolderError
 
 __all__ = ["ReportError", "RunData", "load_run", "run_labels"]
 

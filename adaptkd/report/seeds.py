@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,8 +47,8 @@ def _config_key(run: RunData) -> str:
 def _group_label(runs: list[RunData]) -> str:
     if len(runs) == 1:
         return runs[0].label
-    prefix = os.path.commonprefix([r.label for r in runs]).rstrip("-_/. ")
-    prefix = prefix[:-len("seed")].rstrip("-_/. ") if prefix.endswith("seed") else prefix
+    prefix = os.path.commonprefix([r.label for r in runs])  # "kd-s0", "kd-s1" -> "kd"; "a/seed0", "a/seed1" -> "a"
+    prefix = re.sub(r"([-_/. ]+(seed|s))?[-_/. ]*$", "", prefix)
     return prefix or runs[0].method
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,11 @@ __all__ = [
     "render_figure",
     "set_accuracy_axis",
     "styled",
+    "wrap",
 ]
 
+
+TITLE_CHARS = 38  # panel titles wrap here: a panel with its legend beside it is about this wide at 10 pt
 
 RC = {"axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False, "font.size": 9,
        "axes.titlesize": 10, "legend.fontsize": 8, "legend.frameon": False, "axes.titleweight": "bold"}
@@ -64,10 +68,13 @@ class Fig:
         self.shared_legend = False  # one legend for the figure (the same runs in every panel)
         self.notes: list[str] = []  # added to the caption (e.g. what was not drawn and why)
 
-    def line(self, ax, xs, ys, label: str, panel: str, *, key: str | None = None, legend: bool = True, **kw) -> None:
+    def line(self, ax, xs, ys, label: str, panel: str, *, key: str | None = None, legend: bool = True,
+             text: str | None = None, **kw) -> None:
+        """Plot a line; record it for the text version as ``panel: text`` (``text`` defaults to ``label``)."""
         ys = [float("nan") if y is None else float(y) for y in ys]
         ax.plot(xs, ys, label=label if legend else "_nolegend_", **kw)
-        self.series.append(Series(f"{panel}: {label}" if panel else label, list(map(float, xs)), ys))
+        name = text or label
+        self.series.append(Series(f"{panel}: {name}" if panel else name, list(map(float, xs)), ys))
         if key:
             self.keys.add(key)
 
@@ -105,14 +112,21 @@ class Fig:
         return buf.getvalue()
 
 
-def finish_ax(ax, title: str, xlabel: str = "epoch", ylabel: str = "", legend: bool = True) -> None:
-    ax.set_title(title)
+def finish_ax(ax, title: str, xlabel: str = "epoch", ylabel: str = "", legend: bool | None = None) -> None:
+    """Title (wrapped to the panel), axis labels and the legend outside the data: by default only when the
+    panel has two or more entries (one line needs no key; its title names it)."""
+    ax.set_title(wrap(title))
     ax.set_xlabel(xlabel)
     if ylabel:
         ax.set_ylabel(ylabel)
     handles, _labels = ax.get_legend_handles_labels()
-    if legend and handles:
+    if handles and (legend or (legend is None and len(handles) > 1)):
         legend_outside(ax)
+
+
+def wrap(text: str, width: int = TITLE_CHARS) -> str:
+    """``text`` broken into lines of at most ``width`` characters (a panel title wider than its panel is cut)."""
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 
 
 def legend_outside(ax, **kw) -> None:
@@ -149,25 +163,25 @@ def set_accuracy_axis(ax, values: list[float | None], *, axis: str = "y", label:
 
 
 def log_ticks(ax, lo: float, hi: float, *, axis: str = "x", max_ticks: int = 5) -> list[float]:
-    """Readable ticks on a log axis spanning [lo, hi]: the densest of 1-2-5, 1-3, 1 per decade (then every
-    other decade) that gives at most ``max_ticks`` labels; minor ticks unlabelled. Returns the ticks."""
+    """Round, labelled ticks on a log axis covering [lo, hi]: the densest of 1-2-5, 1-3, 1 per decade (then
+    every other decade) that needs at most ``max_ticks``, the axis widened to the ticks just outside the data
+    (so both ends carry a label); minor ticks unlabelled. Returns the ticks."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     lo, hi = max(lo, 1e-30), max(hi, lo * 1.0001)
+    e0, e1 = math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1
     ticks: list[float] = []
-    for mantissas, every in (((1, 2, 5), 1), ((1, 3), 1), ((1,), 1), ((1,), 2), ((1,), 3)):
-        e0, e1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-        ticks = [m * 10.0 ** e for e in range(e0, e1 + 1) if (e - e0) % every == 0 for m in mantissas
-                 if lo <= m * 10.0 ** e <= hi]
+    for mantissas, every in (((1, 2, 5), 1), ((1, 3), 1), ((1,), 1), ((1,), 2), ((1,), 3), ((1,), 6)):
+        grid = sorted(m * 10.0 ** e for e in range(e0, e1 + 1) if (e - e0) % every == 0 for m in mantissas)
+        below = [v for v in grid if v <= lo]
+        above = [v for v in grid if v >= hi]
+        if not below or not above:
+            continue
+        ticks = [v for v in grid if below[-1] <= v <= above[0]]
         if len(ticks) <= max_ticks:
             break
-    if len(ticks) < 2:  # within a decade: evenly spaced round values (1, 2 or 5 times a power of ten)
-        for step in sorted(m * 10.0 ** e for e in range(math.floor(math.log10(hi - lo)) - 2,
-                                                         math.floor(math.log10(hi - lo)) + 1) for m in (1, 2, 5)):
-            ticks = [k * step for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
-            if 2 <= len(ticks) <= max_ticks:
-                break
     target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(ticks[0], ticks[-1])
     target.set_major_locator(FixedLocator(ticks))
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     target.set_minor_formatter(NullFormatter())

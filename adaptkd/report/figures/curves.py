@@ -101,13 +101,13 @@ def draw_curves(runs: list[RunData], rss: list[RunSeries], models: list[ModelEnt
             if len(got) == 1:
                 xs, ys = got[0]
                 f.line(ax["acc"], xs, ys, label, "accuracy %", key=key, color=t.color, linestyle=style,
-                       marker="o" if len(xs) < 15 else None, markersize=3, legend=legend)
+                       marker="o" if len(xs) < 15 else None, markersize=3, legend=legend, text=f"{t.label} {what}")
                 acc_vals += ys
                 continue
             xs, mean, sd = _mean_curve(got)
-            f.line(ax["acc"], xs, mean, f"{label} mean", "accuracy %", key=key, color=t.color, linestyle=style,
-                   legend=legend)
-            f.series.append(Series(f"accuracy %: {label} std over {len(got)} seeds", xs, sd))
+            f.line(ax["acc"], xs, mean, label, "accuracy %", key=key, color=t.color, linestyle=style,
+                   legend=legend, text=f"{t.label} {what} mean")
+            f.series.append(Series(f"accuracy %: {t.label} {what} std over {len(got)} seeds", xs, sd))
             if what == "test":
                 ax["acc"].fill_between(xs, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
                                        color=t.color, alpha=0.2, linewidth=0)

@@ -14,14 +14,16 @@ from adaptkd.report.figures.base import (
 )
 from adaptkd.report.figures.registry import SignalFigure, register_figure_family
 from adaptkd.report.runs import RunData
-from adaptkd.report.series import RunSeries, scalar_series
+from adaptkd.report.series import RunSeries, Series, scalar_series
 
 
 @styled
 def draw_dtkd(run: RunData, rs: RunSeries, prefix: str) -> Fig:
-    f = new_fig(f"DTKD temperatures — {run.label}" + (f" ({prefix.rstrip('/')})" if prefix.strip("/") else ""), 2,
-                 ncols=2, w=5.0)
-    ax_t, ax_g = f.axes
+    guarded = scalar_series(rs, f"{prefix}guarded")
+    unused = guarded is not None and not any(guarded[1])  # no sample needed the fallback: a flat zero panel
+    f = new_fig(f"DTKD temperatures — {run.label}" + (f" ({prefix.rstrip('/')})" if prefix.strip("/") else ""),
+                1 if unused else 2, ncols=2, w=5.0)
+    ax_t = f.axes[0]
     for who, color in (("student", "#1f77b4"), ("teacher", "#d62728")):
         lo, hi = scalar_series(rs, f"{prefix}{who}_T_min"), scalar_series(rs, f"{prefix}{who}_T_max")
         if lo and hi and len(lo[0]) == len(hi[0]):
@@ -34,6 +36,13 @@ def draw_dtkd(run: RunData, rs: RunSeries, prefix: str) -> Fig:
     if isinstance(base, (int, float)):
         ax_t.axhline(base, color="black", linestyle="--", linewidth=0.8, label=f"base T = {base:g}")
     finish_ax(ax_t, "per-sample temperatures: mean and min–max band")
+    if unused:
+        key = f"{prefix}guarded"
+        f.series.append(Series("guarded samples (0 at every logged step)", *guarded))
+        f.keys |= {key, *([rs.epoch_means[key]] if key in rs.epoch_means else [])}
+        f.notes.append("no sample used the fallback T (guarded = 0 at every logged step), so its panel is not drawn")
+        return f
+    ax_g = f.axes[1]
     line_key(f, ax_g, rs, f"{prefix}guarded", "guarded samples", "guarded", color="#9467bd")
     finish_ax(ax_g, "samples using the fallback T (m_s + m_t ≤ 0)", ylabel="count per logged step")
     return f

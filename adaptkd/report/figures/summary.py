@@ -34,6 +34,14 @@ def _pm(st: tuple[float, float, int] | None, nd: int = 1) -> str:
     return f"{m:.{nd}f} ± {sd:.{nd}f} (n={n})" if n > 1 else f"{m:.{nd}f}"
 
 
+def _once(seen: set[str], label: str) -> str:
+    """``label`` the first time (one legend entry per kind of mark), hidden from the legend afterwards."""
+    if label in seen:
+        return "_nolegend_"
+    seen.add(label)
+    return label
+
+
 @styled
 def draw_accuracy(rows: list[ModelRow]) -> Fig:
     """Horizontal bars from 0 (labels never collide); seeds: mean bar, ± std whisker and each seed as a dot."""
@@ -43,6 +51,7 @@ def draw_accuracy(rows: list[ModelRow]) -> Fig:
     ax = f.axes[0]
     ys = list(range(len(rows)))
     h = 0.38 if show5 else 0.6
+    seen: set[str] = set()
     for y, row in zip(ys, rows):
         c = _row_color(row, y)
         for val, off, kw, lab in ((top1, -h / 2 if show5 else 0.0, {}, "top-1"),
@@ -53,11 +62,11 @@ def draw_accuracy(rows: list[ModelRow]) -> Fig:
             if st is None:
                 continue
             m, sd, n = st
-            ax.barh([y + off], [m], height=h, color=c, label=lab if y == 0 else "_nolegend_",
+            ax.barh([y + off], [m], height=h, color=c, label=_once(seen, lab) if show5 else "_nolegend_",
                     xerr=[sd] if n > 1 else None, error_kw={"ecolor": "black", "capsize": 3, "linewidth": 1}, **kw)
             if n > 1:
                 ax.scatter([val(e) for e in row.entries], [y + off] * n, s=10, color="black", zorder=3,
-                           label="one seed" if y == 0 and lab == "top-1" else "_nolegend_")
+                           label=_once(seen, "one seed"))
             ax.annotate(_pm(st), (100.0, y + off), xytext=(6, 0), textcoords="offset points", va="center",
                         fontsize=8, annotation_clip=False)
     ax.set_yticks(ys, [f"{r.label}\n{r.role}, {r.arch}" for r in rows], fontsize=8)
@@ -121,9 +130,7 @@ def draw_tradeoff(rows: list[ModelRow]) -> Fig | None:
         xs_all.append(x)
         accs.append(acc - asd)
     ax.set_xscale("log")
-    lo, hi = min(xs_all) / 1.6, max(xs_all) * 1.6
-    ax.set_xlim(lo, hi)
-    log_ticks(ax, lo, hi)
+    log_ticks(ax, min(xs_all) / 1.25, max(xs_all) * 1.25)
     ax.set_xlabel("CPU latency at batch 1 (ms, 1 thread, log scale)" if use_lat else "FLOPs per image (log scale)")
     set_accuracy_axis(ax, accs)
     ax.set_title("up and left is better; marker area ∝ parameters")

@@ -14,7 +14,14 @@ import torch
 
 from adaptkd.engine.logger import read_metrics
 from adaptkd.methods import list_methods
-from adaptkd.report import ReportError, build_report, load_run, print_report, signal_keys, sparkline
+from adaptkd.report import (
+    ReportError,
+    build_report,
+    load_run,
+    print_report,
+    signal_keys,
+    sparkline,
+)
 from adaptkd.report.figures.base import accuracy_floor
 from tests.conftest import tiny_config
 
@@ -74,9 +81,8 @@ def runs(tmp_path_factory, teacher_ckpt):
 
 
 def png_pixels(path):
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
 
     with Image.open(path) as im:
         return im.size, torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32))
@@ -97,13 +103,13 @@ def layout_problems(fig) -> list[str]:
     """Overlapping tick labels on one axis, and legends drawn over plotted data, in a rendered figure."""
     import numpy as np
 
-    fig.canvas.draw()
-    r = fig.canvas.get_renderer()
+    r = fig.canvas.get_renderer()  # the figure was drawn when its PNG was saved: the layout is final
     problems = []
     axes = [ax for ax in fig.axes if ax.get_visible()]
     for ax in axes:
         for name, labels in (("x", ax.get_xticklabels()), ("y", ax.get_yticklabels())):
-            boxes = [(lab.get_text(), lab.get_window_extent(r)) for lab in labels if lab.get_visible() and lab.get_text()]
+            boxes = [(lab.get_text(), lab.get_window_extent(r)) for lab in labels
+                     if lab.get_visible() and lab.get_text()]
             for i, (ta, a) in enumerate(boxes):
                 for tb, b in boxes[i + 1:]:
                     if a.x0 < b.x1 - 1 and b.x0 < a.x1 - 1 and a.y0 < b.y1 - 1 and b.y0 < a.y1 - 1:
@@ -112,7 +118,8 @@ def layout_problems(fig) -> list[str]:
     for ax in axes:
         for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
             b = text.get_window_extent(r)
-            if text.get_text() and (b.x0 < page.x0 - 1 or b.x1 > page.x1 + 1 or b.y0 < page.y0 - 1 or b.y1 > page.y1 + 1):
+            outside = b.x0 < page.x0 - 1 or b.x1 > page.x1 + 1 or b.y0 < page.y0 - 1 or b.y1 > page.y1 + 1
+            if text.get_text() and outside:
                 problems.append(f"{text.get_text()!r} is cut at the edge of the figure")
     legends = [(ax.get_legend(), [ax]) for ax in axes if ax.get_legend()] + [(lg, axes) for lg in fig.legends]
     for lg, over in legends:
@@ -143,7 +150,7 @@ def figure_blocks(rep) -> dict[str, object]:
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", [f[0] for f in PRESENT])
 def test_report_renders_for_each_method_family(runs, family):
-    dedicated = dict((f[0], f[3]) for f in PRESENT)[family]
+    dedicated = {f[0]: f[3] for f in PRESENT}[family]
     rep = build_report(runs[family], evaluate=False, measure=False)
     assert rep.out == runs[family] / "report"
     html = rep.html.read_text()
@@ -345,7 +352,9 @@ def fake_rows(latencies: list[float], accs: list[float], num_classes: int = 10):
 def test_accuracy_vs_cost_ticks_and_legend_readable(latencies):
     from adaptkd.report.figures.summary import draw_tradeoff
 
-    fig = draw_tradeoff(fake_rows(latencies, [98.7, 95.1, 96.8, 96.5])).fig
+    f = draw_tradeoff(fake_rows(latencies, [98.7, 95.1, 96.8, 96.5]))
+    f.png()
+    fig = f.fig
     assert layout_problems(fig) == []
     ax = fig.axes[0]
     ticks = [v for v in ax.get_xticks() if ax.get_xlim()[0] <= v <= ax.get_xlim()[1]]
@@ -357,11 +366,28 @@ def test_accuracy_vs_cost_ticks_and_legend_readable(latencies):
 def test_top5_drawn_only_for_many_classes(num_classes):
     from adaptkd.report.figures.summary import draw_accuracy
 
-    fig = draw_accuracy(fake_rows([1, 1, 1, 1], [40.0, 30.5, 31.0, 29.0], num_classes)).fig
+    f = draw_accuracy(fake_rows([1, 1, 1, 1], [40.0, 30.5, 31.0, 29.0], num_classes))
+    f.png()
+    fig = f.fig
     assert layout_problems(fig) == []
     hatched = [p for p in fig.axes[0].patches if p.get_hatch()]
     assert len(hatched) == (4 if num_classes > 10 else 0)
     assert fig.axes[0].get_xlim()[0] == 0
+
+
+def test_layout_check_finds_what_it_looks_for():
+    """The checker used above fails on a legend over the data, colliding tick labels and a cut title."""
+    from adaptkd.report.figures.base import new_fig
+
+    f = new_fig("bad", 1, ncols=1, w=3.0, h=2.0)
+    ax = f.axes[0]
+    ax.plot(range(10), range(10), label="a line through the legend")
+    ax.legend(loc="center")
+    ax.set_xticks(range(10), [f"a long tick label {i}" for i in range(10)])
+    ax.set_title("a title far too long for a panel only three inches wide, so it runs off the figure")
+    f.png()
+    problems = " | ".join(layout_problems(f.fig))
+    assert "legend covers" in problems and "tick labels" in problems and "cut at the edge" in problems, problems
 
 
 def test_accuracy_floor_rule():
@@ -386,8 +412,8 @@ def test_figure_family_registry(runs, tmp_path):
     shutil.copytree(runs["kd"], run, ignore=shutil.ignore_patterns("report"))
     recs = read_metrics(run / "metrics.jsonl")
     with open(run / "metrics.jsonl", "w") as fh:
-        for r in recs:
-            fh.write(json.dumps({**r, "newmethod/gate": 0.5, "other/x": 1.0} if r["kind"] == "step" else r) + "\n")
+        extra = {"newmethod/gate": 0.5, "other/x": 1.0}
+        fh.writelines(json.dumps({**r, **extra} if r["kind"] == "step" else r) + "\n" for r in recs)
 
     def draw(run_data, rs):
         f = new_fig("new method", 1)
@@ -476,10 +502,10 @@ def browser_image_status(page) -> list[dict]:
     probe.write_text(page.read_text().replace("</body>", CHECK + "</body>"))
     try:
         res = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                              "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+                              "--dump-dom", probe.as_uri()], check=False, capture_output=True, text=True, timeout=120)
     finally:
         probe.unlink()
-    m = re.search(r'<pre id="imgcheck">(.*?)</pre>', res.stdout, re.S)
+    m = re.search(r'<pre id="imgcheck">(.*?)</pre>', res.stdout, re.DOTALL)
     assert m, f"chromium printed no check result: {res.stderr[-500:]}"
     return json.loads(m.group(1).replace("&quot;", '"'))
 

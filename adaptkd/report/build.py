@@ -134,13 +134,13 @@ def build_report(
     sections.append(sec)
 
     ev = [m for m in models if m.eval]
-    if ev and len(ev[0].eval["per_class"]) <= MAX_PER_CLASS and len({m.data_key for m in ev}) == 1:
+    if ev and len(ev[0].evaluation["per_class"]) <= MAX_PER_CLASS and len({m.data_key for m in ev}) == 1:
         sec = Section("Per-class accuracy")
         sec.blocks.append(render_figure(draw_per_class(rows), w, "per_class.png",
                                   "Accuracy per class: where the student falls behind its teacher.", figures))
         sec.blocks.append(per_class_table(models))
         sections.append(sec)
-    elif ev and len(ev[0].eval["per_class"]) > MAX_PER_CLASS:
+    elif ev and len(ev[0].evaluation["per_class"]) > MAX_PER_CLASS:
         notes.append(f"per-class accuracy is shown for datasets of at most {MAX_PER_CLASS} classes")
 
     pairs = agreement_pairs(models)
@@ -182,7 +182,8 @@ def build_report(
                                                      else f"comparison of {len(run_list)} runs"))
     meta = [f"runs: {', '.join(f'{r.label} ({r.method})' for r in run_list)}",
             (f"generated {time.strftime('%Y-%m-%d %H:%M')} by adaptkd with torch {torch.__version__} on "
-            f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads")]
+            f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"{torch.get_num_threads()} torch threads")]
     html_path = w.text("report.html", render_html(report_title, meta, sections))
     md_path = w.text("report.md", render_markdown(report_title, meta, sections))
     manifest = {

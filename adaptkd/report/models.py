@@ -47,6 +47,13 @@ class ModelEntry:
     model: Any = None
     teacher_of: list[str] = field(default_factory=list)
 
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """``eval`` of a model known to be evaluated (``ValueError`` otherwise)."""
+        if self.eval is None:
+            raise ValueError(f"model {self.label!r} was not evaluated")
+        return self.eval
+
 
 def _resolve_ckpt(path: str, run_dir: Path) -> Path | None:
     """A teacher checkpoint path as written in a run's config: as given, else relative to the run's ancestors."""
@@ -268,9 +275,9 @@ def agreement_pairs(models: list[ModelEntry]) -> list[dict[str, Any]]:
             continue
         peers = [m for m in models if m.role == "peer" and m.eval and m.run is s.run]  # online KD: mutual teachers
         for t in teachers + peers:
-            if t is s or t.data_key != s.data_key or s.eval["pred"].shape != t.eval["pred"].shape:
+            if t is s or t.data_key != s.data_key or s.evaluation["pred"].shape != t.evaluation["pred"].shape:
                 continue
-            ps, pt, y = s.eval["pred"], t.eval["pred"], s.eval["y"]
+            ps, pt, y = s.evaluation["pred"], t.evaluation["pred"], s.evaluation["y"]
             n = max(int(y.numel()), 1)
             agree = ps == pt
             sr, tr = ps == y, pt == y

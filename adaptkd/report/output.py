@@ -59,7 +59,8 @@ def prepare_out(runs: list[RunData], out: str | os.PathLike[str] | None) -> Path
         run_root = runs[0].path.resolve()
         target = runs[0].path / "report"
         if target.is_symlink() or not (target.resolve() == run_root / "report"):
-            raise ReportError(f"{str(target)!r} is a symbolic link or resolves outside its run folder; refusing to write there")
+            raise ReportError(f"{str(target)!r} is a symbolic link or resolves outside its run folder; "
+                              "refusing to write there")
     else:
         target = Path(os.path.expanduser(str(out)))
         if target.is_symlink():

@@ -47,7 +47,8 @@ def render_html(report_title: str, meta: list[str], sections: list[Section]) -> 
                 out.append(f'<figure><img src="{src}" alt="{e(b.title)}" title="{e(b.file)}">'
                            f"<figcaption><b>{e(b.title)}.</b> {e(b.caption)}</figcaption>")
                 if b.series:
-                    out.append("<details><summary>numbers</summary><table><tr><th>series</th><th>trend</th><th>first</th>"
+                    out.append("<details><summary>numbers</summary><table><tr><th>series</th><th>trend</th>"
+                               "<th>first</th>"
                                "<th>min</th><th>max</th><th>last</th></tr>")
                     out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in series_row(s)) + "</tr>" for s in b.series]
                     out.append("</table></details>")
@@ -80,7 +81,8 @@ def render_markdown(report_title: str, meta: list[str], sections: list[Section])
             elif isinstance(b, FigureBlock):
                 out += [f"### {b.title}", "", f"![{b.title}]({b.file})", "", f"_{b.caption}_", ""]
                 if b.series:
-                    out += _md_table(["series", "trend", "first", "min", "max", "last"], [series_row(s) for s in b.series])
+                    out += _md_table(["series", "trend", "first", "min", "max", "last"],
+                                     [series_row(s) for s in b.series])
                     out.append("")
             else:
                 out += [f"> {b}", ""]

@@ -21,7 +21,8 @@ def runs_table(runs: list[RunData], rss: list[RunSeries]) -> Table:
         t_names = ", ".join(str(t.get("arch")) for t in run.config.get("teachers") or []) or "-"
         epoch_t = rs.epoch.get("time/epoch_s")
         ips = rs.epoch.get("images_per_s")
-        rows.append([run.label, run.method, str(run.config.get("balance", {}).get("name", "fixed")), str(st.get("arch")),
+        balance = str(run.config.get("balance", {}).get("name", "fixed"))
+        rows.append([run.label, run.method, balance, str(st.get("arch")),
                      t_names, str(run.config.get("data", {}).get("name", "?")), str(s.get("epochs", "-")),
                      fmt(s.get("best_acc")), fmt(s.get("final_acc")),
                      f"{sum(epoch_t[1]):.0f}" if epoch_t else "-",
@@ -52,7 +53,8 @@ def models_table(models: list[ModelEntry], which: str) -> Table:
            "stated; summary.json: measured at the end of training (blocked_autorange), this report: all models "
            f"timed together in interleaved rounds (source: {', '.join(sources) or 'not measured'}).")
     return Table("Models: teacher vs student", ["model", "role", "arch", "top-1 %", "top-5 %", "params", "size",
-                                                "FLOPs/image", "CPU latency b1", "CPU throughput b64", "note"], rows, cap)
+                                                "FLOPs/image", "CPU latency b1", "CPU throughput b64", "note"],
+                 rows, cap)
 
 
 def ratio_table(models: list[ModelEntry]) -> Table | None:
@@ -73,7 +75,8 @@ def ratio_table(models: list[ModelEntry]) -> Table | None:
         lt = (t.card.get("latency_b1") or {}).get("median_ms")
         ls = (s.card.get("latency_b1") or {}).get("median_ms")
         rows.append([s.label, t.label, f"{ts - tt:+.2f}" if ts is not None and tt is not None else "-",
-                     ratio(t.card.get("params"), s.card.get("params")), ratio(t.card.get("size_bytes"), s.card.get("size_bytes")),
+                     ratio(t.card.get("params"), s.card.get("params")),
+                     ratio(t.card.get("size_bytes"), s.card.get("size_bytes")),
                      ratio(t.card.get("flops"), s.card.get("flops")), ratio(lt, ls)])
     if not rows:
         return None
@@ -84,11 +87,11 @@ def ratio_table(models: list[ModelEntry]) -> Table | None:
 
 def per_class_table(models: list[ModelEntry]) -> Table:
     ev = [m for m in models if m.eval]
-    nc = len(ev[0].eval["per_class"])
-    names = ev[0].eval.get("class_names") or [str(c) for c in range(nc)]
-    counts = [int((ev[0].eval["y"] == c).sum()) for c in range(nc)]
-    rows = [[str(names[c]) if c < len(names) else str(c), str(counts[c])] + [fmt(m.eval["per_class"][c], 1) for m in ev]
-            for c in range(nc)]
+    nc = len(ev[0].evaluation["per_class"])
+    names = ev[0].evaluation.get("class_names") or [str(c) for c in range(nc)]
+    counts = [int((ev[0].evaluation["y"] == c).sum()) for c in range(nc)]
+    rows = [[str(names[c]) if c < len(names) else str(c), str(counts[c])]
+            + [fmt(m.evaluation["per_class"][c], 1) for m in ev] for c in range(nc)]
     return Table("Per-class accuracy %", ["class", "images"] + [m.label for m in ev], rows)
 
 
@@ -123,7 +126,7 @@ def seeds_table(groups: list[SeedGroup], rows: list[ModelRow]) -> Table | None:
         out.append([r.label, r.role, r.arch, str(len(r.entries)), ", ".join(map(str, seeds)), pm(t1),
                     f"{vals[0]:.2f} – {vals[-1]:.2f}" if vals else "-", pm(r.stats(top5)),
                     pm(mean_std([e.run.summary.get("best_acc") for e in r.entries]))])
-    return Table("Across seeds", ["model", "role", "arch", "runs", "seeds", "top-1 % mean ± std", "top-1 % min – max",
-                                  "top-5 % mean ± std", "best top-1 % during training"], out,
+    return Table("Across seeds", ["model", "role", "arch", "runs", "seeds", "top-1 % mean ± std",
+                                  "top-1 % min – max", "top-5 % mean ± std", "best top-1 % during training"], out,
                  "Runs of the same configuration that differ only in run.seed, grouped; std is the sample standard "
                  "deviation (n − 1). With few seeds the spread itself is uncertain: read ± as a scale, not a bound.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,9 @@ __all__ = [
 
 TITLE_CHARS = 38  # panel titles wrap here: a panel with its legend beside it is about this wide at 10 pt
 
-RC = {"axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False, "font.size": 9,
-       "axes.titlesize": 10, "legend.fontsize": 8, "legend.frameon": False, "axes.titleweight": "bold"}
+RC: dict[str, Any] = {"axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+                      "font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8, "legend.frameon": False,
+                      "axes.titleweight": "bold"}
 
 
 def palette_color(i: int) -> str:
@@ -141,7 +143,7 @@ def legend_outside(ax, **kw) -> None:
 ACCURACY_FLOOR_STEP = 10.0
 
 
-def accuracy_floor(values: list[float | None]) -> float:
+def accuracy_floor(values: Sequence[float | None]) -> float:
     """Lower limit of an accuracy axis (%) for ``values``: 0, or a multiple of 10 at least 5 points below them."""
     fin = [float(v) for v in values if v is not None and math.isfinite(v)]
     if not fin:
@@ -150,7 +152,7 @@ def accuracy_floor(values: list[float | None]) -> float:
     return min(max(floor, 0.0), 90.0)
 
 
-def set_accuracy_axis(ax, values: list[float | None], *, axis: str = "y", label: str = "top-1 %",
+def set_accuracy_axis(ax, values: Sequence[float | None], *, axis: str = "y", label: str = "top-1 %",
                       zero: bool = False) -> float:
     """Limit an accuracy axis to [floor, 100] (``zero``: [0, 100], for bars, whose length is the value) and
     state a non-zero floor in the axis label. Returns the floor."""
@@ -197,7 +199,7 @@ def maybe_log(ax, values: list[float]) -> None:
 def render_figure(fig: Fig, w: Writer, name: str, caption: str, figures: list[Path]) -> FigureBlock:
     from matplotlib import rc_context
 
-    with rc_context(RC):
+    with rc_context(RC):  # type: ignore[arg-type]  # matplotlib types the keys as literals
         data = fig.png()
     path = w.bytes(name, data)
     figures.append(path)
@@ -209,7 +211,7 @@ def render_figure(fig: Fig, w: Writer, name: str, caption: str, figures: list[Pa
 def new_fig(title: str, panels: int, **kw) -> Fig:
     from matplotlib import rc_context
 
-    with rc_context(RC):
+    with rc_context(RC):  # type: ignore[arg-type]  # matplotlib types the keys as literals
         return Fig(title, panels, **kw)
 
 
@@ -218,7 +220,7 @@ def styled(fn):
     from matplotlib import rc_context
 
     def wrapper(*a, **k):
-        with rc_context(RC):
+        with rc_context(RC):  # type: ignore[arg-type]  # matplotlib types the keys as literals
             return fn(*a, **k)
 
     return wrapper

@@ -44,7 +44,8 @@ class _Track:
 
 def _tracks(runs: list[RunData], rss: list[RunSeries], groups: list[SeedGroup]) -> list[_Track]:
     if len(runs) == 1:
-        return [_Track(name, palette_color(i), name, [(runs[0], rss[0])]) for i, name in enumerate(learner_names(runs[0]))]
+        return [_Track(name, palette_color(i), name, [(runs[0], rss[0])])
+                for i, name in enumerate(learner_names(runs[0]))]
     rs_of = {id(r): rs for r, rs in zip(runs, rss)}
     return [_Track(g.label + (f" ({len(g.runs)} seeds)" if g.repeated else ""), palette_color(i), "student",
                    [(r, rs_of[id(r)]) for r in g.runs]) for i, g in enumerate(groups)]
@@ -114,11 +115,12 @@ def draw_curves(runs: list[RunData], rss: list[RunSeries], models: list[ModelEnt
             acc_vals += [m - s for m, s in zip(mean, sd)]
     ref = []
     for m in models:
-        if m.role == "teacher" and top1(m) is not None and (m.weights == "file" or compare):
+        acc = top1(m)
+        if m.role == "teacher" and acc is not None and (m.weights == "file" or compare):
             name = m.label if "teacher" in m.label else f"teacher {m.label}"
-            ax["acc"].axhline(top1(m), color="#555555", linestyle="--", linewidth=1)
-            ref.append(f"{name} {top1(m):.1f}")
-            acc_vals.append(top1(m))
+            ax["acc"].axhline(acc, color="#555555", linestyle="--", linewidth=1)
+            ref.append(f"{name} {acc:.1f}")
+            acc_vals.append(acc)
     finish_ax(ax["acc"], "accuracy (test solid, train dotted)" + ("\ndashed: " + ", ".join(ref) if ref else ""))
     set_accuracy_axis(ax["acc"], acc_vals, label="%")
 

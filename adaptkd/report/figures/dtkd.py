@@ -36,9 +36,9 @@ def draw_dtkd(run: RunData, rs: RunSeries, prefix: str) -> Fig:
     if isinstance(base, (int, float)):
         ax_t.axhline(base, color="black", linestyle="--", linewidth=0.8, label=f"base T = {base:g}")
     finish_ax(ax_t, "per-sample temperatures: mean and min–max band")
-    if unused:
+    if unused and guarded is not None:
         key = f"{prefix}guarded"
-        f.series.append(Series("guarded samples (0 at every logged step)", *guarded))
+        f.series.append(Series("guarded samples (0 at every logged step)", guarded[0], guarded[1]))
         f.keys |= {key, *([rs.epoch_means[key]] if key in rs.epoch_means else [])}
         f.notes.append("no sample used the fallback T (guarded = 0 at every logged step), so its panel is not drawn")
         return f

@@ -63,7 +63,8 @@ def figure_family(name: str) -> FigureFamily:
         return _FAMILIES[name]
     except KeyError:
         close = difflib.get_close_matches(name, list(_FAMILIES), n=3)
-        raise KeyError(f"unknown figure family {name!r}" + (f"; closest: {', '.join(close)}" if close else "")) from None
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise KeyError(f"unknown figure family {name!r}{hint}") from None
 
 
 def figure_families() -> dict[str, FigureFamily]:

@@ -83,7 +83,7 @@ def draw_accuracy(rows: list[ModelRow]) -> Fig:
 @styled
 def draw_per_class(rows: list[ModelRow]) -> Fig:
     rows = [r for r in rows if all(e.eval for e in r.entries)]
-    first = rows[0].entries[0].eval
+    first = rows[0].entries[0].evaluation
     nc = len(first["per_class"])
     names = first.get("class_names") or [str(c) for c in range(nc)]
     f = new_fig("Per-class accuracy (test split)", 1, ncols=1, w=min(max(7.0, 0.12 * nc * len(rows) + 4), 16.0), h=3.4)
@@ -91,7 +91,7 @@ def draw_per_class(rows: list[ModelRow]) -> Fig:
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
         xs = [c + (i - (len(rows) - 1) / 2) * width for c in range(nc)]
-        stats = [mean_std([e.eval["per_class"][c] for e in row.entries]) for c in range(nc)]
+        stats = [mean_std([e.evaluation["per_class"][c] for e in row.entries]) for c in range(nc)]
         means = [s[0] if s else 0.0 for s in stats]
         err = [s[1] if s else 0.0 for s in stats] if len(row.entries) > 1 else None
         ax.bar(xs, means, width=width, color=_row_color(row, i), label=row.label, yerr=err,
@@ -112,17 +112,23 @@ def draw_tradeoff(rows: list[ModelRow]) -> Fig | None:
     def lat(e: ModelEntry) -> float | None:
         return (e.card.get("latency_b1") or {}).get("median_ms")
 
-    pts = [(r, i) for i, r in enumerate(rows) if r.stats(top1) and (r.stats(lat) or r.stats(lambda e: e.card.get("flops")))]
+    def flops(e: ModelEntry) -> float | None:
+        return e.card.get("flops")
+
+    pts = [(r, i) for i, r in enumerate(rows) if r.stats(top1) and (r.stats(lat) or r.stats(flops))]
     if not pts:
         return None
     use_lat = all(r.stats(lat) for r, _ in pts)
-    cost = lat if use_lat else (lambda e: e.card.get("flops"))
+    cost = lat if use_lat else flops
     f = new_fig("Accuracy vs cost", 1, ncols=1, w=7.2, h=3.8)
     ax = f.axes[0]
     biggest = max(max(e.card.get("params") or 0 for e in r.entries) for r, _ in pts) or 1
     xs_all, accs = [], []
     for r, i in pts:
-        (x, _, _), (acc, asd, n) = r.stats(cost), r.stats(top1)
+        cst, ast = r.stats(cost), r.stats(top1)
+        if cst is None or ast is None:
+            continue
+        (x, _, _), (acc, asd, n) = cst, ast
         size = 30 + 200 * (r.entries[0].card.get("params") or 0) / biggest
         ax.errorbar([x], [acc], yerr=[asd] if n > 1 else None, fmt="none", ecolor="black", capsize=3, linewidth=1)
         ax.scatter([x], [acc], s=size, color=_row_color(r, i), alpha=0.85, edgecolors="black", linewidths=0.5,

@@ -17,7 +17,8 @@ from adaptkd.report.series import RunSeries
 
 @styled
 def draw_unic(run: RunData, rs: RunSeries) -> Fig:
-    teachers = sorted({k.split("/", 2)[2] for k in rs.step if k.startswith(("unic/loss/", "unic/kept/", "unic/coeff/"))})
+    teachers = sorted({k.split("/", 2)[2] for k in rs.step
+                       if k.startswith(("unic/loss/", "unic/kept/", "unic/coeff/"))})
     f = new_fig(f"UNIC multi-teacher — {run.label}", 4, ncols=2, w=5.0)
     ax_l, ax_k, ax_c, ax_m = f.axes
     for i, t in enumerate(teachers):

@@ -417,3 +417,22 @@ def test_teacher_label_order_checked_against_class_folders(tmp_path, labels, out
         return
     Trainer(cfg, log=lines.append)
     assert any("differ from the data's class names" in ln for ln in lines) == (outcome == "stated")
+
+
+def test_plain_state_dict_of_the_library_model_loads_as_checkpoint(hf_models, tmp_path):
+    from transformers import ViTForImageClassification
+
+    raw = ViTForImageClassification.from_pretrained(hf_models["vit"])
+    with torch.no_grad():
+        raw.classifier.bias.fill_(0.25)  # "fine-tuned elsewhere"
+    torch.save(raw.state_dict(), tmp_path / "raw.pt")
+    tr = Trainer(hf_cfg(tmp_path / "r", "kd", [{"arch": f"hf:{hf_models['vit']}", "checkpoint": str(tmp_path / "raw.pt")}]))
+    assert torch.all(tr.networks["teacher0"].model.classifier.bias == 0.25)
+
+
+def test_hf_student_of_a_run_as_teacher_is_fed_the_data_as_is(hf_models, tmp_path):
+    student = {"arch": f"hf:{hf_models['vit']}"}  # pretrained spec 24x24; fine-tuned here on 16x16 data
+    Trainer(hf_cfg(tmp_path / "s", "ce", student=student)).fit()
+    cfg = hf_cfg(tmp_path / "r", "kd", [{**student, "checkpoint": str(tmp_path / "s" / "last.pt")}])
+    spec = Trainer(cfg).teacher_inputs.specs["teacher0"]
+    assert spec.size == (16, 16) and "the data" in spec.source

@@ -150,6 +150,9 @@ def load_state_dict_for(
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str, arch: str) -> None:
     """``load_state_dict`` (strict) with the mismatch explained in one message."""
+    adapt = getattr(model, "adapt_state", None)  # ecosystem adapters also take their library model's keys
+    if callable(adapt):
+        state = adapt(state)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -26,11 +26,13 @@ def teacher_spec(net_cfg: NetConfig, model: nn.Module, data, *, field: str, name
     """The input spec of a frozen teacher; ``ConfigError`` asking for the fields when it cannot be told.
 
     Order: the config's ``input_size`` / ``mean`` / ``std`` (each one on its own), else the
-    model's ``input_spec`` (HF image-processor config, timm pretrained config, torchvision weights),
-    else, for a network trained by adaptkd (zoo models, an adaptkd ``checkpoint``, random init),
-    the data's own spec.
+    model's ``input_spec`` (HF image-processor config, timm pretrained config, torchvision weights)
+    unless an adaptkd checkpoint of it was loaded, else, for a network trained by adaptkd (zoo
+    models, an adaptkd ``checkpoint``, random init), the data's own spec.
     """
     own = getattr(model, "input_spec", None)
+    if getattr(model, "trained_here", False):  # an adaptkd checkpoint: trained on the run's data
+        own = None
     trained_here = not getattr(model, "pretrained", False) or net_cfg.checkpoint is not None or net_cfg.random_init
     base = own if own is not None else (data_spec(data) if trained_here else None)
     given = {k: getattr(net_cfg, k) for k in ("input_size", "mean", "std") if getattr(net_cfg, k) is not None}

@@ -84,8 +84,22 @@ class Adapted(nn.Module):
         self.input_spec = input_spec
         self.source = source
         self.pretrained = bool(pretrained)  # weights from elsewhere (not trained by adaptkd)
+        self.trained_here = False  # set when an adaptkd checkpoint of this adapter is loaded
         self.notes = list(notes or [])
         self.label_names: list[str] | None = None  # a pretrained head's own class names, in order
+
+    def adapt_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A state_dict of the library's model itself (keys without ``model.``) as this adapter's.
+
+        So a plain ``torch.save(hf_or_timm_model.state_dict())`` loads as ``checkpoint:`` (trained
+        elsewhere: the model keeps its own input spec); an adapter's own state_dict (every key under
+        ``model.``, as adaptkd saves it) is returned unchanged and marks the model as trained by
+        adaptkd on the run's data (``trained_here``: as a teacher it is then fed the data as is).
+        """
+        if any(k.startswith("model.") for k in state):
+            self.trained_here = True
+            return state
+        return {f"model.{k}": v for k, v in state.items()}
 
     def run(self, x: Tensor) -> tuple[Tensor, list[Any], Tensor | None]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import Tensor, nn
 
 from adaptkd._registry import Registry
+from adaptkd.comm import LOCAL, Communicator
 from adaptkd.errors import ConfigError
 from adaptkd.methods.base import StepOut
 
@@ -63,6 +64,7 @@ class BackwardContext:
         scale: loss scaling for fp16 (GradScaler.scale) or the identity.
         networks: {learner: its network module (unwrapped)}; optional, used by
             ``GradientBalance(over="head")`` to find the last layer (``head_name``).
+        comm: reductions across ranks (the identity on one process).
     """
 
     params: dict[str, list[nn.Parameter]]
@@ -72,6 +74,7 @@ class BackwardContext:
     step: int = 0
     scale: Callable[[Tensor], Tensor] = field(default=lambda t: t)
     networks: dict[str, nn.Module] = field(default_factory=dict)
+    comm: Communicator = LOCAL
 
 
 def weighted_sum(terms: dict[str, Tensor], weights: dict[str, Any]) -> Tensor:
@@ -310,12 +313,6 @@ def _flat(grads: list[Tensor]) -> Tensor:
     return flat.to(torch.promote_types(flat.dtype, torch.float32))
 
 
-def _world() -> int:
-    import torch.distributed as tdist
-
-    return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
-
-
 @dataclass
 class _Groups:
     """One learner's losses split for the convex form: loss = s·[(1−λ)·L̂_T + λ·L̂_D]."""
@@ -420,15 +417,10 @@ class GradientBalance(Balancer):
             self._checked.add(key)
         return inputs
 
-    def _update(self, learner: str, g: _Groups, a2: Tensor, b2: Tensor, dot: Tensor) -> None:
-        """New statistics → (EMA) → controller → stored state vector (kept when non-finite)."""
+    def _update(self, learner: str, g: _Groups, a2: Tensor, b2: Tensor, dot: Tensor, comm: Communicator) -> None:
+        """New statistics (mean over the ranks) → (EMA) → controller → stored state vector (kept when non-finite)."""
         p = self.params
-        raw = torch.stack([a2, b2, dot])
-        if _world() > 1:
-            import torch.distributed as tdist
-
-            tdist.all_reduce(raw)
-            raw = raw / _world()
+        raw = comm.mean(torch.stack([a2, b2, dot]))
         cur = torch.cat([raw[:2].clamp_min(0).sqrt(), raw[2:]])  # (a, b, ⟨g_T, g_D⟩)
         old = self.state.get(learner)
         ok = torch.isfinite(cur).all()
@@ -505,7 +497,7 @@ class GradientBalance(Balancer):
                 gt = [x for x in _grads(g.task, inputs, True) if x is not None]
                 gd = [x for x in _grads(g.distill, inputs, True) if x is not None]
                 ft, fd = _flat(gt), _flat(gd)
-                self._update(learner, g, ft.dot(ft), fd.dot(fd), ft.dot(fd))
+                self._update(learner, g, ft.dot(ft), fd.dot(fd), ft.dot(fd), ctx.comm)
             total: Tensor | None = None
             for learner, loss in plain.items():
                 total = loss if total is None else total + loss
@@ -528,7 +520,7 @@ class GradientBalance(Balancer):
         modules are excluded from the statistics, as in the spec, but still get their exact
         gradient of the combined loss).
         """
-        if _world() > 1:
+        if ctx.comm.world_size > 1:
             raise ConfigError("field `balance.over`: 'params' sets gradients directly and bypasses DDP's gradient "
                               "synchronisation; in multi-process runs use over: logits or head")
         inputs: list[nn.Parameter] = []
@@ -560,7 +552,7 @@ class GradientBalance(Balancer):
                 idx = own.get(learner, [])
                 ft = _flat([gt[j] if gt[j] is not None else torch.zeros_like(inputs[j]) for j in idx]) / unit
                 fd = _flat([gd[j] if gd[j] is not None else torch.zeros_like(inputs[j]) for j in idx]) / unit
-                self._update(learner, g, ft.dot(ft), fd.dot(fd), ft.dot(fd))
+                self._update(learner, g, ft.dot(ft), fd.dot(fd), ft.dot(fd), ctx.comm)
             ct, cd = self._coefs(learner, g)
             # s·r·[(1−λ)·g_T + λ·g_D], with foreach kernels where both gradients exist (the usual case)
             both = [j for j in range(len(inputs)) if gt[j] is not None and gd[j] is not None and gt[j].dtype == ct.dtype]

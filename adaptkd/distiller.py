@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from adaptkd.balance import BackwardContext, Balancer, FixedBalance, build_balancer, weighted_sum
+from adaptkd.engine.distributed import communicator
 from adaptkd.engine.meter import SignalMeter
 from adaptkd.errors import AdaptkdError
 from adaptkd.methods import MethodContext, StepIn, StepOut, build_method, method_class
@@ -349,11 +350,12 @@ class Distiller(nn.Module):
         if teacher_inputs is not None and example_input is not None:
             with torch.no_grad():
                 samples = teacher_inputs(example_input)
+        comm = communicator()
         known: dict[str, Any] = {  # None: unknown, explained when a method reads it
             "networks": {n: _unwrap(m) for n, m in networks.items()}, "learners": learners, "frozen": frozen,
             "arches": {n: c.arch for n, c in net_cfgs.items()}, "num_classes": num_classes, "epochs": epochs,
             "steps_per_epoch": steps_per_epoch, "sample_input": example_input, "seed": cfg.run.seed,
-            "rank": _rank(), "world_size": _world(), "device": device, "inputs": samples,
+            "rank": comm.rank, "world_size": comm.world_size, "device": device, "inputs": samples, "comm": comm,
         }
         ctx = _Context(**known)
         ctx.__dict__["method_name"] = cfg.method.name
@@ -437,6 +439,7 @@ class Distiller(nn.Module):
         self.checkpoint_teachers = checkpoint_teachers
         self.distributed = False
         self.world_size = ctx.world_size
+        self.comm = ctx.comm
         self.global_step = 0
         self.epoch: int | None = None
         self._teacher_ids: set[int] = {id(p) for t in self._teachers.values() for p in t.parameters()}
@@ -577,7 +580,7 @@ class Distiller(nn.Module):
         """
         ctx = BackwardContext(params=self.params, extra_params=self.extra_params,
                               task_terms=self.method.task_terms, stepping=out.stepping, step=out.step,
-                              networks=dict(self.learners.items()),
+                              networks=dict(self.learners.items()), comm=self.comm,
                               **({"scale": scaler.scale} if scaler is not None else {}))
         signals = self.balancer.backward(out.step_out, ctx)
         if self.distributed:
@@ -675,9 +678,9 @@ def prepare_distributed(distiller: Distiller, device: torch.device | str | None 
 
     if not active():
         return distiller
-    if distiller.world_size != _world():
+    if distiller.world_size != communicator().world_size:
         raise DistillerError(f"the Distiller was built for {distiller.world_size} process(es) but the process group "
-                             f"has {_world()}: build it after torch.distributed.init_process_group")
+                             f"has {communicator().world_size}: build it after torch.distributed.init_process_group")
     if distiller.distributed:
         return distiller
     dev = torch.device(device) if device is not None else next(distiller.student.parameters()).device
@@ -744,15 +747,3 @@ def _infer_classes(net: nn.Module, x: Tensor) -> int:
     if out.dim() != 2:
         raise DistillerError(f"the student must return logits [B, C]; it returned {tuple(out.shape)}")
     return int(out.shape[1])
-
-
-def _world() -> int:
-    import torch.distributed as tdist
-
-    return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
-
-
-def _rank() -> int:
-    import torch.distributed as tdist
-
-    return tdist.get_rank() if tdist.is_available() and tdist.is_initialized() else 0

@@ -266,10 +266,13 @@ def kd_out(net, x, y, t, ce_w=0.1, kd_w=0.9, T=4.0):
 
 
 def context(nets: dict, step: int = 0, extra: dict | None = None, stepping=None):
+    """A BackwardContext as the engine builds it (its communicator: the process group's under DDP)."""
+    from adaptkd.engine.distributed import communicator
+
     return BackwardContext(params={k: list(v.parameters()) for k, v in nets.items()},
                            extra_params={k: list((extra or {}).get(k, [])) for k in nets},
                            task_terms=frozenset({"ce"}), stepping=list(stepping or nets), step=step,
-                           networks=dict(nets))
+                           networks=dict(nets), comm=communicator())
 
 
 def grads_of(loss, params):

@@ -474,12 +474,15 @@ def test_resume_equals_uninterrupted(tmp_path):
 def _ddp_worker(rank: int, store: str, out: str) -> None:
     import torch.distributed as tdist
 
+    from adaptkd.engine.distributed import communicator
+
     tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         torch.set_num_threads(1)
         ln = ["student", "teacher0"]
         ctx = MethodContext(networks={}, learners=ln, frozen=[], arches={}, num_classes=5, epochs=1,
-                            steps_per_epoch=1, sample_input=torch.zeros(1), rank=rank, world_size=2)
+                            steps_per_epoch=1, sample_input=torch.zeros(1), rank=rank, world_size=2,
+                            comm=communicator())
         m = build_method("switokd", {}, ctx)
         gen = torch.Generator().manual_seed(11)
         z = {n: torch.randn(12, 5, generator=gen, dtype=torch.float64) for n in ln}

@@ -29,10 +29,13 @@ import torch
 import torch.distributed as tdist
 from torch import Tensor, nn
 
+from adaptkd.comm import LOCAL, Communicator
 from adaptkd.engine.runtime import DistInfo
 from adaptkd.errors import ConfigError
 
 __all__ = [
+    "ProcessGroupComm",
+    "communicator",
     "setup_distributed",
     "wrap_learners",
     "broadcast_state",
@@ -166,3 +169,25 @@ def earliest_across_ranks(steps: Tensor) -> Tensor:
     buf = torch.where(steps < 0, torch.full_like(steps, never), steps).long()
     tdist.all_reduce(buf, op=tdist.ReduceOp.MIN)
     return torch.where(buf == never, torch.full_like(buf, -1), buf)
+
+
+class ProcessGroupComm(Communicator):
+    """A :class:`~adaptkd.comm.Communicator` over the default process group (SUM all-reduce)."""
+
+    @property
+    def world_size(self) -> int:
+        return tdist.get_world_size()
+
+    @property
+    def rank(self) -> int:
+        return tdist.get_rank()
+
+    def sum(self, t: Tensor) -> Tensor:
+        tdist.all_reduce(t)
+        return t
+
+
+def communicator() -> Communicator:
+    """The communicator of this process: the process group's when one of several ranks is active, else LOCAL."""
+    return ProcessGroupComm() if active() else LOCAL
+

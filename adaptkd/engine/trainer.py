@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from adaptkd.balance import BackwardContext, build_balancer
 from adaptkd.config import Config, ConfigError, config_to_dict, load_config, roster_of
 from adaptkd.data import Augment, DataBundle, DataError, build_pipeline, describe
+from adaptkd.engine.distributed import communicator
 from adaptkd.engine.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -141,6 +142,7 @@ class Trainer:
         # Checked now, created only after every input below is validated (a refused config writes nothing).
         self.out = prepare_run_dir(rc.out, resume=resume, overwrite=rc.overwrite, create=False) if self.dist.is_main else Path(rc.out)
 
+        self.comm = communicator()  # methods and balancers reduce across ranks through it
         # Data: in memory or streamed; the resolved settings (augment, cache, ...) go into the run's config
         need_rgb = any(c.arch.startswith(("torchvision:", "timm:", "hf:")) for c in self.cfg.network_names().values())
         self.pipe, resolved = build_pipeline(self.cfg.data, dataset=data, pin_memory=self.device.type == "cuda",
@@ -211,7 +213,7 @@ class Trainer:
             arches={n: c.arch for n, c in self.net_cfgs.items()}, num_classes=self.num_classes,
             epochs=self.cfg.optim.epochs, steps_per_epoch=self.steps_per_epoch, sample_input=sample,
             inputs=self.teacher_inputs(sample), seed=rc.seed, rank=self.dist.rank, world_size=self.dist.world_size,
-            device=self.device,
+            device=self.device, comm=self.comm,
         )
         try:
             check_method(self.cfg.method.name, self.cfg.method.options(), roster_of(self.cfg),
@@ -362,7 +364,7 @@ class Trainer:
             return out, {}
         ctx = BackwardContext(params=self.params, extra_params=self.extra_params,
                               task_terms=self.method.task_terms, stepping=stepping, step=self.global_step,
-                              scale=self.scaler.scale, networks=self.networks)
+                              scale=self.scaler.scale, networks=self.networks, comm=self.comm)
         signals = self.balancer.backward(out, ctx)
         if self.dist.enabled:  # DDP averages its learners' gradients; the method's own parameters here
             from adaptkd.engine.distributed import average_grads

@@ -10,7 +10,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -138,12 +137,6 @@ def token_grid(net: nn.Module, num_patches: int) -> tuple[int, int]:
     return (side, side)
 
 
-def _default_all_reduce() -> Callable[[Tensor], None] | None:
-    if tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1:
-        return lambda t: tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
-    return None
-
-
 def gathered_moments(x: Tensor, all_reduce: Callable[[Tensor], None] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Per-channel mean and unbiased std (+ 1e-6) of ``x`` [..., D] over every dim but the last,
     over the batches of *all* ranks, and the number of rows they cover.
@@ -151,13 +144,13 @@ def gathered_moments(x: Tensor, all_reduce: Callable[[Tensor], None] | None = No
     Equal to the statistics of the concatenated global batch (what the reference computes after
     ``concat_all_gather``), computed in two exact passes with two small in-place sum-reductions:
     the global count and sum (-> mean), then the global sum of squared deviations (-> variance).
-    ``all_reduce`` defaults to ``torch.distributed.all_reduce`` (SUM) when a process group of
-    more than one rank is initialised; with a single process the local statistics are returned.
+    ``all_reduce``: an in-place SUM over the ranks (the method's ``Communicator.sum``); None (one
+    process) returns the local statistics.
 
     Returns:
         (mean, std, count) — mean/std shaped [1, …, 1, D], count a 0-d tensor (float).
     """
-    reduce = all_reduce if all_reduce is not None else _default_all_reduce()
+    reduce = all_reduce
     dims = tuple(range(x.dim() - 1))
     rows = x.numel() // max(x.shape[-1], 1)
     if reduce is None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from adaptkd._registry import Registry
+from adaptkd.comm import LOCAL, Communicator
 from adaptkd.errors import ConfigError
 from adaptkd.methods.spec import MethodSpec, NetworkNeeds, Roster, check_roster
 
@@ -103,6 +104,8 @@ class MethodContext:
         inputs: {frozen teacher: ``sample_input`` converted to that teacher's input spec}; see
             :meth:`sample_for`.
         seed, rank, world_size: for seeded, per-rank random draws.
+        comm: reductions across ranks (the identity on one process); methods never call
+            ``torch.distributed`` themselves.
         device: torch device.
     """
 
@@ -119,6 +122,7 @@ class MethodContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    comm: Communicator = LOCAL
 
     def sample_for(self, name: str) -> Tensor:
         """The sample batch as network ``name`` sees it (a teacher: converted to its input spec)."""

@@ -55,7 +55,7 @@ class OnlineMethod(Method):
 
     def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        self.world_size = ctx.world_size
+        self.comm = ctx.comm
 
     def _wire(self, sources: dict[str, list[str]], pairs: list[tuple[str, str]], kl_weight: float = 1.0,
               slip: dict[int, int] | None = None) -> None:
@@ -71,11 +71,9 @@ class OnlineMethod(Method):
         g = torch.stack([distillation_gap(z[t], z[s], tau) for t, s in self.pairs])
         td = torch.stack([label_distance(z[t], y, tau) for t, _ in self.pairs])
         sd = torch.stack([label_distance(z[s], y, tau) for _, s in self.pairs])
-        if self.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        if self.comm.world_size > 1:
             # One decision for the global batch, identical on every rank (DataParallel semantics).
-            gts = torch.stack([g, td, sd])
-            torch.distributed.all_reduce(gts)
-            g, td, sd = gts / self.world_size
+            g, td, sd = self.comm.mean(torch.stack([g, td, sd]))
         eps, delta = switokd_threshold(td, sd)
         for k, j in self.slip.items():  # the reference's cross-pair ε (opt-in)
             eps = eps.clone()

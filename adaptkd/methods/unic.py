@@ -165,6 +165,7 @@ class UNIC(Method):
             self.register_buffer(f"stats_{k}_patch_mean", torch.zeros(1, 1, dp))
             self.register_buffer(f"stats_{k}_patch_std", torch.ones(1, 1, dp))
         self.total_steps = max(1, ctx.epochs * ctx.steps_per_epoch)
+        self._all_reduce = ctx.comm.sum if ctx.comm.world_size > 1 else None  # statistics over every rank's batch
         self._gen = torch.Generator(device=ctx.device)
         self._gen.manual_seed(ctx.seed + ctx.rank)
 
@@ -219,7 +220,7 @@ class UNIC(Method):
         with torch.no_grad():
             if m == 0.0:  # eval / momentum 0: the state is used, not changed
                 return (x - mean) / (std + STD_EPS)
-            bm, bs, count = gathered_moments(x)
+            bm, bs, count = gathered_moments(x, self._all_reduce)
             y, new_mean, new_std = standardize(x, mean, std, m, stats=(bm, bs))
             ok = count >= 2  # one row has no unbiased std: keep the state (the reference stores NaN)
             mean.copy_(torch.where(ok, new_mean, mean))

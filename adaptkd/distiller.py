@@ -296,7 +296,7 @@ class Distiller(nn.Module):
                 example_input = Augment(data.mean, data.std, train=False)(data.train.x[:4])
             if steps_per_epoch is None:
                 steps_per_epoch = num_batches(len(data.train), cfg.data.batch_size, drop_last=cfg.data.drop_last,
-                                              world_size=_world())
+                                              world_size=communicator().world_size)
                 steps_per_epoch = min(steps_per_epoch, cfg.run.max_steps_per_epoch or steps_per_epoch)
         self._init_from_config(cfg, given, example_input=example_input, num_classes=num_classes,
                                epochs=cfg.optim.epochs, steps_per_epoch=steps_per_epoch, device=device,

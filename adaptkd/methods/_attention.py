@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adaptkd.errors import ConfigError
 from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn
 
 

@@ -14,6 +14,7 @@ __all__ = ["main", "build_parser"]
 # ``func`` set to a callable ``(args) -> int``.
 COMMAND_MODULES = [
     "adaptkd.commands.demo",
+    "adaptkd.commands.compare",
     "adaptkd.commands.train",
     "adaptkd.commands.eval",
     "adaptkd.commands.list",

@@ -11,37 +11,48 @@ from adaptkd.methods import list_methods
 from tests.conftest import tiny_config
 
 
-def test_demo_quick_end_to_end(tmp_path, capsys):
+def test_demo_quick_end_to_end_runs_through_compare(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     for row in ("teacher (ce)", "student (ce)", "student (kd)", "student (dkd)"):
         assert row in text
-    for run in ("teacher", "ce", "kd", "dkd"):
-        assert (out / run / "best.pt").is_file() and (out / run / "summary.json").is_file()
-    demo = json.loads((out / "demo.json").read_text())
-    assert [r["model"] for r in demo["rows"]] == ["teacher (ce)", "student (ce)", "student (kd)", "student (dkd)"]
-    assert (out / "report" / "report.html").is_file()
-    assert "report.html" in text
+    assert (out / "teacher" / "last.pt").is_file()
+    for run in ("ce", "kd", "dkd"):
+        assert (out / run / "seed0" / "best.pt").is_file() and (out / run / "seed0" / "summary.json").is_file()
+    res = json.loads((out / "compare.json").read_text())
+    assert list(res["methods"]) == ["ce", "kd", "dkd"] and list(res["teachers"]) == ["teacher"]
+    cfg = yaml.safe_load((out / "kd" / "seed0" / "config.yaml").read_text())
+    assert cfg["teachers"][0]["checkpoint"].endswith("last.pt")  # distilled from the final-epoch teacher
+    assert (out / "report" / "report.html").is_file() and "report.html" in text
 
 
 def test_demo_table_shows_each_model_against_ce():
     from rich.console import Console
 
-    from adaptkd.commands.demo import comparison_table
+    from adaptkd.compare import terminal_table
 
-    def row(acc):
-        return {"final_acc": acc, "params": 10, "size_bytes": 2048}
+    def card():
+        return {"params": 10, "size_bytes": 2048, "latency_b1_ms": None}
 
-    rows = [("teacher (ce)", "t", row(99.0)), ("student (ce)", "s", row(95.0)), ("student (kd)", "s", row(96.5)),
-            ("student (dkd)", "s", row(94.25))]
+    def method(acc):
+        return {"arch": "s", "final_mean": acc, "final_std": None, "best_val_mean": None, "best_val_std": None,
+                "final": {0: acc}, "card": card()}
+
+    summary = {"teachers": {"teacher": {"arch": "t", "final_acc": 99.0, "card": card()}},
+               "methods": {"ce": method(95.0), "kd": {**method(96.5), "vs_ce": paired_one(1.5)},
+                           "dkd": {**method(94.25), "vs_ce": paired_one(-0.75)}}}
     console = Console(width=200, record=True)
-    console.print(comparison_table(rows))
+    console.print(terminal_table(summary, "t"))
     lines = console.export_text().splitlines()
     cells = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in lines if "│" in line}
     assert cells["teacher (ce)"][2] == "+4.00"
     assert cells["student (ce)"][2] == "-"
     assert cells["student (kd)"][2] == "+1.50" and cells["student (dkd)"][2] == "-0.75"
+
+
+def paired_one(diff):
+    return {"mean": diff, "ci": None, "seeds": [0], "diffs": [diff], "wins": int(diff > 0), "verdict": "too few seeds"}
 
 
 def test_list_names_every_registry(capsys):
@@ -55,7 +66,7 @@ def test_list_names_every_registry(capsys):
 
 
 def test_train_then_eval_then_resume_with_override_after_option(tmp_path, capsys):
-    cfg = tiny_config(tmp_path / "run", "ce", **{"optim__epochs": 1})
+    cfg = tiny_config(tmp_path / "run", "ce", optim__epochs=1)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(path)]) == 0

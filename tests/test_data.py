@@ -4,6 +4,7 @@ augmentation and batching. Small and CPU-only."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import pickle
@@ -462,7 +463,8 @@ def test_iterate_batches_shards(n, world, bs, drop_last):
 
 
 def test_bundle_validation_and_registry():
-    assert list_datasets() == ["cifar10", "cifar100", "digits", "hf", "imagefolder", "synthetic", "webdataset"]
+    assert list_datasets() == ["cifar10", "cifar100", "digits", "fashion_mnist", "hf", "imagefolder", "mnist", "synthetic",
+                               "webdataset"]
     with pytest.raises(DataError, match="did you mean 'cifar10'"):
         build_data("cifar-10")
     good = Split(torch.zeros((3, 1, 4, 4), dtype=torch.uint8), torch.tensor([0, 1, 2]))
@@ -475,3 +477,67 @@ def test_bundle_validation_and_registry():
         Split(torch.zeros((3, 1, 4, 4)), torch.tensor([0, 1, 2]))
     with pytest.raises(DataError, match="channels"):
         DataBundle("toy", good, good, 3, 3, 4, (0.5,) * 3, (0.2,) * 3, [])
+
+
+# ------------------------------------------------------------------------------ validation split
+
+
+def test_val_split_is_stratified_seeded_and_disjoint():
+    full = build_data("digits", train_size=1000)
+    b = build_data("digits", train_size=1000, val_size=200)
+    assert len(b.val) == 200 and len(b.train) == 800
+    expected = torch.bincount(full.train.y, minlength=10).double() * 200 / 1000
+    assert (torch.bincount(b.val.y, minlength=10) - expected).abs().max() <= 1  # every class in proportion
+    # disjoint, and together the original training split
+    rows = lambda s: {bytes(x.numpy().tobytes()) + bytes([int(y)]) for x, y in zip(s.x, s.y)}
+    assert not rows(b.val) & rows(b.train)
+    assert len(b.val) + len(b.train) == len(full.train)
+    assert torch.equal(torch.sort(torch.cat([b.val.y, b.train.y])).values, torch.sort(full.train.y).values)
+    # seeded: same seed same split, another seed another; the test split never changes
+    again = build_data("digits", train_size=1000, val_size=200)
+    other = build_data("digits", train_size=1000, val_size=200, data_seed=1)
+    assert torch.equal(again.val.x, b.val.x) and torch.equal(again.train.x, b.train.x)
+    assert not torch.equal(other.val.x, b.val.x)
+    assert torch.equal(b.test.x, full.test.x)
+    assert build_data("digits", val_size=0).val is None
+
+
+@pytest.mark.parametrize("bad", [-1, 1437, True])
+def test_val_size_out_of_range_names_the_field(bad):
+    with pytest.raises(DataError, match="val_size"):
+        build_data("digits", val_size=bad)
+
+
+def test_best_checkpoint_is_chosen_on_validation_and_test_scored_at_the_end(tmp_path):
+    from adaptkd.engine.trainer import Trainer
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path / "r", "ce", optim__epochs=3)
+    cfg["data"]["val_size"] = 300
+    s = Trainer(cfg).fit()
+    recs = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in recs if r["kind"] == "epoch"]
+    assert all("val/acc/student" in r and "test/acc/student" not in r for r in epochs)
+    val = [r["val/acc/student"] for r in epochs]
+    assert s["selection"] == "validation" and s["best_val_acc"] == max(val)
+    assert s["best_epoch"] == val.index(max(val)) + 1
+    from adaptkd.data import Augment
+    from adaptkd.engine.evaluate import evaluate_model, load_run_model
+
+    model, _ = load_run_model(str(tmp_path / "r"), which="best")
+    data = build_data("digits")
+    top1 = evaluate_model(model, data.test.x, data.test.y, Augment(data.mean, data.std, train=False))["top1"]
+    assert s["best_acc"] == pytest.approx(top1, abs=1e-6)
+
+
+def test_without_validation_split_best_is_the_last_epoch(tmp_path):
+    from adaptkd.engine.trainer import Trainer
+    from tests.conftest import tiny_config
+
+    s = Trainer(tiny_config(tmp_path / "r", "ce", optim__epochs=2)).fit()
+    assert s["selection"].startswith("last epoch") and s["best_epoch"] == 2 and s["best_acc"] == s["final_acc"]
+    import torch as _t
+
+    best = _t.load(tmp_path / "r" / "best.pt", weights_only=False)["models"]["student"]
+    last = _t.load(tmp_path / "r" / "last.pt", weights_only=False)["models"]["student"]
+    assert all(_t.equal(best[k], last[k]) for k in best)

@@ -54,6 +54,8 @@ class DataConfig(_Strict):
     train_size: int | None = Field(None, ge=1)
     test_size: int | None = Field(None, ge=1)
     data_seed: int = 0
+    # validation split held out of the training split (class-stratified, by data_seed); chooses best.pt
+    val_size: int = Field(0, ge=0)
     # augmentation: auto = the dataset's default (stated in the log and written into the run's config)
     augment: bool | Literal["auto", "cifar", "imagenet", "none"] = "auto"
     crop_padding: int | None = Field(None, ge=0)

@@ -70,11 +70,13 @@ class DataBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: list[str] = field(default_factory=list)
+    val: Split | None = None
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
             raise DataError(f"dataset {self.name!r}: num_classes must be >= 1, got {self.num_classes}")
-        for split_name, split in (("train", self.train), ("test", self.test)):
+        splits = [("train", self.train), ("test", self.test)] + ([("val", self.val)] if self.val is not None else [])
+        for split_name, split in splits:
             where = f"dataset {self.name!r}, {split_name} split"
             _, c, h, w = split.x.shape
             if c != self.in_channels:
@@ -183,6 +185,28 @@ def stratified_order(y: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 def take(split: Split, index: torch.Tensor) -> Split:
     """The samples of ``split`` at ``index`` (a copy)."""
     return Split(split.x[index].contiguous(), split.y[index].contiguous())
+
+
+def split_off_val(bundle: DataBundle, val_size: int, seed: int) -> DataBundle:
+    """``bundle`` with a validation split of ``val_size`` images held out of its training split:
+    class-stratified, drawn by ``seed``, disjoint from what stays in ``train`` (both keep the
+    original order). ``val_size`` 0 returns ``bundle`` unchanged (no validation split)."""
+    if val_size == 0:
+        return bundle
+    n = len(bundle.train)
+    if val_size < 0 or val_size >= n:
+        raise DataError(
+            f"data.val_size must be between 0 and {n - 1} (the training images of {bundle.name!r} minus one), "
+            f"got {val_size}"
+        )
+    order = stratified_order(bundle.train.y, seeded_generator("val-split", bundle.name, seed))
+    val = take(bundle.train, torch.sort(order[:val_size]).values)
+    train = take(bundle.train, torch.sort(order[val_size:]).values)
+    return DataBundle(
+        name=bundle.name, train=train, test=bundle.test, num_classes=bundle.num_classes,
+        in_channels=bundle.in_channels, image_size=bundle.image_size, mean=bundle.mean, std=bundle.std,
+        class_names=bundle.class_names, val=val,
+    )
 
 
 def subsample(split: Split, n: int | None, seed: int, what: str) -> Split:

@@ -16,6 +16,7 @@ from ._core import (
     DataError,
     check_labels,
     seeded_generator,
+    split_off_val,
     stratified_order,
 )
 from .sources import (
@@ -42,7 +43,7 @@ from .transforms import image_size as header_size
 
 log = logging.getLogger(__name__)
 
-BUILTIN = ("cifar10", "cifar100", "digits", "synthetic")
+BUILTIN = ("cifar10", "cifar100", "digits", "fashion_mnist", "mnist", "synthetic")
 FILE_SOURCES = ("imagefolder", "hf", "webdataset")
 PYTHON = "python"  # data passed as Python objects (Trainer(cfg, data=...)); recorded, not rebuildable
 DEFAULT_PHOTO_SIZE = 224
@@ -55,6 +56,8 @@ def default_augment(name: str, image_size: int | None) -> dict[str, Any]:
     and above random-resized-crop + flip, smaller ones pad ``size // 8`` + crop + flip."""
     if name == "digits":
         return {"augment": "cifar", "crop_padding": 1, "flip": False}
+    if name in ("mnist", "fashion_mnist"):  # 28 px: shift by 2; mirrored digits are other glyphs
+        return {"augment": "cifar", "crop_padding": 2, "flip": name == "fashion_mnist"}
     if name in BUILTIN:
         return {"augment": "cifar", "crop_padding": 4, "flip": True}
     size = image_size or DEFAULT_PHOTO_SIZE
@@ -112,6 +115,9 @@ def build_pipeline(d: Any, *, dataset: Any = None, pin_memory: bool = False, nee
                 pipe.mean, pipe.std = _given_stats(d, bundle.in_channels)
             return pipe, {**aug, "cache": "memory", "image_size": bundle.image_size, "workers": workers,
                           "channels": bundle.in_channels}
+        if bundle.val is not None:
+            raise DataError("field `data.val_size`: a validation split needs the dataset in memory, but these "
+                            "settings stream it (augment=imagenet or cache=none); use cache=memory or val_size=0")
         train = TensorSource(bundle.train.x, bundle.train.y, f"{bundle.name} train")
         test = TensorSource(bundle.test.x, bundle.test.y, f"{bundle.name} test")
         pipe = _stream(bundle.name, train, test, bundle.image_size, bundle.in_channels, bundle.num_classes,
@@ -152,9 +158,14 @@ def build_pipeline(d: Any, *, dataset: Any = None, pin_memory: bool = False, nee
                    stats=not memory)
     if not memory:
         resolved.update(mean=list(pipe.mean), std=list(pipe.std))
+    if getattr(d, "val_size", 0) and not memory:
+        pipe.close()
+        raise DataError(f"field `data.val_size`: a validation split needs the dataset in memory, but {name!r} is "
+                        "streamed here; set data.cache=memory (and augment=cifar), or val_size=0 and hold a "
+                        "validation folder out yourself")
     if memory:
         stream = pipe
-        bundle = bundle_from_stream(stream)
+        bundle = split_off_val(bundle_from_stream(stream), getattr(d, "val_size", 0), d.data_seed)
         stream.close()
         pipe = MemoryPipeline(bundle)
         if given is not None:
@@ -187,7 +198,8 @@ def _builtin(d: Any, name: str) -> DataBundle:
     from .registry import build_data
 
     return build_data(name, root=d.root, download=d.download, image_size=d.image_size, num_classes=d.num_classes,
-                      train_size=d.train_size, test_size=d.test_size, data_seed=d.data_seed)
+                      train_size=d.train_size, test_size=d.test_size, data_seed=d.data_seed,
+                      val_size=getattr(d, "val_size", 0))
 
 
 def _given_stats(d: Any, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

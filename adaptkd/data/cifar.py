@@ -265,30 +265,37 @@ def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def fetch_verified(url: str, path: str | os.PathLike, md5: str, *, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``path`` unless a file with MD5 ``md5`` is already there; the bytes
+    land in ``path.part`` first and replace ``path`` only when their MD5 matches (a wrong sum or
+    a failed transfer raises :class:`DataError` and leaves nothing behind)."""
+    path = Path(path)
+    if path.is_file() and md5sum(path) == md5:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    log.warning("downloading %s to %s", url, path)
+    h = hashlib.md5(usedforsecurity=False)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+            while block := response.read(1 << 20):
+                h.update(block)
+                out.write(block)
+    except OSError as e:
+        part.unlink(missing_ok=True)
+        raise DataError(f"download of {url} failed: {e}. Download it yourself into {path.parent}") from e
+    if h.hexdigest() != md5:
+        part.unlink(missing_ok=True)
+        raise DataError(f"download of {url} has MD5 {h.hexdigest()}, expected {md5}: corrupted or changed, not used")
+    os.replace(part, path)
+    return path
+
+
 def download_and_extract(url: str, root: str | os.PathLike, md5: str, *, timeout: float = 60.0) -> Path:
     """Download ``url`` into ``root`` (kept as ``root/<archive name>``; an existing archive with
     the right MD5 is reused), check its MD5 and extract it with :func:`safe_extract`."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    archive = root / url.rsplit("/", 1)[-1]
-    if not (archive.is_file() and md5sum(archive) == md5):
-        part = archive.with_name(archive.name + ".part")
-        log.warning("downloading %s to %s", url, archive)
-        h = hashlib.md5(usedforsecurity=False)
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
-                while block := response.read(1 << 20):
-                    h.update(block)
-                    out.write(block)
-        except OSError as e:
-            part.unlink(missing_ok=True)
-            raise DataError(f"download of {url} failed: {e}. Download it yourself and extract it into {root}") from e
-        if h.hexdigest() != md5:
-            part.unlink(missing_ok=True)
-            raise DataError(
-                f"download of {url} has MD5 {h.hexdigest()}, expected {md5}: corrupted or changed, not used"
-            )
-        os.replace(part, archive)
+    archive = fetch_verified(url, root / url.rsplit("/", 1)[-1], md5, timeout=timeout)
     safe_extract(archive, root)
     return root
 

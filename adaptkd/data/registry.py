@@ -7,9 +7,10 @@ from typing import Any, Protocol
 
 from adaptkd._registry import Registry
 
-from ._core import DataBundle, DataError
+from ._core import DataBundle, DataError, split_off_val
 from .cifar import load_cifar
 from .digits import load_digits_bundle
+from .idx import load_idx_dataset
 from .synthetic import make_synthetic
 
 __all__ = ["build_data", "data_from_config", "list_datasets", "register_dataset"]
@@ -54,6 +55,16 @@ def _webdataset(*, data_seed: int, root: str | None, download: bool, **sizes: in
     return load_files_in_memory("webdataset", root=root, data_seed=data_seed, **sizes)
 
 
+@register_dataset("mnist")
+def _mnist(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+    return load_idx_dataset("mnist", root=root, download=download, data_seed=data_seed, **sizes)
+
+
+@register_dataset("fashion_mnist")
+def _fashion_mnist(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+    return load_idx_dataset("fashion_mnist", root=root, download=download, data_seed=data_seed, **sizes)
+
+
 @register_dataset("cifar10")
 def _cifar10(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
     return load_cifar("cifar10", root=root, download=download, data_seed=data_seed, **sizes)
@@ -74,18 +85,24 @@ def build_data(
     train_size: int | None = None,
     test_size: int | None = None,
     data_seed: int = 0,
+    val_size: int = 0,
 ) -> DataBundle:
     """Load or generate dataset ``name`` (see :func:`list_datasets`) into memory.
 
-    ``root``: folder of the files (cifar10/cifar100: default ``./data``; imagefolder:
-    required; ignored by digits and synthetic). ``download``: fetch CIFAR if missing (never
-    otherwise). ``image_size``: resize (digits: 8, cifar: 32, imagefolder: 32) or generate at
+    ``root``: folder of the files (cifar10/cifar100: default ``./data``; mnist/fashion_mnist:
+    default ``./data/<name>``, then the folder a distribution package installs them in;
+    imagefolder: required; ignored by digits and synthetic). ``download``: fetch CIFAR or the
+    MNIST-style IDX files if missing (never otherwise). ``image_size``: resize (digits: 8, cifar: 32, imagefolder: 32) or generate at
     this size (synthetic: 16, 8..32). ``num_classes``: synthetic generates that many (default
     64); the others check it matches. ``train_size``/``test_size``: synthetic draws that many
     (default 10000/2000); digits sizes its split (default 1437/360); cifar and imagefolder take
     class-stratified subsets. ``data_seed`` fixes generation, the digits split and subsets.
+    ``val_size``: hold that many training images out as a class-stratified validation split
+    (``bundle.val``, drawn by ``data_seed`` after ``train_size`` is applied; 0: none).
     Bad arguments or files raise :class:`DataError`.
     """
+    if isinstance(val_size, bool) or not isinstance(val_size, int):
+        raise DataError(f"build_data: val_size must be an integer, got {val_size!r}")
     key = str(name).lower()
     if key == "python":
         raise DataError("this run was trained on data passed from Python (data.name: python), which adaptkd cannot "
@@ -98,7 +115,8 @@ def build_data(
     for field_name, value in sizes.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise DataError(f"build_data: {field_name} must be an integer, got {value!r}")
-    return DATASETS.get(key)(root=root, download=download, data_seed=data_seed, **sizes)
+    bundle = DATASETS.get(key)(root=root, download=download, data_seed=data_seed, **sizes)
+    return split_off_val(bundle, val_size, data_seed)
 
 
 class _DataSection(Protocol):  # the fields of ``adaptkd.config.DataConfig`` read here
@@ -110,12 +128,14 @@ class _DataSection(Protocol):  # the fields of ``adaptkd.config.DataConfig`` rea
     train_size: int | None
     test_size: int | None
     data_seed: int
+    val_size: int
 
 
 def data_from_config(d: _DataSection, **over: Any) -> DataBundle:
     """The dataset a config's ``data:`` section describes (``over`` replaces fields, e.g. ``download=False``)."""
     kwargs = dict(root=d.root, download=d.download, image_size=d.image_size, num_classes=d.num_classes,
-                  train_size=d.train_size, test_size=d.test_size, data_seed=d.data_seed)
+                  train_size=d.train_size, test_size=d.test_size, data_seed=d.data_seed,
+                  val_size=getattr(d, "val_size", 0))
     return build_data(d.name, **{**kwargs, **over})
 
 

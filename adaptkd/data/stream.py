@@ -63,6 +63,7 @@ class Pipeline:
 
     n_train: int
     n_test: int
+    n_val: int = 0  # images in the validation split (0: none)
     test_labels: torch.Tensor
 
     def steps_per_epoch(self, batch_size: int, *, drop_last: bool, world_size: int = 1) -> int:
@@ -78,6 +79,10 @@ class Pipeline:
     def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # pragma: no cover
         """The whole test split in file order, eval geometry."""
         raise NotImplementedError
+
+    def val_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole validation split in order, eval geometry (only where ``n_val > 0``)."""
+        raise DataError(f"dataset {self.name!r} has no validation split here (data.val_size)")
 
     def sample(self, n: int) -> torch.Tensor:  # pragma: no cover - abstract
         """The first ``n`` train images (eval geometry), uint8 ``[n, C, S, S]``."""
@@ -97,6 +102,7 @@ class MemoryPipeline(Pipeline):
         for k in ("name", "num_classes", "in_channels", "image_size", "mean", "std", "class_names"):
             setattr(self, k, getattr(bundle, k))
         self.n_train, self.n_test = len(bundle.train), len(bundle.test)
+        self.n_val = len(bundle.val) if bundle.val is not None else 0
         self.test_labels = bundle.test.y
 
     def train_batches(self, epoch: int, *, batch_size: int, seed: int, drop_last: bool, rank: int = 0,
@@ -112,6 +118,14 @@ class MemoryPipeline(Pipeline):
 
     def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y = self.bundle.test.x, self.bundle.test.y
+        for i in range(0, x.shape[0], batch_size):
+            yield x[i : i + batch_size], y[i : i + batch_size]
+
+    def val_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.bundle.val is None:
+            yield from super().val_batches(batch_size)
+            return
+        x, y = self.bundle.val.x, self.bundle.val.y
         for i in range(0, x.shape[0], batch_size):
             yield x[i : i + batch_size], y[i : i + batch_size]
 

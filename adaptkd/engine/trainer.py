@@ -8,6 +8,7 @@ one boolean that decides it).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -276,7 +277,8 @@ class Trainer:
         self.epoch = 0  # last completed epoch
         self._in_epoch: dict[str, Any] | None = None  # where a checkpoint written inside an epoch left off
         self.global_step = 0
-        self.best_acc = -1.0
+        self.best_acc = -1.0  # best validation top-1 so far (-1: none yet, or no validation split)
+        self.best_epoch = 0
         self.nonfinite_skipped = 0
         self.history: list[dict[str, Any]] = []
         if self.dist.is_main:
@@ -625,7 +627,8 @@ class Trainer:
         out["__seen"] = vals[-1]
         return out
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self, split: str = "test") -> dict[str, Any]:
+        """Top-1/top-5/loss of every learner on ``split`` ("test" or "val")."""
         res: dict[str, Any] = {}
         d = self.cfg.data
         if self.dist.enabled:  # BatchNorm statistics drift per rank: evaluate rank 0's (the saved) model everywhere
@@ -634,10 +637,24 @@ class Trainer:
             for name in self.learners:
                 broadcast_state(self.networks[name], buffers_only=True)
         for name in self.learners:
-            m = evaluate_batches(self.networks[name], self.pipe.test_batches(d.eval_batch_size), self.eval_aug,
+            batches = self.pipe.val_batches(d.eval_batch_size) if split == "val" else self.pipe.test_batches(
+                d.eval_batch_size)
+            m = evaluate_batches(self.networks[name], batches, self.eval_aug,
                                  device=self.device, num_classes=self.num_classes, autocast_ctx=self._autocast)
             res[name] = m
         return res
+
+    def _best_checkpoint_test_acc(self) -> float:
+        """Test top-1 of the student in ``best.pt`` (the best validation epoch)."""
+        path = self.out / "best.pt"
+        if self.best_epoch == self.epoch or not path.is_file():
+            return float(self.evaluate()["student"]["top1"])
+        net = copy.deepcopy(self.networks["student"])
+        load_into(net, load_checkpoint(path, map_location=self.device)["models"]["student"], source=str(path),
+                  arch=self.net_cfgs["student"].arch)
+        m = evaluate_batches(net, self.pipe.test_batches(self.cfg.data.eval_batch_size), self.eval_aug,
+                             device=self.device, num_classes=self.num_classes, autocast_ctx=self._autocast)
+        return float(m["top1"])
 
     # ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -660,6 +677,7 @@ class Trainer:
             "epoch": self.epoch,
             "global_step": self.global_step,
             "best_acc": self.best_acc,
+            "best_epoch": self.best_epoch,
             "nonfinite_skipped": self.nonfinite_skipped,
             "meta": meta,
             "config": config_to_dict(self.cfg),
@@ -726,6 +744,7 @@ class Trainer:
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
         self.best_acc = float(ckpt["best_acc"])
+        self.best_epoch = int(ckpt.get("best_epoch", self.epoch))
         self.nonfinite_skipped = int(ckpt.get("nonfinite_skipped", 0))
         part, part_ranks = ckpt.get("in_epoch"), ckpt.get("in_epoch_ranks")
         if part is not None and self.dist.enabled:
@@ -789,19 +808,25 @@ class Trainer:
                     rec: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": self.global_step, **train}
                     for k, v in self._epoch_end_values(epoch).items():
                         rec[k] = v
+                    # With a validation split, it is scored each epoch and chooses best.pt; the test split is
+                    # scored once, in finish(). Without one, the test split is scored each epoch for the
+                    # curves only and best.pt is simply the latest epoch: nothing is selected on test.
+                    split = "val" if self.pipe.n_val else "test"
                     if epoch % self.cfg.run.eval_every == 0 or epoch == epochs:
-                        ev = self.evaluate()
-                        for name, m in ev.items():
-                            rec[f"test/acc/{name}"] = m["top1"]
-                            rec[f"test/top5/{name}"] = m["top5"]
-                            rec[f"test/loss/{name}"] = m["loss"]
+                        for name, m in self.evaluate(split).items():
+                            rec[f"{split}/acc/{name}"] = m["top1"]
+                            rec[f"{split}/top5/{name}"] = m["top5"]
+                            rec[f"{split}/loss/{name}"] = m["loss"]
                     for name in self.learners:
                         rec[f"lr/{name}"] = self.optims[name].param_groups[0]["lr"]
-                    acc = rec.get("test/acc/student", -1.0)
-                    best = acc > self.best_acc
-                    if best:
-                        self.best_acc = acc
-                    rec["best/acc/student"] = self.best_acc
+                    if split == "val":
+                        acc = rec.get("val/acc/student", -1.0)
+                        best = acc > self.best_acc
+                        if best:
+                            self.best_acc, self.best_epoch = acc, epoch
+                        rec["best/val_acc/student"] = self.best_acc
+                    else:
+                        best, self.best_epoch = True, epoch
                     self.epoch = epoch
                     self.history.append(rec)
                     self.metrics.write(rec, sync=True)  # metrics first, then the checkpoint (see resume)
@@ -822,10 +847,15 @@ class Trainer:
             "num_classes": self.num_classes,
             "epochs": self.epoch,
             "steps": self.global_step,
-            "best_acc": self.best_acc,
+            "best_acc": ev["student"]["top1"],
+            "best_epoch": self.best_epoch,
+            "selection": "validation" if self.pipe.n_val else "last epoch (no validation split)",
             "learners": {},
             "teachers": {},
         }
+        if self.pipe.n_val:
+            summary["best_val_acc"] = self.best_acc
+            summary["best_acc"] = self._best_checkpoint_test_acc()
         shape = (self.pipe.in_channels, self.pipe.image_size, self.pipe.image_size)
         for name in self.learners:
             card = model_card(self.networks[name], shape, latency=self.cfg.run.latency and self.dist.is_main)

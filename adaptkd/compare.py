@@ -164,7 +164,7 @@ def plan(recipe: dict[str, Any], out: str | Path, overrides: list[str] | None = 
         overlay = {k: v for k, v in entry.items() if k not in RESERVED}
         base = merge_config(merge_config(common, recipe.get("student", {})), overlay)
         base["method"] = {"name": label, **base.get("method", {})}
-        base["teachers"] = _teachers_for(label, entry, base["method"]["name"], teachers)
+        base["teachers"] = _teachers_for(label, entry, base["method"], teachers)
         used.update(t["name"] for t in base["teachers"] if "name" in t)
         for t in base["teachers"]:
             t.pop("name", None)
@@ -183,16 +183,18 @@ def plan(recipe: dict[str, Any], out: str | Path, overrides: list[str] | None = 
     return Plan(needed, students, baselines, seed_lists)
 
 
-def _teachers_for(label: str, entry: dict[str, Any], method: str, teachers: dict[str, RunSpec]) -> list[dict]:
+def _teachers_for(label: str, entry: dict[str, Any], method: dict[str, Any], teachers: dict[str, RunSpec]
+                  ) -> list[dict]:
     from adaptkd.methods import method_class
 
     given = entry.get("teachers")
-    if given is None:
+    if given is None:  # the main teacher for a method that takes frozen teachers with these options
         try:
-            needs = method_class(method).needs_teacher()
-        except KeyError as exc:
-            raise ConfigError(f"recipe field `methods.{label}`: {exc.args[0] if exc.args else exc}") from None
-        given = ["teacher"] if needs else []
+            cls = method_class(method["name"])
+            needs = cls.network_needs(cls.Params.model_validate({k: v for k, v in method.items() if k != "name"}))
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"recipe field `methods.{label}.method`: {exc.args[0] if exc.args else exc}") from None
+        given = ["teacher"] if needs.frozen[0] >= 1 else []
     if not isinstance(given, list):
         raise ConfigError(f"recipe field `methods.{label}.teachers`: expected a list, got {given!r}")
     out = []
@@ -221,10 +223,15 @@ def _comparable(raw: dict[str, Any]) -> dict[str, Any]:
     return c
 
 
+SPEC_FILE = "compare_spec.yaml"  # the config compare asked for (config.yaml also holds resolved settings)
+
+
 def run_state(spec: RunSpec) -> str:
     """"done" (a summary made with this config), "partial" (a ``last.pt`` of this config to
     resume) or "new"."""
-    saved = spec.out / "config.yaml"
+    saved = spec.out / SPEC_FILE
+    if not saved.is_file():
+        saved = spec.out / "config.yaml"
     if not saved.is_file():
         return "new"
     try:
@@ -244,6 +251,9 @@ def train_run(config: dict[str, Any], resume: bool, quiet: bool = False) -> dict
     from adaptkd.engine.trainer import Trainer
 
     cfg = copy.deepcopy(config)
+    out = Path(cfg["run"]["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SPEC_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     if resume:
         cfg["run"]["overwrite"] = False
     return Trainer(load_config(cfg), resume=resume, log=(lambda line: None) if quiet else None).fit()
@@ -384,8 +394,8 @@ def _card_cells(card: dict[str, Any]) -> dict[str, str]:
             "latency": f"{lat:.3f}" if lat is not None else "-"}
 
 
-COLUMNS = [("model", "model"), ("arch", "arch"), ("top1", "top-1 % (final epoch)"),
-           ("best_val", "top-1 % (best-val epoch)"), ("vs_ce", "vs ce"), ("vs_baseline", "vs baseline"),
+COLUMNS = [("model", "model"), ("arch", "arch"), ("top1", "top-1 %"), ("best_val", "best-val top-1 %"),
+           ("vs_ce", "vs ce"), ("vs_baseline", "vs baseline"),
            ("seeds", "seeds"), ("params", "params"), ("size", "size KB"), ("latency", "CPU b1 ms")]
 
 
@@ -396,9 +406,9 @@ def visible_columns(table: list[dict[str, str]]) -> list[tuple[str, str]]:
 
 
 PROTOCOL = (
-    "Protocol: every model is scored once on the test split after its final epoch (`top-1 % (final epoch)`). "
+    "Protocol: every model is scored once on the test split after its final epoch (`top-1 %`). "
     "Where the recipe holds out a validation split (`data.val_size`), `best.pt` is the epoch with the best "
-    "validation top-1 and `top-1 % (best-val epoch)` is that checkpoint's test top-1; nothing is ever chosen on "
+    "validation top-1 and `best-val top-1 %` is that checkpoint's test top-1; nothing is ever chosen on "
     "the test split. Without a validation split, `best.pt` is the last epoch. Teachers are trained once "
     "(method ce) and distilled from at their final epoch (`last.pt`). `vs ce` and `vs baseline` are the mean of "
     "the per-seed differences of final-epoch top-1 (same seed: same initialisation and data order) with its "
@@ -436,7 +446,8 @@ def terminal_table(summary: dict[str, Any], title: str):
     from rich.table import Table
 
     table = rows(summary)
-    t = Table(title=title)
+    t = Table(title=title, caption="top-1 %: test split, final epoch (mean ± std over seeds); best-val: the "
+              "test top-1 of the best validation epoch; vs: mean paired difference [95 % CI]")
     for key, head in visible_columns(table):
         t.add_column(head, justify="left" if key in ("model", "arch", "vs_baseline") else "right", no_wrap=True)
     for r in table:

@@ -375,6 +375,19 @@ def test_top5_drawn_only_for_many_classes(num_classes):
     assert fig.axes[0].get_xlim()[0] == 0
 
 
+@pytest.mark.parametrize(("nc", "name"), [(10, "class {}"), (20, "automobile {}"), (12, "a{}")])
+def test_per_class_labels_do_not_collide(nc, name):
+    from adaptkd.report.figures.summary import draw_per_class
+
+    rows = fake_rows([1.0, 1.0, 1.0], [90.0, 80.0, 85.0], nc)
+    for i, r in enumerate(rows):
+        r.entries[0].eval = {"per_class": [50.0 + i + c for c in range(nc)],
+                             "class_names": [name.format(c) for c in range(nc)]}
+    f = draw_per_class(rows)
+    f.png()
+    assert layout_problems(f.fig) == []
+
+
 def test_layout_check_finds_what_it_looks_for():
     """The checker used above fails on a legend over the data, colliding tick labels and a cut title."""
     from adaptkd.report.figures.base import new_fig

@@ -97,8 +97,11 @@ def draw_per_class(rows: list[ModelRow]) -> Fig:
         ax.bar(xs, means, width=width, color=_row_color(row, i), label=row.label, yerr=err,
                error_kw={"ecolor": "black", "capsize": 1.5, "linewidth": 0.8},
                alpha=0.6 if row.role == "teacher" else 1.0)
-    ax.set_xticks(range(nc), names[:nc], fontsize=8, rotation=0 if nc <= 12 else 45,
-                  ha="center" if nc <= 12 else "right")
+    # Class names side by side need about 6 px a character at 8 pt (a class slot is the panel's width / nc);
+    # when they do not fit they stand upright (each then needs one line height).
+    slot_px = (f.fig.get_figwidth() - 2.5) * f.fig.dpi / nc
+    tilt = max((len(str(n)) for n in names[:nc]), default=1) * 6 > 0.9 * slot_px
+    ax.set_xticks(range(nc), [str(n) for n in names[:nc]], fontsize=8, rotation=90 if tilt else 0)
     ax.set_xlabel("class")
     set_accuracy_axis(ax, [], label="accuracy % (axis from 0)", zero=True)
     legend_outside(ax)

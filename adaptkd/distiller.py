@@ -637,7 +637,8 @@ class Distiller(nn.Module):
     # -- state ----------------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"format": FORMAT, "method": self.method_name, "step": self.global_step,
-                                 "epoch": self.epoch, "method_extra": self.method.extra_state()}
+                                 "epoch": self.epoch, "method_extra": self.method.extra_state(),
+                                 "meter": self.meter.state_dict()}
         if self.checkpoint_teachers:
             state["teachers"] = {n: t.state_dict() for n, t in self._teachers.items()}
         return state
@@ -650,6 +651,8 @@ class Distiller(nn.Module):
         self.global_step = int(state["step"])
         self.epoch = state["epoch"]
         self.method.load_extra_state(state.get("method_extra", {}))
+        device = next(iter(self.params.values()))[0].device if any(self.params.values()) else "cpu"
+        self.meter.load_state_dict(state.get("meter"), device)  # an epoch's signal reductions continue
         for n, sd in state.get("teachers", {}).items():
             if n in self._teachers:
                 self._teachers[n].load_state_dict(sd)

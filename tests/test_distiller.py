@@ -140,6 +140,7 @@ def test_state_dict_resumes_exactly(method):
         o.load_state_dict(ostate[n])
     assert c.global_step == 2
     run_steps(c, 2, opts_c)
+    assert a.epoch_end() == c.epoch_end()  # the signal reductions continued too
     for k, v in a.state_dict().items():
         if isinstance(v, torch.Tensor):
             assert torch.equal(v, c.state_dict()[k]), k

@@ -131,7 +131,7 @@ def _seeds(value: Any, where: str, default: list[int]) -> list[int]:
 def plan(recipe: dict[str, Any], out: str | Path, overrides: list[str] | None = None,
          methods: list[str] | None = None, seeds: int | None = None) -> Plan:
     """The runs of ``recipe`` under ``out``; ``overrides`` (``key=value``) apply to every run,
-    ``methods`` keeps only those labels, ``seeds`` caps every entry's seed list to its first N."""
+    ``methods`` keeps only those labels, ``seeds`` replaces every entry's seeds by 0..N-1."""
     recipe = read_recipe(recipe)
     out = Path(out)
     over = list(overrides or [])
@@ -169,7 +169,7 @@ def plan(recipe: dict[str, Any], out: str | Path, overrides: list[str] | None = 
         for t in base["teachers"]:
             t.pop("name", None)
         run_seeds = _seeds(entry.get("seeds"), f"methods.{label}.seeds", all_seeds)
-        run_seeds = run_seeds[:seeds] if seeds else run_seeds
+        run_seeds = list(range(seeds)) if seeds else run_seeds
         seed_lists[label] = run_seeds
         for s in run_seeds:
             students.append(RunSpec(label, s, config(base, out / label / f"seed{s}", s), "student"))

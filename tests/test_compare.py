@@ -10,7 +10,7 @@ import yaml
 
 from adaptkd.cli import main
 from adaptkd.compare import paired, plan, read_recipe, run_state, t_interval
-from adaptkd.config import ConfigError
+from adaptkd.config import ConfigError, load_config
 
 
 def tiny_recipe() -> dict:
@@ -118,6 +118,14 @@ def test_bundled_recipes_use_the_compare_schema(tmp_path):
     from adaptkd.commands.demo import demo_recipe
 
     root = Path(__file__).resolve().parents[1]
-    for recipe in (demo_recipe(), root / "benchmarks" / "synthetic.yaml", root / "benchmarks" / "fashion_mnist.yaml"):
+    for name in ("synthetic", "digits", "fashion_mnist", "fashion_mnist_short"):
+        recipe = root / "benchmarks" / f"{name}.yaml"
         p = plan(read_recipe(recipe), tmp_path)
         assert p.students and "ce" in {s.label for s in p.students}
+        for spec in p.students + p.teachers:  # every run's config is valid (options, networks, registries)
+            raw = {**spec.config, "teachers": [{**{k: v for k, v in t.items() if k != "checkpoint"},
+                                                **({"random_init": True} if "checkpoint" in t else {})}
+                                               for t in spec.config.get("teachers", [])]}
+            load_config(raw)
+    p = plan(demo_recipe(), tmp_path)
+    assert [s.label for s in p.students] == ["ce", "kd", "dkd"] and [t.label for t in p.teachers] == ["teacher"]

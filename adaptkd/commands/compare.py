@@ -36,7 +36,7 @@ def add_options(p: argparse.ArgumentParser, default_out: str | None) -> None:
                    else f"output folder (default {default_out})")
     p.add_argument("--jobs", type=int, default=1, help="training processes at a time (default 1)")
     p.add_argument("--methods", default=None, help="only these method labels, comma-separated")
-    p.add_argument("--seeds", type=int, default=None, help="only the first N seeds of every method")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 for every method (instead of the recipe's)")
     p.add_argument("--quick", action="store_true", help="a few steps per run only (smoke test)")
     p.add_argument("--no-report", action="store_true", help="skip the report card (tables only)")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run (e.g. optim.epochs=5)")

@@ -91,7 +91,7 @@ def throughput(n: int, batch: int = 64, size: int = 224) -> dict:
     root = make(n)
     files = sorted(str(p) for p in (root / "train").rglob("*.jpg"))[:n]
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_tree_s(os.getpid())
     out = []
     for i, f in enumerate(files):
         with Image.open(f) as img:
@@ -102,17 +102,38 @@ def throughput(n: int, batch: int = 64, size: int = 224) -> dict:
             if len(out) == batch:
                 torch.stack(out)
                 out = []
-    res = {"images": n, "size": size, "plain_pillow_per_s": round(n / (time.perf_counter() - t0), 1)}
+    res = {"images": n, "size": size, "plain_pillow_per_s": round(n / (time.perf_counter() - t0), 1),
+           "plain_pillow_per_cpu_s": round(n / (_cpu_tree_s(os.getpid()) - c0), 1)}
     for workers in (0, 1, 2):
         pipe, _ = build_pipeline(_data_cfg(root, size, workers, train_size=n))
         it = pipe.train_batches(1, batch_size=batch, seed=0, drop_last=False)
         first = next(it)[0].shape[0]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_tree_s(os.getpid())
         done = sum(x.shape[0] for x, _ in it)
         res[f"workers{workers}_per_s"] = round(done / (time.perf_counter() - t0), 1)
+        res[f"workers{workers}_per_cpu_s"] = round(done / (_cpu_tree_s(os.getpid()) - c0), 1)
         pipe.close()
         assert first + done == n
     return res
+
+
+def _cpu_tree_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live child processes (/proc):
+    images per CPU-second compare fairly on a machine shared with other work."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        pids += [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def _trainer(root: Path, size: int, workers: int, steps: int | None, out: Path, student: str = "cnn_small",
@@ -127,14 +148,14 @@ def _trainer(root: Path, size: int, workers: int, steps: int | None, out: Path, 
     return Trainer(cfg, log=lambda s: None)
 
 
-def epoch(n: int, size: int, workers: int = 2, steps: int = 40) -> dict:
-    """One training epoch of ``steps`` steps (batch 64, cnn_small): epoch time against the sum of the
+def epoch(n: int, size: int, workers: int = 2, steps: int = 40, student: str = "cnn_small") -> dict:
+    """One training epoch of ``steps`` steps (batch 64, ``student``): epoch time against the sum of the
     step times (compute only: from the batch in hand to the optimiser step)."""
     import torch
 
     root = make(n)
     with tempfile.TemporaryDirectory() as tmp:
-        tr = _trainer(root, size, workers, steps, Path(tmp))
+        tr = _trainer(root, size, workers, steps, Path(tmp), student=student)
         step_times = []
         orig = tr.train_step
 
@@ -149,7 +170,8 @@ def epoch(n: int, size: int, workers: int = 2, steps: int = 40) -> dict:
         tr.train_epoch(1)
         total = time.perf_counter() - t0
         tr.pipe.close()
-    return {"size": size, "workers": workers, "steps": len(step_times), "threads": torch.get_num_threads(),
+    return {"size": size, "workers": workers, "student": student, "steps": len(step_times),
+            "threads": torch.get_num_threads(),
             "epoch_s": round(total, 2), "sum_step_s": round(sum(step_times), 2),
             "ratio": round(total / sum(step_times), 3)}
 
@@ -173,7 +195,7 @@ def _rss_tree_kb(pid: int) -> int:
     return total
 
 
-def memory(n: int, size: int = 224, workers: int = 2, steps: int = 30) -> dict:
+def memory(n: int, size: int = 224, workers: int = 2, steps: int = 30, student: str = "cnn_small") -> dict:
     """Peak resident memory (this process + its worker processes, sampled every 20 ms) while
     indexing ``n`` images and training ``steps`` steps at ``size`` px with ``workers`` workers."""
     root = make(n)
@@ -188,12 +210,13 @@ def memory(n: int, size: int = 224, workers: int = 2, steps: int = 30) -> dict:
     th = threading.Thread(target=sample, daemon=True)
     th.start()
     with tempfile.TemporaryDirectory() as tmp:
-        tr = _trainer(root, size, workers, steps, Path(tmp), test_size=256)
+        tr = _trainer(root, size, workers, steps, Path(tmp), student=student, test_size=256)
         tr.train_epoch(1)
         tr.pipe.close()
     stop.set()
     th.join()
-    return {"images": n, "size": size, "workers": workers, "steps": steps, "peak_rss_mb": round(peak[0] / 1024, 1)}
+    return {"images": n, "size": size, "workers": workers, "student": student, "steps": steps,
+            "peak_rss_mb": round(peak[0] / 1024, 1)}
 
 
 def first_step(n: int, workers: int = 2) -> dict:
@@ -217,6 +240,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--student", default="cnn_small")
     a = p.parse_args()
     import torch
 
@@ -226,9 +250,9 @@ def main() -> None:
     elif a.what == "throughput":
         print(json.dumps(throughput(a.n, size=a.size)))
     elif a.what == "epoch":
-        print(json.dumps(epoch(a.n, a.size, a.workers, a.steps)))
+        print(json.dumps(epoch(a.n, a.size, a.workers, a.steps, a.student)))
     elif a.what == "memory":
-        print(json.dumps(memory(a.n, a.size, a.workers, a.steps)))
+        print(json.dumps(memory(a.n, a.size, a.workers, a.steps, a.student)))
     else:
         print(json.dumps(first_step(a.n, a.workers)))
 

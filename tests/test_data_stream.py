@@ -261,6 +261,22 @@ def test_hf_dataset_from_disk(tmp_path):
         build_pipeline(_cfg(name="hf", root=str(path), split="nope"))
 
 
+def test_hf_parquet_and_imagefolder_builder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    saved = datasets.load_from_disk(str(_hf_dataset(tmp_path / "hf")))
+    pq = tmp_path / "pq"
+    pq.mkdir()
+    for split in ("train", "validation"):
+        saved[split].to_parquet(str(pq / f"{split}-00000-of-00001.parquet"))
+    pipe, _ = build_pipeline(_cfg(name="hf", root=str(pq), image_size=8, cache="none"))
+    assert pipe.class_names == ["ant", "bee", "cow"] and (pipe.n_train, pipe.n_test) == (9, 3)
+    folder = _folder(tmp_path / "img")  # the datasets imagefolder builder reads train/ and val/ class folders
+    pipe2, _ = build_pipeline(_cfg(name="hf", root=str(folder), image_size=8, cache="none"))
+    assert pipe2.class_names == ["cat", "dog"] and (pipe2.n_train, pipe2.n_test) == (8, 4)
+    with pytest.raises(DataError, match="streaming"):
+        build_pipeline(_cfg(name="hf", root=str(pq), streaming=True))
+
+
 def _shards(root: Path, prefix: str, n_shards: int, per: int) -> str:
     root.mkdir(exist_ok=True)
     for s in range(n_shards):

@@ -118,9 +118,11 @@ def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
 
 def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images ``[N, C, H, W]`` in [0, 1] units (float64
-    accumulation, population std). A channel with zero variance gets std 1.0 so that
-    normalisation stays finite."""
+    accumulation over chunks of at most ``chunk`` images and 2**24 values, population std). A
+    channel with zero variance gets std 1.0 so that normalisation stays finite."""
     c = x.shape[1]
+    # float64 copies of at most ~2**24 values at a time (128 MB), however large the images
+    chunk = max(1, min(chunk, 2**24 // max(1, c * x.shape[2] * x.shape[3])))
     s = torch.zeros(c, dtype=torch.float64)
     s2 = torch.zeros(c, dtype=torch.float64)
     for i in range(0, x.shape[0], chunk):

@@ -303,7 +303,9 @@ def _python_sources(dataset: Any) -> tuple[Source, Source, list[str]]:
 # ---------------------------------------------------------------------------------- Hugging Face
 
 
-def _hf_open(root: str, split: str) -> Any:
+def _hf_load(root: str) -> dict[str, Any]:
+    """``{split: datasets.Dataset}`` of ``root``: a ``save_to_disk`` folder, a folder of parquet
+    files, any other folder (the ``imagefolder`` builder), or a hub id (``load_dataset``)."""
     try:
         import datasets
     except ImportError:
@@ -319,39 +321,9 @@ def _hf_open(root: str, split: str) -> Any:
                 ds = datasets.load_dataset("imagefolder", data_dir=str(path))
         else:
             ds = datasets.load_dataset(root)
-    except DataError:
-        raise
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - datasets raises many types for a path it cannot read
         raise DataError(f"dataset 'hf': cannot open {root!r} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise DataError(f"dataset 'hf' {root!r} has splits {sorted(ds)}; no split {split!r}")
-        return ds[split]
-    if split != "train":
-        raise DataError(f"dataset 'hf' {root!r} is a single split; data.split / data.test_split can only be 'train'")
-    return ds
-
-
-def _hf_splits(root: str) -> list[str]:
-    import datasets
-
-    path = Path(os.path.expanduser(root))
-    if path.is_dir() and (path / "dataset_dict.json").is_file():
-        return list(datasets.load_from_disk(str(path)))
-    try:
-        return list(datasets.get_dataset_split_names(root)) if not path.is_dir() else \
-            list(_hf_open_all(str(path)))
-    except Exception:
-        return []
-
-
-def _hf_open_all(root: str) -> Any:
-    import datasets
-
-    path = Path(root)
-    if glob.glob(str(path / "**" / "*.parquet"), recursive=True):
-        return datasets.load_dataset("parquet", data_dir=str(path))
-    return datasets.load_dataset("imagefolder", data_dir=str(path))
+    return dict(ds) if isinstance(ds, datasets.DatasetDict) else {"train": ds}
 
 
 def _hf_source(ds: Any, d: Any, root: str, split: str) -> tuple[HFSource, list[str] | None]:
@@ -382,14 +354,16 @@ def _hf(d: Any) -> tuple[Source, Source, list[str]]:
         raise DataError("field `data.streaming`: reading a Hugging Face dataset as a stream is not supported yet; "
                         "download it once (datasets caches it on disk) and use streaming=false: the pipeline "
                         "already reads it lazily from the Arrow files")
-    train_ds = _hf_open(d.root, d.split)
-    test_split = d.test_split
+    splits = _hf_load(d.root)
+    test_split = d.test_split or next((n for n in ("validation", "valid", "val", "test") if n in splits), None)
     if test_split is None:
-        avail = _hf_splits(d.root)
-        test_split = next((s for s in ("validation", "valid", "val", "test") if s in avail), None)
-        if test_split is None:
-            raise DataError(f"dataset 'hf' {d.root!r}: no validation/test split among {avail}; set data.test_split")
-    test_ds = _hf_open(d.root, test_split)
+        raise DataError(f"dataset 'hf' {d.root!r}: no validation/test split among {sorted(splits)}; "
+                        "set data.test_split")
+    for field, name in (("split", d.split), ("test_split", test_split)):
+        if name not in splits:
+            raise DataError(f"field `data.{field}`: dataset 'hf' {d.root!r} has splits {sorted(splits)}; "
+                            f"no split {name!r}")
+    train_ds, test_ds = splits[d.split], splits[test_split]
     train, names = _hf_source(train_ds, d, d.root, d.split)
     test, _ = _hf_source(test_ds, d, d.root, test_split)
     n = int(max(train.labels.max(), test.labels.max())) + 1

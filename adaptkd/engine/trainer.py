@@ -874,6 +874,7 @@ class Trainer:
         summary["final_acc"] = summary["learners"]["student"]["final_acc"]
         if self.dist.is_main:
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
+        self.pipe.close()  # data worker processes end with the run (a later evaluate() starts new ones)
         return summary
 
 

@@ -36,12 +36,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from adaptkd.engine.rundir import build_arch, checkpoint_path, load_model
 from adaptkd.errors import ExportError
 
 __all__ = [
     "ExportError",
     "ExportResult",
     "FORMATS",
+    "build_arch",
     "rebuild_network",
     "run_checkpoint_path",
     "export_run",
@@ -76,66 +78,8 @@ class ExportResult:
 # Rebuilding a learner from its run
 
 
-def run_checkpoint_path(run: str | os.PathLike[str], which: str = "best") -> Path:
-    """``<run>/<which>.pt`` (falls back to ``last.pt``), or ``run`` itself when it is a file."""
-    from adaptkd.engine.checkpoint import CheckpointError
-
-    p = Path(os.path.expanduser(str(run)))
-    if p.is_dir():
-        cand = p / f"{which}.pt"
-        p = cand if cand.is_file() else p / "last.pt"
-    if not p.is_file():
-        raise CheckpointError(f"{str(run)!r} holds no checkpoint ({which}.pt or last.pt); is it an adaptkd run folder?")
-    return p
-
-
-def build_arch(arch: str, args: dict[str, Any], num_classes: int, in_channels: int, *, what: str) -> nn.Module:
-    """A fresh network of ``arch`` (zoo, ``timm:``/``torchvision:``); a clear error for custom modules."""
-    from adaptkd.config import NetConfig
-    from adaptkd.engine.checkpoint import CheckpointError
-    from adaptkd.engine.networks import build_network
-
-    from adaptkd.models import model_exists
-
-    if not model_exists(arch):
-        raise CheckpointError(
-            f"{what} is a {arch!r} network, which is not in the model zoo (a module passed from Python); "
-            "adaptkd cannot rebuild it from a checkpoint — rebuild it yourself, load its weights and use "
-            "adaptkd.export.export_module(model, ...)"
-        )
-    return build_network(NetConfig(arch=arch, args=dict(args)), num_classes, in_channels, field=what)
-
-
-def rebuild_network(run: str | os.PathLike[str], name: str = "student", *, which: str = "best") -> tuple[nn.Module, dict[str, Any]]:
-    """Network ``name`` of a run, rebuilt from its architecture and its own state_dict (eval mode, CPU).
-
-    Returns ``(model, info)``; ``info`` has arch, args, num_classes, in_channels, image_size, mean,
-    std, dataset, method, epoch, checkpoint (path) and config (the run's resolved config dict).
-    """
-    from adaptkd.engine.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_into
-
-    path = run_checkpoint_path(run, which)
-    ckpt = load_checkpoint(path)
-    if ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not an adaptkd run checkpoint (it has no architecture metadata)")
-    models = ckpt.get("models", {})
-    if name not in models:
-        raise CheckpointError(f"{str(path)!r} holds the learners {sorted(models)}, not {name!r} (frozen teachers are "
-                              "not stored in a run: export the run that trained them)")
-    meta = ckpt["meta"]
-    arch = meta["arch"][name]
-    args = dict(meta.get("args", {}).get(name, {}))
-    in_ch = int(meta.get("in_channels", 3))
-    model = build_arch(arch, args, int(meta["num_classes"]), in_ch, what=f"network {name!r} of {str(path)!r}")
-    load_into(model, models[name], source=str(path), arch=arch)
-    model.eval()
-    info = {
-        "arch": arch, "args": args, "num_classes": int(meta["num_classes"]), "in_channels": in_ch,
-        "image_size": int(meta.get("image_size", 32)), "mean": list(meta.get("mean", [])), "std": list(meta.get("std", [])),
-        "dataset": meta.get("dataset"), "method": meta.get("method"), "epoch": int(ckpt.get("epoch", 0)),
-        "checkpoint": str(path), "config": ckpt.get("config", {}),
-    }
-    return model, info
+run_checkpoint_path = checkpoint_path  # the run folder's own names (adaptkd.engine.rundir)
+rebuild_network = load_model
 
 
 def real_test_inputs(config: dict[str, Any], n: int = 64) -> tuple[torch.Tensor | None, str]:

@@ -88,30 +88,13 @@ def metrics_from_logits(logits: torch.Tensor, y: torch.Tensor, num_classes: int 
 
 
 def load_run_model(path: str, name: str = "student", *, which: str = "best") -> tuple[nn.Module, dict]:
-    """The network ``name`` of a run folder (``best.pt``/``last.pt``) or checkpoint file, and the checkpoint."""
-    import os
-    from pathlib import Path
+    """The network ``name`` of a run folder (``best.pt``/``last.pt``) or checkpoint file, and the checkpoint.
 
-    from adaptkd.engine.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_into
-    from adaptkd.models import build_model
+    A view of :func:`adaptkd.engine.rundir.load_model` (which returns a summary of the checkpoint instead)."""
+    from adaptkd.engine.rundir import load_model, read_checkpoint
 
-    p = Path(os.path.expanduser(path))
-    if p.is_dir():
-        cand = p / f"{which}.pt"
-        p = cand if cand.exists() else p / "last.pt"
-    ckpt = load_checkpoint(p)
-    if ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{str(p)!r} is not an adaptkd run checkpoint (it has no architecture metadata)")
-    meta = ckpt["meta"]
-    if name not in ckpt["models"]:
-        raise CheckpointError(f"{str(p)!r} holds networks {sorted(ckpt['models'])}, not {name!r}")
-    args = dict(meta.get("args", {}).get(name, {}))
-    if meta.get("in_channels", 3) != 3:
-        args.setdefault("in_channels", meta["in_channels"])
-    model = build_model(meta["arch"][name], meta["num_classes"], **args)
-    load_into(model, ckpt["models"][name], source=str(p), arch=meta["arch"][name])
-    model.eval()
-    return model, ckpt
+    model, _ = load_model(path, name, which=which)
+    return model, read_checkpoint(path, which)[1]
 
 
 def evaluate(run: str, *, which: str = "best", device: str = "cpu", data=None) -> dict:

@@ -78,7 +78,7 @@ class MetricsLog:
             except OSError as exc:
                 if not self.path.is_symlink():
                     raise
-                from adaptkd.engine.trainer import RunFolderError
+                from adaptkd.errors import RunFolderError
 
                 raise RunFolderError(f"{str(self.path)!r} is a symbolic link planted in the run folder; "
                                      "refusing to write through it") from exc

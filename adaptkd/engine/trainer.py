@@ -9,9 +9,7 @@ one boolean that decides it).
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +26,12 @@ from adaptkd.engine.checkpoint import (
     FORMAT,
     CheckpointError,
     atomic_save,
-    atomic_write_text,
     load_checkpoint,
     load_into,
 )
 from adaptkd.engine.evaluate import evaluate_batches
 from adaptkd.engine.logger import MetricsLog
+from adaptkd.engine.rundir import prepare_run_dir, write_config, write_summary
 from adaptkd.engine.meter import SignalMeter
 from adaptkd.engine.networks import build_network, check_label_order, check_logit_sources, freeze
 from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
@@ -54,49 +52,6 @@ from adaptkd.replay.identity import augment_generator, steps_per_epoch, train_au
 from adaptkd.taps import FeatureTaps
 
 __all__ = ["Trainer", "NonFiniteError", "RunFolderError", "train"]
-
-
-RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
-
-
-def prepare_run_dir(out: str | os.PathLike[str], *, resume: bool, overwrite: bool, create: bool = True) -> Path:
-    """Check, then (``create=True``) create or reopen a run folder without following symlinks planted in it.
-
-    ``create=False`` only checks and touches nothing: the engine checks before it loads data and
-    builds networks and creates the folder once every input is validated, so a refused config
-    leaves no files behind. Creating removes the temp files of writes interrupted by a crash
-    (``.last.pt.*.tmp``, ...) and, for a fresh start, what a run stopped before its first
-    checkpoint left (``metrics.jsonl``, ``best.pt``, ``summary.json``; with ``overwrite``, ``last.pt`` too).
-    """
-    path = Path(os.path.expanduser(str(out)))
-    if path.is_symlink():
-        raise RunFolderError(f"run folder {str(path)!r} is a symbolic link; refusing to write through it")
-    if path.exists() and not path.is_dir():
-        raise RunFolderError(f"run folder {str(path)!r} exists and is not a folder")
-    for name in RUN_FILES + ("tb", "report"):
-        p = path / name
-        if p.is_symlink():
-            raise RunFolderError(f"{str(p)!r} is a symbolic link planted in the run folder; refusing to write through it")
-    if resume and not (path / "last.pt").is_file():
-        raise RunFolderError(
-            f"nothing to resume: {str(path / 'last.pt')!r} does not exist (the run stopped before its first "
-            "checkpoint, or run.out is wrong); start it again without --resume"
-        )
-    if not resume and (path / "last.pt").exists() and not overwrite:
-        raise RunFolderError(
-            f"run folder {str(path)!r} already holds a run (last.pt); resume it with --resume, "
-            "choose another run.out, or set run.overwrite=true"
-        )
-    if not create:
-        return path
-    path.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        for stale in path.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-    if not resume:
-        for name in ("metrics.jsonl", "last.pt", "best.pt", "summary.json"):
-            (path / name).unlink(missing_ok=True)
-    return path
 
 
 class Trainer:
@@ -288,9 +243,7 @@ class Trainer:
         if resume:
             self._load_resume()
         elif self.dist.is_main:
-            import yaml
-
-            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
+            write_config(self.out, config_to_dict(self.cfg))
 
     # ------------------------------------------------------------------------------------------
     def _check_class_counts(self) -> None:
@@ -873,7 +826,7 @@ class Trainer:
                                          "input": spec.describe(), **card}
         summary["final_acc"] = summary["learners"]["student"]["final_acc"]
         if self.dist.is_main:
-            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
+            write_summary(self.out, summary)
         self.pipe.close()  # data worker processes end with the run (a later evaluate() starts new ones)
         return summary
 

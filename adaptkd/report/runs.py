@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from adaptkd.errors import RunFolderError
 
@@ -46,25 +44,15 @@ class RunData:
 
 def load_run(path: str | os.PathLike[str], label: str | None = None) -> RunData:
     """Read a run folder; :class:`ReportError` when it is not one."""
-    from adaptkd.engine.logger import read_metrics
+    from adaptkd.engine import rundir
 
     p = Path(os.path.expanduser(str(path)))
     if not p.is_dir():
         raise ReportError(f"run folder {str(path)!r} does not exist")
-    cfg_path = p / "config.yaml"
-    if not cfg_path.is_file():
-        raise ReportError(f"{str(path)!r} is not an adaptkd run folder (it has no config.yaml)")
     try:
-        config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ReportError(f"{str(cfg_path)!r} is not valid YAML: {exc}") from None
-    summary: dict[str, Any] = {}
-    if (p / "summary.json").is_file():
-        try:
-            summary = json.loads((p / "summary.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ReportError(f"{str(p / 'summary.json')!r} is not valid JSON: {exc}") from None
-    records = read_metrics(p / "metrics.jsonl")
+        config, summary, records = rundir.read_config(p), rundir.read_summary(p), rundir.read_metrics(p)
+    except RunFolderError as exc:
+        raise ReportError(str(exc)) from None
     return RunData(path=p, label=label or p.name or str(p), config=config, summary=summary, records=records)
 
 

@@ -43,43 +43,13 @@ from torch import Tensor, nn
 
 from adaptkd.errors import ConfigError
 
-__all__ = ["BenchConfig", "run_bench", "machine_info", "parse_balancer", "METHOD_SETUPS", "TARGETS", "render_table",
+__all__ = ["BenchConfig", "run_bench", "machine_info", "parse_balancer", "method_setup", "render_table",
            "markdown_table"]
 
-# --------------------------------------------------------------------------------------------
-# Per-method network settings and options.
-#
-# A setup says which networks a method runs with: ``frozen`` (random-init teachers, eval, no
-# grad), ``trainable`` (teachers that learn: online KD) and ``peers``; each entry is an
-# architecture or None for the bench's --teacher. ``options`` are method options the bench needs
-# (the rest are the method's defaults). A method not listed tries, in order, one frozen teacher,
-# one trainable teacher (online), and the student alone, and takes the first setup its config
-# check accepts — so methods that land later are benchmarked without touching this table.
+# Each method runs with the networks and options of its spec's example (``MethodSpec.example``:
+# random-init teachers of the bench's --teacher architecture, peers of its --student) and is held
+# to its spec's ``speed_target``; the balancers' targets are below.
 
-T = None  # placeholder for the --teacher architecture
-
-METHOD_SETUPS: dict[str, list[dict[str, Any]]] = {
-    "ce": [{"frozen": []}],
-    "dml": [{"trainable": [T]}],
-    "switokd": [{"trainable": [T]}],
-    "compose": [{"frozen": [T], "options": {"terms": [
-        {"loss": "dtkd", "weight": 1.0}, {"loss": "dkd", "weight": 1.0}, {"loss": "ce", "weight": 1.0}]}}],
-    "unic": [{"frozen": [T, T]}],
-}
-DEFAULT_SETUPS: list[dict[str, Any]] = [{"frozen": [T]}, {"trainable": [T]}, {"frozen": []}]
-
-# Speed targets the issues set: (reference, max ratio). "floor" = the method's own physical floor,
-# "kd" = the KD step, "dml" = the DML step, "fixed" = the same method with FixedBalance.
-TARGETS: dict[str, tuple[str, float]] = {
-    "kd": ("floor", 1.05),
-    "dkd": ("floor", 1.05),
-    "dtkd": ("kd", 1.03),
-    "compose": ("floor", 1.05),
-    "afd": ("kd", 1.15),
-    "rtk": ("kd", 1.15),
-    "unic": ("floor", 1.15),
-    "switokd": ("dml", 1.00),
-}
 BALANCER_TARGETS: list[tuple[dict[str, Any], tuple[str, float]]] = [
     ({"name": "gradient", "over": "logits"}, ("fixed", 1.05)),
     ({"name": "gradient", "over": "params", "every": 10}, ("fixed", 1.10)),
@@ -186,7 +156,7 @@ class MethodVariant(_Variant):
             self.paused += 1
 
     def check(self) -> None:
-        self.trainer._raise_if_nonfinite()
+        self.trainer.raise_if_nonfinite()
 
 
 class FloorVariant(_Variant):
@@ -219,7 +189,7 @@ class FloorVariant(_Variant):
         if trainer.cfg.run.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         self.x, self.y = x, yb.to(dev)
-        self.autocast = trainer._autocast
+        self.autocast = trainer.autocast
         self.scaler = torch.amp.GradScaler(dev.type, enabled=trainer.precision == "fp16")
 
     def step(self) -> None:
@@ -364,6 +334,16 @@ def _random_data(cfg: BenchConfig, in_channels: int = 3):
                       std=(0.25,) * in_channels)
 
 
+def method_setup(method: str) -> dict[str, Any]:
+    """The networks (None: the bench's --teacher / --student architecture) and options of ``method``'s
+    example run (its spec)."""
+    from adaptkd.methods import example_networks, method_class
+
+    frozen, trainable, peers = example_networks(method)
+    return {"frozen": [None] * frozen, "trainable": [None] * trainable, "peers": [None] * peers,
+            "options": dict(method_class(method).spec.example.options)}
+
+
 def _net_list(entries: list[Any], default: str, **extra: Any) -> list[dict[str, Any]]:
     return [{"arch": a if a is not None else default, **extra} for a in entries]
 
@@ -393,7 +373,7 @@ def _resolve_setup(cfg: BenchConfig, method: str, balancer: dict[str, Any], tmp:
     from adaptkd.config import load_config
 
     errors = []
-    for setup in METHOD_SETUPS.get(method, DEFAULT_SETUPS):
+    for setup in [method_setup(method)]:
         raw = build_config(cfg, method, setup, balancer, tmp)
         try:
             load_config(raw)
@@ -593,8 +573,11 @@ def _target(method: str, balancer: dict[str, Any], m: dict[str, Any]) -> tuple[s
             if all(opts.get(k) == v for k, v in pattern.items()):
                 return tgt
         return None
-    if method in TARGETS:
-        return TARGETS[method]
+    from adaptkd.methods import method_class
+
+    target = method_class(method).spec.speed_target
+    if target is not None:
+        return target
     if m["kind"] == "offline" and not m["taps"] and not m["method_params"] and method != "ce":
         return ("floor", 1.05)  # an offline logit method
     return None

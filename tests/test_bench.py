@@ -97,7 +97,7 @@ def test_mixed_precision_gives_methods_float32(tmp_path, precision):
     assert tr.precision == precision
     assert tr.scaler.is_enabled() == (precision == "fp16")  # loss scaling for fp16 only
     seen = _spy(tr)
-    with tr._autocast():  # the networks themselves run in reduced precision
+    with tr.autocast():  # the networks themselves run in reduced precision
         assert tr.networks["student"](tr.eval_aug_probe()).dtype == (torch.bfloat16 if precision == "bf16" else torch.float16)
     s = tr.fit()
     assert all(d == torch.float32 for d in seen["logits"].values())

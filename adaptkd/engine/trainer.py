@@ -266,7 +266,7 @@ class Trainer:
         x = self.pipe.sample(2).to(self.device).float() / 255.0
         return x
 
-    def _autocast(self):
+    def autocast(self):
         return autocast(self.device, self.precision)
 
     # ------------------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ class Trainer:
         """Every network once: frozen teachers under no_grad (or their replayed ``teachers``
         logits, then no teacher runs), learners with autograd."""
         logits: dict[str, Tensor] = dict(teachers or {})
-        with self._autocast():
+        with self.autocast():
             with torch.no_grad():
                 xt = self.teacher_inputs(x) if teachers is None else {}
             for name in self.frozen if teachers is None else ():
@@ -414,7 +414,7 @@ class Trainer:
             rec[k] = self._bad_vec[i]
         return rec
 
-    def _raise_if_nonfinite(self) -> None:
+    def raise_if_nonfinite(self) -> None:
         record = self._nonfinite_record()
         if self.cfg.run.nonfinite == "skip" or not record:
             return
@@ -492,7 +492,7 @@ class Trainer:
             seen += xb.shape[0]
             self.global_step += 1
             if self.global_step % self.cfg.run.log_every == 0 or i == steps - 1:
-                self._raise_if_nonfinite()
+                self.raise_if_nonfinite()
                 now = time.perf_counter()
                 rec: dict[str, Any] = {"kind": "step", "epoch": epoch, "step": self.global_step}
                 rec.update(self._step_values(out, signals))
@@ -507,7 +507,7 @@ class Trainer:
                 if progress is not None:
                     progress({"i": i + 1, "steps": steps, "rec": rec, "elapsed": now - t0})
             if every and self.global_step % every == 0 and i + 1 < steps:
-                self._raise_if_nonfinite()  # never checkpoint a state that already went non-finite
+                self.raise_if_nonfinite()  # never checkpoint a state that already went non-finite
                 self.save(False, in_epoch={
                     "epoch": epoch, "step": i + 1, "seen": seen, "used_steps": used_steps, "used_seen": used_seen,
                     "elapsed": time.perf_counter() - t0, "sums": {k: v.detach().cpu() for k, v in sums.items()},
@@ -593,7 +593,7 @@ class Trainer:
             batches = self.pipe.val_batches(d.eval_batch_size) if split == "val" else self.pipe.test_batches(
                 d.eval_batch_size)
             m = evaluate_batches(self.networks[name], batches, self.eval_aug,
-                                 device=self.device, num_classes=self.num_classes, autocast_ctx=self._autocast)
+                                 device=self.device, num_classes=self.num_classes, autocast_ctx=self.autocast)
             res[name] = m
         return res
 
@@ -606,7 +606,7 @@ class Trainer:
         load_into(net, load_checkpoint(path, map_location=self.device)["models"]["student"], source=str(path),
                   arch=self.net_cfgs["student"].arch)
         m = evaluate_batches(net, self.pipe.test_batches(self.cfg.data.eval_batch_size), self.eval_aug,
-                             device=self.device, num_classes=self.num_classes, autocast_ctx=self._autocast)
+                             device=self.device, num_classes=self.num_classes, autocast_ctx=self.autocast)
         return float(m["top1"])
 
     # ------------------------------------------------------------------------------------------
@@ -757,7 +757,7 @@ class Trainer:
                                 "--resume)" if last.is_file() else "no checkpoint had been written yet")
                         raise DataError(f"{exc}; training stopped in epoch {epoch} at step {self.global_step}; "
                                         f"{kept}") from None
-                    self._raise_if_nonfinite()
+                    self.raise_if_nonfinite()
                     rec: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": self.global_step, **train}
                     for k, v in self._epoch_end_values(epoch).items():
                         rec[k] = v
@@ -820,7 +820,7 @@ class Trainer:
             if getattr(net, "has_logits", True):  # a backbone has no accuracy
                 m = evaluate_batches(net, self.pipe.test_batches(self.cfg.data.eval_batch_size),
                                      nn.Sequential(self.eval_aug, self.teacher_inputs.view(name)),
-                                     device=self.device, num_classes=self.num_classes, autocast_ctx=self._autocast)
+                                     device=self.device, num_classes=self.num_classes, autocast_ctx=self.autocast)
             card = model_card(net, (len(spec.mean), *spec.size), latency=self.cfg.run.latency and self.dist.is_main)
             summary["teachers"][name] = {"arch": self.net_cfgs[name].arch, "final_acc": m["top1"], "final_top5": m["top5"],
                                          "input": spec.describe(), **card}

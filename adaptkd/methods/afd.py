@@ -33,7 +33,7 @@ class AFDParams(MethodParams):
 @register_method("afd")
 class AFD(LayerPairMethod):
     Params = AFDParams
-    spec = MethodSpec(networks=NetworkNeeds(frozen=(1, 1)), family="feature")
+    spec = MethodSpec(networks=NetworkNeeds(frozen=(1, 1)), family="feature", speed_target=("kd", 1.15))
 
     def __init__(self, params: AFDParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)

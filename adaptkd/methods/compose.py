@@ -188,6 +188,7 @@ class Compose(Method):
         signals={f"*/{k}": how for k, how in DTKD_REDUCTIONS.items()},  # a dtkd term's signals, any term name
         family="logit", figures="dtkd",
         cacheable=LOGITS,
+        speed_target=("floor", 1.05),
     )
 
     def __init__(self, params: ComposeParams, ctx) -> None:

@@ -39,7 +39,7 @@ class DTKD(Method):
     Params = DTKDParams
     spec = MethodSpec(example=Example({"warmup_epochs": 2}),
                       signals={f"dtkd/{k}": v for k, v in DTKD_REDUCTIONS.items()}, family="logit", figures="dtkd",
-                      cacheable=LOGITS)
+                      cacheable=LOGITS, speed_target=("kd", 1.03))
 
     def forward(self, inp: StepIn) -> StepOut:
         p = self.params

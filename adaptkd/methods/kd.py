@@ -23,7 +23,7 @@ class KDParams(MethodParams):
 @register_method("kd")
 class KD(Method):
     Params = KDParams
-    spec = MethodSpec(family="logit", cacheable=LOGITS)
+    spec = MethodSpec(family="logit", cacheable=LOGITS, speed_target=("floor", 1.05))
 
     def forward(self, inp: StepIn) -> StepOut:
         p = self.params

@@ -54,7 +54,7 @@ class RTKParams(MethodParams):
 class RTK(LayerPairMethod):
     Params = RTKParams
     spec = MethodSpec(networks=NetworkNeeds(frozen=(1, 1)), signals={"rtk/kept_per_key": "mean"},
-                      hidden=("rtk/kept_per_key",), family="feature", figures="rtk")
+                      hidden=("rtk/kept_per_key",), family="feature", figures="rtk", speed_target=("kd", 1.15))
 
     def __init__(self, params: RTKParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)

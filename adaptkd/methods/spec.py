@@ -72,6 +72,8 @@ class MethodSpec:
             ``LOGITS`` when the frozen teachers' logits are all it reads; empty when its teacher
             signal cannot be stored per view (feature maps, token sets, teachers that learn) and
             a ``teachers_cache`` is refused.
+        speed_target: the step time ``adaptkd bench`` holds it to: (reference, max ratio), the
+            reference being ``floor`` (its networks' own forward/backward), ``kd`` or ``dml``.
     """
 
     networks: NetworkNeeds = field(default_factory=NetworkNeeds)
@@ -81,6 +83,7 @@ class MethodSpec:
     family: str = "logit"
     figures: str = ""
     cacheable: frozenset[str] = frozenset()
+    speed_target: tuple[str, float] | None = None
 
     def __post_init__(self) -> None:
         bad = {k: v for k, v in self.signals.items() if v not in REDUCTIONS}

@@ -28,6 +28,8 @@ machinery with no pairs, i.e. always in learning mode.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import Any, Literal
 
 import torch
@@ -141,6 +143,7 @@ SHAPES = {"1T1S": (1, 0), "2T1S": (2, 0), "1T2S": (1, 1)}
 @register_method("switokd")
 class SwitOKD(OnlineMethod):
     Params = SwitOKDParams
+    spec = replace(OnlineMethod.spec, speed_target=("dml", 1.0))
 
     @classmethod
     def network_needs(cls, params: SwitOKDParams) -> NetworkNeeds:

@@ -84,6 +84,7 @@ class UNIC(Method):
     spec = MethodSpec(
         example=Example({"drop_prob": 0.5}, frozen=2),  # two teachers, so that teacher dropping has something to drop
         signals={"unic/loss/*": "mean", "unic/kept/*": "mean"}, family="unic", figures="unic",
+        speed_target=("floor", 1.15),
     )
 
     @classmethod

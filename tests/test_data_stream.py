@@ -273,8 +273,6 @@ def test_hf_parquet_and_imagefolder_builder(tmp_path):
     folder = _folder(tmp_path / "img")  # the datasets imagefolder builder reads train/ and val/ class folders
     pipe2, _ = build_pipeline(_cfg(name="hf", root=str(folder), image_size=8, cache="none"))
     assert pipe2.class_names == ["cat", "dog"] and (pipe2.n_train, pipe2.n_test) == (8, 4)
-    with pytest.raises(DataError, match="streaming"):
-        build_pipeline(_cfg(name="hf", root=str(pq), streaming=True))
 
 
 def _shards(root: Path, prefix: str, n_shards: int, per: int) -> str:
@@ -299,14 +297,48 @@ def test_brace_expansion():
 def test_webdataset_shards(tmp_path):
     train = _shards(tmp_path / "sh", "train", 3, 4)
     val = _shards(tmp_path / "sh", "val", 1, 3)
-    pipe, _ = build_pipeline(_cfg(name="webdataset", root=train, test_root=val, image_size=8, cache="none",
-                                  workers=1))
-    assert pipe.n_train == 12 and pipe.n_test == 3 and pipe.num_classes == 2
+    pipe, res = build_pipeline(_cfg(name="webdataset", root=train, test_root=val, image_size=8, workers=1))
+    assert pipe.n_train == 12 and pipe.n_test == 3 and pipe.num_classes == 2 and res["cache"] == "none"
     got = list(pipe.train_batches(1, batch_size=5, seed=0, drop_last=False))
-    assert [len(y) for _, y in got] == [5, 5, 2]
-    pipe.close()
+    assert [len(y) for _, y in got] == [5, 5]  # floor(12 / 5) on every rank
+    assert sum(len(y) for _, y in pipe.test_batches(2)) == 3
+    mem, _ = build_pipeline(_cfg(name="webdataset", root=train, test_root=val, image_size=8, cache="memory"))
+    assert mem.mode == "memory" and mem.n_train == 12  # indexed once, read by seeking
     with pytest.raises(DataError, match="does not exist"):
         build_pipeline(_cfg(name="webdataset", root=str(tmp_path / "none-{0..1}.tar"), test_root=val))
+
+
+def test_shard_streams_split_by_rank_and_worker_and_resume(tmp_path):
+    train = _shards(tmp_path / "sh", "train", 6, 5)
+    val = _shards(tmp_path / "sh", "val", 1, 2)
+    cfg = _cfg(name="webdataset", root=train, test_root=val, image_size=8, workers=2, augment="imagenet",
+               mean=[0.5] * 3, std=[0.2] * 3)
+    pipe, _ = build_pipeline(cfg)
+    full = [(x.clone(), y.clone()) for x, y in pipe.train_batches(3, batch_size=3, seed=1, drop_last=True)]
+    again = list(pipe.train_batches(3, batch_size=3, seed=1, drop_last=True))
+    assert len(full) == 10 and all(torch.equal(a[0], b[0]) for a, b in zip(full, again))
+    for start in (1, 3):  # resume: the batches still to come, the same crops, with 2 workers
+        tail = list(pipe.train_batches(3, batch_size=3, seed=1, drop_last=True, start=start))
+        assert len(tail) == 10 - start and all(torch.equal(a[0], b[0]) for a, b in zip(full[start:], tail))
+    other = list(pipe.train_batches(4, batch_size=3, seed=1, drop_last=True))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(full, other))  # another epoch, another order
+    # two ranks: disjoint shards, the same number of steps
+    seen = []
+    for rank in (0, 1):
+        batches = list(pipe.train_batches(3, batch_size=3, seed=1, drop_last=True, rank=rank, world_size=2))
+        assert len(batches) == pipe.steps_per_epoch(3, drop_last=True, world_size=2) == 5
+        seen.append(set(pipe._train.plan["shards"]))
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 6
+
+
+def test_hf_streaming(tmp_path):
+    path = _hf_dataset(tmp_path / "hf")
+    pipe, res = build_pipeline(_cfg(name="hf", root=str(path), image_size=8, streaming=True, workers=1))
+    assert pipe.class_names == ["ant", "bee", "cow"] and (pipe.n_train, pipe.n_test) == (9, 3)
+    assert [len(y) for _, y in pipe.train_batches(1, batch_size=4, seed=0, drop_last=True)] == [4, 4]
+    assert sum(len(y) for _, y in pipe.test_batches(2)) == 3 and len(res["mean"]) == 3
+    with pytest.raises(DataError, match="cannot give each of 10 rank"):
+        list(pipe.train_batches(1, batch_size=1, seed=0, drop_last=True, rank=0, world_size=10))
 
 
 # ------------------------------------------------------------------------------- defaults
@@ -473,3 +505,32 @@ def test_dying_worker_names_the_batch_files(tmp_path):
     with pytest.raises(DataError, match=r"a data worker process died while reading batch \d+ \(first files: "
                                         r"Python train dataset \(_Dies\) sample \d"):
         list(pipe.train_batches(0, batch_size=8, seed=0, drop_last=False))
+
+
+def test_trainer_on_shards_resumes_inside_an_epoch(tmp_path):
+    from adaptkd.engine.logger import read_metrics
+    from adaptkd.engine.trainer import Trainer
+
+    data = {"name": "webdataset", "root": _shards(tmp_path / "sh", "train", 4, 6),
+            "test_root": _shards(tmp_path / "sh", "val", 1, 4), "image_size": 16, "augment": "imagenet",
+            "workers": 2, "mean": [0.5] * 3, "std": [0.25] * 3}
+
+    def cfg(out):
+        return _train_cfg(out, data, checkpoint_every_steps=2, log_every=1)
+
+    expected = Trainer(cfg(tmp_path / "full"), log=lambda s: None).fit()
+    crashed = Trainer(cfg(tmp_path / "part"), log=lambda s: None)
+    step = crashed.train_step
+
+    def crash(*a, **k):
+        if crashed.global_step == 3:
+            raise KeyboardInterrupt
+        return step(*a, **k)
+
+    crashed.train_step = crash
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit()
+    got = Trainer(cfg(tmp_path / "part"), resume=True, log=lambda s: None).fit()
+    assert got["final_acc"] == expected["final_acc"] and got["steps"] == expected["steps"] == 6
+    assert _no_timing(read_metrics(tmp_path / "full" / "metrics.jsonl")) == \
+        _no_timing(read_metrics(tmp_path / "part" / "metrics.jsonl"))

@@ -125,6 +125,8 @@ def build_pipeline(d: Any, *, dataset: Any = None, pin_memory: bool = False, nee
         return pipe, {**aug, "cache": "none", "image_size": bundle.image_size, "workers": workers,
                       "channels": bundle.in_channels}
 
+    if dataset is None and ((name == "webdataset" and d.cache != "memory") or (name == "hf" and d.streaming)):
+        return _shard_pipeline(d, name, settings, need_rgb)
     if dataset is not None:
         train, test, class_names = _python_sources(dataset)
     elif name == "imagefolder":
@@ -350,11 +352,18 @@ def _hf(d: Any) -> tuple[Source, Source, list[str]]:
     if not d.root:
         raise DataError("dataset 'hf' needs root: a hub dataset id or a local folder (save_to_disk, parquet files "
                         "or an image folder)")
-    if d.streaming:
-        raise DataError("field `data.streaming`: reading a Hugging Face dataset as a stream is not supported yet; "
-                        "download it once (datasets caches it on disk) and use streaming=false: the pipeline "
-                        "already reads it lazily from the Arrow files")
     splits = _hf_load(d.root)
+    train_ds, test_ds, test_split = _hf_pick(d, splits)
+    train, names = _hf_source(train_ds, d, d.root, d.split)
+    test, _ = _hf_source(test_ds, d, d.root, test_split)
+    n = int(max(train.labels.max(), test.labels.max())) + 1
+    class_names = names if names is not None else [str(i) for i in range(n)]
+    return train, test, class_names
+
+
+def _hf_pick(d: Any, splits: dict[str, Any]) -> tuple[Any, Any, str]:
+    """The train and test splits named by ``data.split`` / ``data.test_split`` (default: the first of
+    validation, valid, val, test)."""
     test_split = d.test_split or next((n for n in ("validation", "valid", "val", "test") if n in splits), None)
     if test_split is None:
         raise DataError(f"dataset 'hf' {d.root!r}: no validation/test split among {sorted(splits)}; "
@@ -363,12 +372,7 @@ def _hf(d: Any) -> tuple[Source, Source, list[str]]:
         if name not in splits:
             raise DataError(f"field `data.{field}`: dataset 'hf' {d.root!r} has splits {sorted(splits)}; "
                             f"no split {name!r}")
-    train_ds, test_ds = splits[d.split], splits[test_split]
-    train, names = _hf_source(train_ds, d, d.root, d.split)
-    test, _ = _hf_source(test_ds, d, d.root, test_split)
-    n = int(max(train.labels.max(), test.labels.max())) + 1
-    class_names = names if names is not None else [str(i) for i in range(n)]
-    return train, test, class_names
+    return splits[d.split], splits[test_split], test_split
 
 
 # ---------------------------------------------------------------------------------- tar shards
@@ -383,6 +387,116 @@ def _webdataset(d: Any) -> tuple[Source, Source, list[str]]:
     test = TarSource(test_shards, d.test_root)
     n = int(max(train.labels.max(), test.labels.max())) + 1
     return train, test, [str(i) for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------- shard streams
+
+
+def _shard_pipeline(d: Any, name: str, settings: StreamSettings, need_rgb: bool) -> tuple[Pipeline, dict[str, Any]]:
+    """WebDataset shards or a Hugging Face ``streaming: true`` dataset, read in order (:mod:`.shards`)."""
+    from .shards import ShardPipeline, TarShards
+    from .stream import accumulate_stats
+
+    if name == "webdataset":
+        if d.train_size is not None or d.test_size is not None:
+            raise DataError("fields `data.train_size` / `data.test_size`: not available for streamed shards; "
+                            "choose the shards in data.root / data.test_root instead")
+        train, test = TarShards(expand_shards(d.root), d.root), TarShards(expand_shards(d.test_root), d.test_root)
+        num_classes = max(train.num_classes, test.num_classes)
+        class_names = [str(i) for i in range(num_classes)]
+    else:
+        train, test, class_names = _hf_stream(d)
+        num_classes = len(class_names)
+    if d.num_classes is not None and d.num_classes != num_classes:
+        raise DataError(f"dataset {name!r} has {num_classes} classes, but data.num_classes={d.num_classes}")
+    size = d.image_size or DEFAULT_PHOTO_SIZE
+    channels = d.channels or (3 if need_rgb else _probe_stream_channels(train))
+    aug = resolve_augment(d, name, size)
+    if aug["augment"] == "imagenet":
+        train_geo = Geometry("random_resized_crop", size, channels, scale=tuple(d.rrc_scale),
+                             ratio=tuple(d.rrc_ratio), seed=int(d.data_seed))
+        eval_geo = Geometry("center", size, channels, crop_ratio=d.crop_ratio)
+    else:
+        train_geo = eval_geo = Geometry("center", size, channels)
+    given = _given_stats(d, channels) if d.mean is not None else (None, None)
+    pipe = ShardPipeline(name=name, train=train, test=test, train_geo=train_geo, eval_geo=eval_geo,
+                         num_classes=num_classes, class_names=class_names, settings=settings, seed=0,
+                         mean=given[0], std=given[1])
+    if given[0] is None:
+        pipe.mean, pipe.std = accumulate_stats(pipe.stats_batches(d.stats_samples), channels, name)
+    resolved = {**aug, "cache": "none", "image_size": size, "workers": settings.workers, "channels": channels,
+                "mean": list(pipe.mean), "std": list(pipe.std)}
+    pipe.resolved_note = f"{len(train.shards)} train shard(s), read in order"
+    return pipe, resolved
+
+
+def _probe_stream_channels(reader: Any) -> int:
+    """1 when the first sample of the first shard is grayscale, else 3 (one header read)."""
+    import io
+
+    from PIL import Image
+
+    for _, data, _, where in reader.read(0):
+        if isinstance(data, Image.Image):
+            return 1 if data.mode in GRAY_MODES else 3
+        header_size(data, where)
+        with Image.open(io.BytesIO(data)) as img:
+            return 1 if img.mode in GRAY_MODES else 3
+    return 3
+
+
+def _hf_stream(d: Any) -> tuple[Any, Any, list[str]]:
+    """Train and test :class:`HFStreamShards` of ``data.root`` with ``streaming: true``: a hub id
+    (``load_dataset(..., streaming=True)``) or a ``save_to_disk`` folder (read as an iterable
+    dataset). The epoch length comes from the dataset's split info, else ``data.train_size``."""
+    import datasets
+
+    from .shards import HFStreamShards
+
+    path = Path(os.path.expanduser(d.root))
+    try:
+        if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+            local = _hf_load(d.root)
+            splits = {k: v.to_iterable_dataset(num_shards=max(1, min(64, len(v)))) for k, v in local.items()}
+            sizes = {k: len(v) for k, v in local.items()}
+        else:
+            if path.is_dir():
+                kind = "parquet" if glob.glob(str(path / "**" / "*.parquet"), recursive=True) else "imagefolder"
+                streamed = datasets.load_dataset(kind, data_dir=str(path), streaming=True)
+            else:
+                streamed = datasets.load_dataset(d.root, streaming=True)
+            splits = dict(streamed)
+            info = next(iter(splits.values())).info.splits or {}
+            sizes = {k: info[k].num_examples for k in info if info[k].num_examples}
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - datasets raises many types for a source it cannot read
+        raise DataError(f"dataset 'hf': cannot open {d.root!r} as a stream ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0]})") from None
+    train_ds, test_ds, test_split = _hf_pick(d, splits)
+    out = []
+    for ds, split, given, field in ((train_ds, d.split, d.train_size, "train_size"),
+                                    (test_ds, test_split, d.test_size, "test_size")):
+        for key, what in ((d.image_key, "image_key"), (d.label_key, "label_key")):
+            if ds.features is not None and key not in ds.features:
+                raise DataError(f"field `data.{what}`: column {key!r} is not in {d.root!r} split {split!r} "
+                                f"(columns: {list(ds.features)})")
+        if ds.features is not None and isinstance(ds.features.get(d.image_key), datasets.Image):
+            ds = ds.cast_column(d.image_key, datasets.Image(decode=False))
+        count = given or sizes.get(split)
+        if not count:
+            raise DataError(f"field `data.{field}`: the stream {d.root!r} [{split}] does not state its length; "
+                            f"set data.{field} to its number of samples (one epoch)")
+        out.append(HFStreamShards(ds, d.image_key, d.label_key, int(count), f"hf {d.root} [{split}]"))
+    feat = train_ds.features.get(d.label_key) if train_ds.features is not None else None
+    if isinstance(feat, datasets.ClassLabel):
+        names = list(feat.names)
+    elif d.num_classes:
+        names = [str(i) for i in range(d.num_classes)]
+    else:
+        raise DataError(f"field `data.num_classes`: the stream {d.root!r} has no ClassLabel column "
+                        f"{d.label_key!r}; set data.num_classes")
+    return out[0], out[1], names
 
 
 def test_pipeline(config: Any, *, dataset: Any = None, workers: int | None = None) -> Pipeline:

@@ -289,27 +289,33 @@ class StreamPipeline(Pipeline):
         else:
             index = list(range(n))
         keys = [[("train_eval", 0, i) for i in index[a : a + batch_size]] for a in range(0, len(index), batch_size)]
-        c = self.in_channels
-        s = torch.zeros(c, dtype=torch.float64)
-        s2 = torch.zeros(c, dtype=torch.float64)
-        count = 0
-        for x, _ in self._run(keys):
-            part = x.to(torch.float64) / 255.0
-            s += part.sum(dim=(0, 2, 3))
-            s2 += (part * part).sum(dim=(0, 2, 3))
-            count += x.shape[0] * x.shape[2] * x.shape[3]
-        if count == 0:
-            raise DataError(f"dataset {self.name!r}: no train image could be read for the channel statistics")
-        mean = s / count
-        std = (s2 / count - mean * mean).clamp_min(0.0).sqrt()
-        std = torch.where(std > 1e-8, std, torch.ones_like(std))
-        return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+        return accumulate_stats(self._run(keys), self.in_channels, self.name)
 
     def close(self) -> None:
         it = getattr(self._loader, "_iterator", None)
         if it is not None and hasattr(it, "_shutdown_workers"):
             it._shutdown_workers()
         self._loader._iterator = None
+
+
+def accumulate_stats(batches: Any, channels: int, name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std in [0, 1] units over uint8 batches ``(x [B, C, H, W], y)``: float64 sums
+    of ``x`` and ``x**2`` per batch (memory independent of the number of images), population std,
+    1.0 for a constant channel."""
+    s = torch.zeros(channels, dtype=torch.float64)
+    s2 = torch.zeros(channels, dtype=torch.float64)
+    count = 0
+    for x, _ in batches:
+        part = x.to(torch.float64) / 255.0
+        s += part.sum(dim=(0, 2, 3))
+        s2 += (part * part).sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    if count == 0:
+        raise DataError(f"dataset {name!r}: no train image could be read for the channel statistics")
+    mean = s / count
+    std = (s2 / count - mean * mean).clamp_min(0.0).sqrt()
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
 
 
 def bundle_from_stream(p: StreamPipeline) -> DataBundle:

@@ -33,6 +33,7 @@ from adaptkd.engine.evaluate import evaluate_batches
 from adaptkd.engine.logger import MetricsLog
 from adaptkd.engine.rundir import prepare_run_dir, write_config, write_summary
 from adaptkd.engine.meter import SignalMeter
+from adaptkd.engine.nonfinite import NonFiniteWatch
 from adaptkd.engine.networks import build_network, check_label_order, check_logit_sources, freeze
 from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
 from adaptkd.engine.optim import build_optimizer, set_lr
@@ -235,6 +236,7 @@ class Trainer:
         self.best_acc = -1.0  # best validation top-1 so far (-1: none yet, or no validation split)
         self.best_epoch = 0
         self.nonfinite_skipped = 0
+        self.nonfinite = NonFiniteWatch(self.device)  # first non-finite step per input/output/term/weight
         self.history: list[dict[str, Any]] = []
         if self.dist.is_main:
             prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True)
@@ -310,8 +312,8 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         if self.dist.enabled and out.stepping is not None:
             self._check_stepping(stepping)
-        checks = self._finite_checks(x, logits, out)
-        if self.cfg.run.nonfinite == "skip" and not bool(self._all_ranks(checks["all"])):
+        finite = self.nonfinite.check(x, logits, out, self.global_step)
+        if self.cfg.run.nonfinite == "skip" and not bool(self._all_ranks(finite)):
             self.nonfinite_skipped += 1
             with torch.no_grad():
                 for b, v in saved:
@@ -360,83 +362,14 @@ class Trainer:
             self._skip_bufs = [b for m in mods for b in m.buffers()]
         return self._skip_bufs
 
-    def _finite_checks(self, x: Tensor, logits: dict[str, Tensor], out: StepOut) -> dict[str, Tensor]:
-        """Device-side finiteness flags; accumulated and read only at the logging interval.
-
-        Whole tensors (input, logits) get one ``isfinite().all()`` each; the 0-d loss terms and
-        tensor weights are stacked and checked in one op; the "first non-finite step" per name is
-        one vector updated by a few ops per step, however many terms the method returns.
-        """
-        keys: list[str] = ["input", *(f"{n}.logits" for n in logits)]
-        # The input through its sum: a NaN/Inf anywhere makes the sum non-finite, and the normalised
-        # images (bounded magnitude) cannot overflow it; 20x cheaper than isfinite().all() on the batch.
-        flags: list[Tensor] = [torch.isfinite(x.sum()), *(torch.isfinite(v).all() for v in logits.values())]
-        scalar_keys: list[str] = []
-        scalars: list[Tensor] = []
-
-        def add(key: str, v: Tensor) -> None:
-            if v.dim() == 0:
-                scalar_keys.append(key)
-                scalars.append(v.detach())
-            else:
-                keys.append(key)
-                flags.append(torch.isfinite(v.detach()).all())
-
-        for learner, terms in out.losses.items():
-            for term, v in terms.items():
-                add(f"{learner}.{term}", v)
-        for learner, ws in out.weights.items():  # adaptive weights (tensors) and float weights
-            for term, w in ws.items():
-                if isinstance(w, Tensor):
-                    add(f"{learner}.{term}.weight", w)
-                elif isinstance(w, float) and not math.isfinite(w):
-                    keys.append(f"{learner}.{term}.weight")
-                    flags.append(torch.zeros((), dtype=torch.bool, device=self.device))
-        flag_t = torch.stack(flags)
-        if scalars:
-            keys += scalar_keys
-            flag_t = torch.cat([flag_t, torch.isfinite(torch.stack(scalars).to(self.device))])
-        key_t = tuple(keys)
-        if key_t != getattr(self, "_bad_keys", None):  # first step, or the method's terms changed
-            self._bad_first = self._nonfinite_record()
-            never = torch.full((), -1, dtype=torch.long, device=self.device)
-            prev = torch.stack([self._bad_first.get(k, never) for k in keys])
-            self._bad_keys = key_t
-        else:
-            prev = self._bad_vec
-        self._bad_vec = torch.where((prev < 0) & ~flag_t, self.global_step, prev)
-        return {"all": flag_t.all()}
-
-    def _nonfinite_record(self) -> dict[str, Tensor]:
-        """{name: first step at which it was non-finite (-1: never)} as device tensors."""
-        rec = dict(getattr(self, "_bad_first", {}))
-        for i, k in enumerate(getattr(self, "_bad_keys", ())):
-            rec[k] = self._bad_vec[i]
-        return rec
-
     def raise_if_nonfinite(self) -> None:
-        record = self._nonfinite_record()
-        if self.cfg.run.nonfinite == "skip" or not record:
+        """Stop the run (NonFiniteError naming the earliest offender) if anything went non-finite; one host read."""
+        if self.cfg.run.nonfinite == "skip":
             return
-        keys = list(record)
-        firsts_t = torch.stack([record[k] for k in keys])
+        earliest = None
         if self.dist.enabled:  # every rank stops at once (no rank left waiting in a collective)
-            from adaptkd.engine.distributed import earliest_across_ranks
-
-            firsts_t = earliest_across_ranks(firsts_t)
-        firsts = firsts_t.tolist()
-        bad = [(s, k) for k, s in zip(keys, firsts) if s >= 0]
-        if bad:
-            bad.sort(key=lambda sk: (sk[0], keys.index(sk[1])))  # earliest step, then data-flow order
-            step, key = bad[0]
-            where = f"epoch {self.epoch + 1}, step {step}"
-            kept = (f"the last good checkpoint {str(self.out / 'last.pt')!r} (epoch {self.epoch}) is kept"
-                    if self.epoch > 0 else "no checkpoint had been written yet (it stopped in epoch 1)")
-            raise NonFiniteError(
-                f"non-finite value in `{key}` at {where} (also: {', '.join(k for _, k in bad[1:]) or 'none'}); "
-                f"training stopped; {kept}. "
-                "Lower the learning rate, check the data, or set run.nonfinite=skip to skip such steps."
-            )
+            from adaptkd.engine.distributed import earliest_across_ranks as earliest
+        self.nonfinite.raise_if_any(epoch=self.epoch, out=self.out, earliest=earliest)
 
     # ------------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:

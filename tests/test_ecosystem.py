@@ -179,6 +179,12 @@ def test_kd_from_hub_classifier_feeds_teacher_its_spec(hf_models, tmp_path):
     assert "preprocessor_config.json" in summary["teachers"]["teacher0"]["input"]
     assert any("teacher0" in ln and "resized/renormalised" in ln for ln in lines)
     assert summary["teachers"]["teacher0"]["final_acc"] is not None
+    from pathlib import Path
+
+    from adaptkd.report import build_report
+
+    rep = build_report(tmp_path / "r", evaluate=False, measure=False)
+    assert "fed 24x24" in Path(rep.markdown).read_text()  # the report states what the teacher was fed
 
 
 def test_dtkd_with_convnext_teacher(hf_models, tmp_path):
@@ -426,8 +432,17 @@ def test_plain_state_dict_of_the_library_model_loads_as_checkpoint(hf_models, tm
     with torch.no_grad():
         raw.classifier.bias.fill_(0.25)  # "fine-tuned elsewhere"
     torch.save(raw.state_dict(), tmp_path / "raw.pt")
-    tr = Trainer(hf_cfg(tmp_path / "r", "kd", [{"arch": f"hf:{hf_models['vit']}", "checkpoint": str(tmp_path / "raw.pt")}]))
+    teacher = {"arch": f"hf:{hf_models['vit']}", "checkpoint": str(tmp_path / "raw.pt")}
+    tr = Trainer(hf_cfg(tmp_path / "r", "kd", [teacher]))
     assert torch.all(tr.networks["teacher0"].model.classifier.bias == 0.25)
+    assert tr.teacher_inputs.specs["teacher0"].size == (24, 24)  # trained elsewhere: its own spec
+    tr.fit()
+    from adaptkd.report import build_report
+
+    rep = build_report(tmp_path / "r", evaluate=True, measure=False)  # the report evaluates it at 24x24 too
+    assert not [n for n in rep.notes if "teacher0" in n], rep.notes
+    row = next(ln for ln in rep.markdown.read_text().splitlines() if ln.startswith("| r/teacher0"))
+    assert "fed 24x24" in row and "†" not in row  # re-evaluated (not the summary's value), fed its spec
 
 
 def test_hf_student_of_a_run_as_teacher_is_fed_the_data_as_is(hf_models, tmp_path):

@@ -188,6 +188,21 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return (AdaptkdError, FileNotFoundError, OSError)
 
 
+def _teacher_view(e: ModelEntry, model, pipe, aug):
+    """A teacher's evaluation input: the eval view converted to its input spec, as in training."""
+    if e.role != "teacher":
+        return aug
+    from torch import nn
+
+    from adaptkd.config import NetConfig
+    from adaptkd.engine.views import data_spec, teacher_spec
+    from adaptkd.models.inputs import InputView
+
+    cfg = NetConfig.model_validate(dict(next(c for n, _, c in e.run.networks() if n == e.name)))
+    view = InputView(data_spec(pipe), teacher_spec(cfg, model, pipe, field=e.name, name=e.name))
+    return aug if view.identity else nn.Sequential(aug, view)
+
+
 def evaluate_models(models: list[ModelEntry], which: str, device: str, networks, notes: list[str]) -> None:
     from adaptkd.data import Augment
     from adaptkd.engine.evaluate import metrics_from_logits, predict_batches
@@ -199,7 +214,10 @@ def evaluate_models(models: list[ModelEntry], which: str, device: str, networks,
         try:
             pipe = data.get(e.run)
             model = load_model(e, which, networks)
-            aug = Augment(pipe.mean, pipe.std, train=False).to(device)
+            if not getattr(model, "has_logits", True):
+                e.note = (e.note + "; " if e.note else "") + "a backbone: no accuracy"
+                continue
+            aug = _teacher_view(e, model, pipe, Augment(pipe.mean, pipe.std, train=False)).to(device)
             bs = int(e.run.config.get("data", {}).get("eval_batch_size", 256) or 256)
             logits, y = predict_batches(model.to(device), pipe.test_batches(bs), aug, device=device)
             model.cpu()

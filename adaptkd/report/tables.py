@@ -32,6 +32,12 @@ def runs_table(runs: list[RunData], rss: list[RunSeries]) -> Table:
                  "best/final top-1: as recorded during training (summary.json).")
 
 
+def _fed(m: ModelEntry) -> str:
+    """What a teacher was fed when it was not the student's view as is (summary.json: teachers.<name>.input)."""
+    inp = m.card.get("input")
+    return f"fed {inp}" if isinstance(inp, str) and "(the data" not in inp else ""
+
+
 def models_table(models: list[ModelEntry], which: str) -> Table:
     rows = []
     for m in models:
@@ -43,7 +49,7 @@ def models_table(models: list[ModelEntry], which: str) -> Table:
             fmt_bytes(m.card.get("size_bytes")), fmt_count(m.card.get("flops")),
             f"{lat['median_ms']:.3f} ms ({lat.get('threads', '?')} thr)" if lat.get("median_ms") else "-",
             f"{thr['images_per_s']:,.0f} img/s ({thr.get('threads', '?')} thr)" if thr.get("images_per_s") else "-",
-            m.note or "",
+            "; ".join(x for x in (m.note, _fed(m)) if x),
         ])
     sources = sorted({m.card_source for m in models if m.card.get("latency_b1")})
     cap = (f"top-1/top-5: re-evaluated on the whole test split from {which}.pt for learners and the configured "

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-__all__ = ["FeatureTaps", "list_taps", "resolve_module"]
+__all__ = ["FeatureTaps", "INPUT", "input_of", "list_taps", "resolve_module"]
 
 
 def list_taps(model: nn.Module) -> list[str]:
@@ -83,6 +83,15 @@ def _detached(value: Any) -> Any:
     return value
 
 
+#: suffix of a tap name that captures the module's input instead of its output
+INPUT = ":input"
+
+
+def input_of(path: str) -> str:
+    """The tap name of module ``path``'s input (``"fc"`` → ``"fc:input"``)."""
+    return path + INPUT
+
+
 class FeatureTaps:
     """Capture outputs (or inputs) of named submodules during forward passes.
 
@@ -90,7 +99,9 @@ class FeatureTaps:
         model: any ``nn.Module`` (DDP / DataParallel / ``torch.compile`` wrappers are looked
             through).
         names: module paths as in ``named_modules()`` (see :func:`list_taps`); a single string is
-            one name.
+            one name. A path ending in ``":input"`` (:func:`input_of`) captures that module's input
+            whatever ``capture`` says, under that name: a method's ``taps()`` can ask for a
+            classifier head's input (the pooled feature) next to block outputs.
         capture: ``"output"`` (default) or ``"input"`` (the module's first positional input, or
             its first keyword argument when it was called with keywords only).
         detach: store detached tensors (for frozen teachers; saves memory). Tuples, lists and
@@ -127,11 +138,13 @@ class FeatureTaps:
         self.calls: dict[str, int] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._root = _unwrap(model)
-        self._modules = {n: resolve_module(model, n) for n in self.names}
+        self._modules = {n: resolve_module(model, n.removesuffix(INPUT)) for n in self.names}
 
     def _hook(self, name: str):
+        capture = "input" if name.endswith(INPUT) else self.capture
+
         def fn(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            if self.capture == "input":
+            if capture == "input":
                 value = args[0] if args else next(iter(kwargs.values()), None)
             else:
                 value = output

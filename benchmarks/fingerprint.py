@@ -88,9 +88,24 @@ def golden_tests(work: Path) -> dict[str, str]:
     return res
 
 
-def compare(a: Path, b: Path) -> int:
-    """0 when the fingerprints are identical; otherwise print each difference and return 1."""
+def _drop(obj: Any, ignore: set[str]) -> Any:
+    if isinstance(obj, dict):
+        return {k: _drop(v, ignore) for k, v in obj.items() if k not in ignore}
+    if isinstance(obj, list):
+        return [_drop(v, ignore) for v in obj]
+    return obj
+
+
+def compare(a: Path, b: Path, ignore: list[str] | None = None) -> int:
+    """0 when the fingerprints are identical; otherwise print each difference and return 1.
+
+    ``ignore``: field names left out of both sides wherever they occur (fields another change
+    added, removed or redefined on purpose); the comparison states them.
+    """
     x, y = json.loads(a.read_text()), json.loads(b.read_text())
+    if ignore:
+        print(f"ignoring the fields {', '.join(ignore)}")
+        x, y = _drop(x, set(ignore)), _drop(y, set(ignore))
     diffs: list[str] = []
 
     def walk(u: Any, v: Any, where: str) -> None:
@@ -100,6 +115,9 @@ def compare(a: Path, b: Path) -> int:
                     diffs.append(f"{where}.{k}: only in {'after' if k not in u else 'before'}")
                 else:
                     walk(u[k], v[k], f"{where}.{k}")
+        elif isinstance(u, list) and isinstance(v, list) and len(u) == len(v):
+            for i, (p, q) in enumerate(zip(u, v)):
+                walk(p, q, f"{where}[{i}]")
         elif u != v:
             diffs.append(f"{where}: {u!r} != {v!r}")
 
@@ -115,9 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the fingerprint JSON here (default: print it)")
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
     ap.add_argument("--no-golden", action="store_true", help="skip the golden/parity tests")
+    ap.add_argument("--ignore", nargs="*", default=[], metavar="FIELD",
+                    help="with --compare: field names to leave out on both sides")
     args = ap.parse_args(argv)
     if args.compare:
-        return compare(*args.compare)
+        return compare(*args.compare, ignore=args.ignore)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         fp: dict[str, Any] = {"methods": method_runs(work)}

@@ -166,3 +166,19 @@ def test_zoo_model_tap_blocks():
         net(torch.randn(2, 3, 32, 32))
     assert [tuple(taps.outputs[n].shape[1:]) for n in net.tap_blocks] == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
     assert hooks_left(net) == 0
+
+
+def test_input_taps_next_to_output_taps():
+    """A name ending in ':input' captures that module's input, alongside output taps of the same taps object."""
+    from adaptkd.taps import FeatureTaps, input_of
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x = torch.randn(5, 3)
+    with FeatureTaps(net, ["1", input_of("2"), "2"], detach=True) as t:
+        y = net(x)
+    hidden = torch.relu(net[0](x))
+    assert input_of("2") == "2:input"
+    assert torch.equal(t.outputs["2:input"], hidden) and torch.equal(t.outputs["1"], hidden)
+    assert torch.equal(t.outputs["2"], y)
+    with pytest.raises(KeyError):
+        FeatureTaps(net, ["9:input"])

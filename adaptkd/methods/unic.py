@@ -28,7 +28,7 @@ from adaptkd.methods._unic_parts import Ladder, gathered_moments, token_grid, to
 from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
 from adaptkd.methods.common import teacher_logits
 from adaptkd.methods.spec import Example, MethodSpec, Roster
-from adaptkd.taps import FeatureTaps
+from adaptkd.taps import FeatureTaps, input_of
 
 
 class UNICParams(MethodParams):
@@ -152,9 +152,7 @@ class UNIC(Method):
                                     "or a feature map [B, C, H, W] (set method.teacher_taps)")
             self.t_tap[name] = tap
         # Each CNN teacher's class token is its pooled feature: the input of its classifier head,
-        # captured by a hook during the engine's (single, no-grad) teacher forward.
-        self._head_taps = {n: FeatureTaps(ctx.networks[n], [h], capture="input", detach=True).attach()
-                           for n, h in self.t_head.items() if h}
+        # a tap the engine captures during its (single, no-grad) teacher forward (see taps()).
 
         self.cls_ladder = Ladder(in_dims, hidden, cls_dims, p.init_std)
         self.patch_ladder = Ladder(in_dims, hidden, patch_dims, p.init_std)
@@ -205,7 +203,8 @@ class UNIC(Method):
 
     # -- the method -------------------------------------------------------------------------
     def taps(self) -> dict[str, list[str]]:
-        return {"student": list(self.blocks), **{n: [t] for n, t in self.t_tap.items()}}
+        return {"student": list(self.blocks),
+                **{n: [t] + ([input_of(self.t_head[n])] if self.t_head[n] else []) for n, t in self.t_tap.items()}}
 
     def logit_networks(self) -> set[str]:
         return set(self.ctx_learners) | (set(self.teachers) if self.params.kd_weight > 0 else set())
@@ -234,7 +233,7 @@ class UNIC(Method):
         cls, patch = tokens_of(feat, self.t_grid[name], self.grid)
         head = self.t_head[name]
         if head is not None:
-            cls = self._head_taps[name].outputs[head].float()
+            cls = inp.feats[name][input_of(head)].float()
         return cls, patch
 
     def forward(self, inp: StepIn) -> StepOut:

@@ -337,11 +337,11 @@ def test_torchvision_adapters():
     with torch.no_grad(), FeatureTaps(cnn, cnn.tap_blocks) as t:
         assert cnn(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert [v.shape[1] for v in t.outputs.values()] == [64, 128, 256, 512]
-    vit = build_model("torchvision:vit_b_16", 10, image_size=32, num_layers=2, num_heads=2, hidden_dim=32,
-                      mlp_dim=64).eval()
+    vit = build_model("torchvision:vit_b_16", 10, image_size=32).eval()  # its builder fixes the widths
     with torch.no_grad(), FeatureTaps(vit, vit.tap_blocks + ["tokens"]) as t:
         vit(torch.randn(2, 3, 32, 32))
-    assert t.outputs["tokens"].shape == (2, 5, 32)
+    assert len(vit.tap_blocks) == 12 and vit.head_name == "model.heads.head"
+    assert t.outputs["blocks.0"].shape == t.outputs["tokens"].shape == (2, 5, 768)  # class + 2x2 patches
 
 
 # ------------------------------------------------------------------------------------------------

@@ -507,3 +507,19 @@ def test_multi_process_decision_is_the_global_batch_decision(tmp_path):
     G, t, s, eps, delta, expert = ref_decision(zt.numpy(), zs.numpy(), y.numpy())
     for got, want in zip(a[0].tolist(), [G, delta, eps, t, s, float(expert)]):
         assert rel(got, want) <= TOL
+
+
+def test_the_method_decides_through_the_public_decision():
+    """What training runs (the method's batched decision) equals the public switokd_decision."""
+    from adaptkd.losses import switokd_decision
+
+    ln = ["student", "teacher0"]
+    m = _method("switokd", ln, {"temperature": 2.0})
+    for seed in range(4):
+        gen = torch.Generator().manual_seed(seed)
+        z = {n: torch.randn(16, 5, generator=gen) for n in ln}
+        y = torch.randint(0, 5, (16,), generator=gen)
+        row = m._decide(z, y)[0]
+        d = switokd_decision(z["teacher0"], z["student"], y, temperature=2.0)
+        want = torch.stack([d.gap, d.threshold, d.epsilon, d.teacher_distance, d.student_distance, d.expert.float()])
+        assert torch.equal(row, want)

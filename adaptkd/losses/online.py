@@ -31,6 +31,7 @@ __all__ = [
     "distillation_gap",
     "switokd_threshold",
     "switokd_decision",
+    "switokd_mode",
     "online_kl_loss",
 ]
 
@@ -117,9 +118,25 @@ def switokd_decision(teacher_logits: Tensor, student_logits: Tensor, target: Ten
     gap = distillation_gap(teacher_logits, student_logits, temperature)
     t = label_distance(teacher_logits, target, temperature)
     s = label_distance(student_logits, target, temperature)
-    eps, delta = switokd_threshold(t, s)
-    expert = (gap > delta) & (t < s)
+    eps, delta, expert = switokd_mode(gap, t, s)
     return SwitOKDDecision(gap, t, s, eps, delta, expert)
+
+
+def switokd_mode(gap: Tensor, teacher_distance: Tensor, student_distance: Tensor,
+                 eps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(ε, δ, expert) from the statistics of one or more pairs (any matching shapes).
+
+    ``eps`` None: ε and δ from :func:`switokd_threshold`; given (the reference's cross-pair ε,
+    ``reference_slip``): δ = s − ε·t with that ε. ``expert`` (bool) is true iff ``G > δ`` and
+    ``t < s`` (strict): the teacher pauses. :func:`switokd_decision` and the ``switokd`` method
+    both decide through this function.
+    """
+    t, s = teacher_distance, student_distance
+    if eps is None:
+        eps, delta = switokd_threshold(t, s)
+    else:
+        delta = s - eps * t
+    return eps, delta, (gap > delta) & (t < s)
 
 
 def online_kl_loss(learner_logits: Tensor, target_logits: Tensor, temperature: float = 1.0) -> Tensor:

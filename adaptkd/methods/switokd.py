@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from adaptkd.errors import ConfigError
-from adaptkd.losses.online import distillation_gap, label_distance, online_kl_loss, switokd_threshold
+from adaptkd.losses.online import distillation_gap, label_distance, online_kl_loss, switokd_mode
 from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
 from adaptkd.methods.spec import Example, MethodSpec, NetworkNeeds, Roster
 
@@ -76,12 +76,12 @@ class OnlineMethod(Method):
         if self.comm.world_size > 1:
             # One decision for the global batch, identical on every rank (DataParallel semantics).
             g, td, sd = self.comm.mean(torch.stack([g, td, sd]))
-        eps, delta = switokd_threshold(td, sd)
-        for k, j in self.slip.items():  # the reference's cross-pair ε (opt-in)
+        eps, delta, expert = switokd_mode(g, td, sd)
+        if self.slip:  # the reference's cross-pair ε (opt-in)
             eps = eps.clone()
-            eps[k] = eps[j]
-            delta = sd - eps * td
-        expert = (g > delta) & (td < sd)
+            for k, j in self.slip.items():
+                eps[k] = eps[j]
+            eps, delta, expert = switokd_mode(g, td, sd, eps)
         return torch.stack([g, delta, eps, td, sd, expert.to(g.dtype)], dim=1)
 
     def forward(self, inp: StepIn) -> StepOut:

@@ -466,7 +466,8 @@ def write_outputs(summary: dict[str, Any], out: Path, title: str, command: str |
 
 
 def report_runs(summary: dict[str, Any]) -> list[str]:
-    """Run folders for the report card: every teacher and the first seed of every method."""
+    """Run folders for the report card: every teacher and every seed of every method (the report groups
+    the seeds of one method and shows their mean ± std)."""
     runs = [t["run"] for t in summary["teachers"].values()]
-    runs += [m["runs"][min(m["runs"])] for m in summary["methods"].values()]
+    runs += [m["runs"][s] for m in summary["methods"].values() for s in sorted(m["runs"])]
     return runs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -331,6 +332,28 @@ def test_seeds_of_one_configuration_show_mean_and_spread(runs, tmp_path):
     # without repeats there is no such table
     rep = build_report([runs["ce"], runs["kd"]], tmp_path / "one", evaluate=False, measure=False)
     assert not any(getattr(b, "title", "") == "Across seeds" for b in rep.sections[0].blocks)
+
+
+def test_teacher_run_and_its_checkpoint_are_one_model(runs, teacher_ckpt, tmp_path):
+    """Students distilled from ``teacher/last.pt`` while the teacher run reports ``best.pt``: when the two files
+    are the same bytes (no validation split), the page shows one teacher, not the teacher twice."""
+    import yaml
+
+    from adaptkd.report.runs import run_labels
+
+    teacher = tmp_path / "cmp" / "teacher"
+    shutil.copytree(pathlib.Path(teacher_ckpt).parent, teacher, ignore=shutil.ignore_patterns("report"))
+    shutil.copy(teacher / "best.pt", teacher / "last.pt")
+    student = tmp_path / "cmp" / "kd" / "seed0"
+    shutil.copytree(runs["kd"], student, ignore=shutil.ignore_patterns("report"))
+    cfg = yaml.safe_load((student / "config.yaml").read_text())
+    cfg["teachers"][0]["checkpoint"] = str(teacher / "last.pt")
+    (student / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rep = build_report([teacher, student], tmp_path / "out", evaluate=False, measure=False)
+    models = [(m["label"], m["role"]) for m in json.loads(rep.manifest.read_text())["models"]]
+    assert models == [("teacher", "teacher"), ("seed0", "student")]
+    assert run_labels([tmp_path / "teacher", tmp_path / "kd" / "seed0", tmp_path / "ce" / "seed0"]) == [
+        "teacher", "kd/seed0", "ce/seed0"]
 
 
 def fake_rows(latencies: list[float], accs: list[float], num_classes: int = 10):

@@ -5,7 +5,7 @@ processes at a time), and writes ``<out>/compare.md`` and ``<out>/compare.json``
 test top-1 per method (mean ± std over seeds; test top-1 at the best validation epoch too where
 the recipe holds out a validation split), the paired per-seed differences against ``ce`` and
 against each method's ``baseline`` with 95 % t-intervals, and a verdict per comparison; then the
-report card of the teachers and of each method's first seed in ``<out>/report``. Run it again
+report card of the teachers and of every run in ``<out>/report`` (seeds as mean ± std). Run it again
 to resume: finished runs are reused and a half-finished one continues from its ``last.pt``.
 The recipe format is described in :mod:`adaptkd.compare` and ``docs/compare.md``.
 """

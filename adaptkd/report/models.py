@@ -77,15 +77,19 @@ def data_key(cfg: dict[str, Any]) -> str:
 def collect_models(runs: list[RunData], which: str) -> list[ModelEntry]:
     from adaptkd.export import run_checkpoint_path
 
+    def checkpoint_of(run: RunData) -> str:
+        try:
+            return str(run_checkpoint_path(run.path, which).resolve())
+        except Exception:  # noqa: BLE001 - no checkpoint yet: entries still come from config/summary
+            return ""
+
+    shown = {str(r.path.resolve()): checkpoint_of(r) for r in runs}  # run folder -> the checkpoint reported
     entries: dict[tuple[str, ...], ModelEntry] = {}
     order: list[tuple[str, ...]] = []
     for run in runs:
         summ = run.summary
         meta_shape = _shape_from_run(run)
-        try:
-            ck_path = str(run_checkpoint_path(run.path, which).resolve())
-        except Exception:  # noqa: BLE001 - no checkpoint yet: entries still come from config/summary
-            ck_path = ""
+        ck_path = shown[str(run.path.resolve())]
         for name, role, net in run.networks():
             trainable = role != "teacher" or bool(net.get("trainable"))
             arch = str(net.get("arch", "?"))
@@ -97,7 +101,7 @@ def collect_models(runs: list[RunData], which: str) -> list[ModelEntry]:
                 ck = net.get("checkpoint")
                 resolved = _resolve_ckpt(ck, run.path) if ck else None
                 if resolved is not None:
-                    key = (str(resolved.resolve()), "student")
+                    key = (_same_model(resolved.resolve(), shown), "student")
                     weights, source = "file", str(resolved)
                 else:
                     key = ("missing", str(run.path), name)
@@ -124,6 +128,17 @@ def collect_models(runs: list[RunData], which: str) -> list[ModelEntry]:
             entries[key] = e
             order.append(key)
     return [entries[k] for k in order]
+
+
+def _same_model(ckpt: Path, shown: dict[str, str]) -> str:
+    """A teacher checkpoint inside a reported run folder that is byte-identical to the checkpoint reported
+    for that run (``last.pt`` = ``best.pt`` without a validation split) is that run's model: one entry."""
+    import filecmp
+
+    owner = shown.get(str(ckpt.parent))
+    if owner and owner != str(ckpt) and Path(owner).is_file() and filecmp.cmp(owner, ckpt, shallow=False):
+        return owner
+    return str(ckpt)
 
 
 def _shape_from_run(run: RunData) -> tuple[int, int, int]:

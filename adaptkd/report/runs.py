@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from adaptkd.errors import RunFolderError
 
 __all__ = ["ReportError", "RunData", "load_run", "run_labels"]
@@ -15,7 +14,6 @@ __all__ = ["ReportError", "RunData", "load_run", "run_labels"]
 
 class ReportError(RunFolderError):
     """A run folder that cannot be read, or an output path that is unsafe to write."""
-
 
 
 @dataclass
@@ -57,13 +55,13 @@ def load_run(path: str | os.PathLike[str], label: str | None = None) -> RunData:
 
 
 def run_labels(paths: list[Path]) -> list[str]:
-    """Short unique labels: folder names, with parents added until they differ."""
+    """Short unique labels: each folder's name, with as many of its parents as it needs to differ from
+    the others (``teacher``, ``kd/seed0``, ``ce/seed0``)."""
     parts = [list(p.resolve().parts) for p in paths]
-    depth = 1
-    while True:
-        labels = ["/".join(pp[-depth:]) for pp in parts]
-        if len(set(labels)) == len(labels) or depth > max(len(pp) for pp in parts):
-            return labels
-        depth += 1
-
-
+    labels = []
+    for i, pp in enumerate(parts):
+        depth = 1
+        while depth < len(pp) and any(pp[-depth:] == qq[-depth:] for j, qq in enumerate(parts) if j != i):
+            depth += 1
+        labels.append("/".join(pp[-depth:]))
+    return labels

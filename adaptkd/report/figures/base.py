@@ -74,6 +74,8 @@ class Fig:
              text: str | None = None, **kw) -> None:
         """Plot a line; record it for the text version as ``panel: text`` (``text`` defaults to ``label``)."""
         ys = [float("nan") if y is None else float(y) for y in ys]
+        if len(xs) <= 2 and kw.get("marker") is None:  # one or two points make no visible line
+            kw = {**kw, "marker": "o", "markersize": kw.get("markersize", 3)}
         ax.plot(xs, ys, label=label if legend else "_nolegend_", **kw)
         name = text or label
         self.series.append(Series(f"{panel}: {name}" if panel else name, list(map(float, xs)), ys))

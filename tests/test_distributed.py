@@ -243,3 +243,28 @@ def test_diverging_stepping_decision_is_an_error_not_a_hang(tmp_path, monkeypatc
     xb, yb = tr.data.train.x[:16], tr.data.train.y[:16]
     with pytest.raises(RuntimeError, match="on some ranks but not on others"):
         tr.train_step(xb, yb, 1, 0.0)
+
+
+def test_torchrun_streamed_photo_folder_matches_single_process(tmp_path):
+    """Streamed image folder (worker processes inside each rank, random-resized crops keyed by sample):
+    the two ranks' shards of one permutation make the single process's global batches."""
+    from tests.test_data_stream import _folder
+
+    root = _folder(tmp_path / "img", per_class=(16, 16))
+    data = {"name": "imagefolder", "root": str(root), "image_size": 16, "augment": "imagenet", "workers": 1,
+            "mean": [0.5] * 3, "std": [0.25] * 3}
+
+    def cfg(out, batch):
+        c = _cfg(out, batch)
+        c["data"] = {**data, "batch_size": batch}
+        c["run"]["checkpoint_every_steps"] = 3
+        return c
+
+    ddp_cfg = tmp_path / "ddp.yaml"
+    ddp_cfg.write_text(yaml.safe_dump(cfg(tmp_path / "ddp", 4)))
+    _torchrun(["-m", "adaptkd", "train", str(ddp_cfg)], cwd=tmp_path)
+    Trainer(cfg(tmp_path / "single", 8)).fit()
+    ddp, single = _epochs(tmp_path / "ddp"), _epochs(tmp_path / "single")
+    assert [r["step"] for r in ddp] == [r["step"] for r in single] == [4, 8]
+    for a, b in zip(_steps(tmp_path / "ddp"), _steps(tmp_path / "single")):
+        assert a["loss/student/ce"] == pytest.approx(b["loss/student/ce"], rel=0.05)

@@ -32,5 +32,6 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         print(f"adaptkd: error: {exc}", file=sys.stderr)
         return exit_code(exc)
     except KeyboardInterrupt:
-        print("adaptkd: interrupted; the last completed epoch is in last.pt (resume with --resume)", file=sys.stderr)
+        print("adaptkd: interrupted; the last checkpoint (the last completed epoch, or the last "
+              "run.checkpoint_every_steps step) is in last.pt (resume with --resume)", file=sys.stderr)
         return 130

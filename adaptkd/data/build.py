@@ -172,7 +172,14 @@ def build_pipeline(d: Any, *, dataset: Any = None, pin_memory: bool = False, nee
         pipe = MemoryPipeline(bundle)
         if given is not None:
             pipe.mean, pipe.std = given
-    pipe.resolved_note = (f"{need / 2**20:.0f} MB decoded, budget data.cache_budget_mb={d.cache_budget_mb}")
+    mb = f"{need / 2**20:.0f} MB decoded"
+    if memory:
+        pipe.resolved_note = f"{mb}, within data.cache_budget_mb={d.cache_budget_mb}" if d.cache == "auto" else mb
+    elif aug["augment"] == "imagenet":
+        pipe.resolved_note = "random-resized crops read each full image"
+    else:
+        pipe.resolved_note = ("data.cache=none" if d.cache == "none"
+                              else f"{mb} would exceed data.cache_budget_mb={d.cache_budget_mb}")
     return pipe, resolved
 
 

@@ -451,3 +451,10 @@ def test_hf_student_of_a_run_as_teacher_is_fed_the_data_as_is(hf_models, tmp_pat
     cfg = hf_cfg(tmp_path / "r", "kd", [{**student, "checkpoint": str(tmp_path / "s" / "last.pt")}])
     spec = Trainer(cfg).teacher_inputs.specs["teacher0"]
     assert spec.size == (16, 16) and "the data" in spec.source
+
+
+def test_backbone_as_student_gets_a_new_head(hf_models, tmp_path):
+    lines = []
+    tr = Trainer(hf_cfg(tmp_path / "r", "ce", student={"arch": f"hf:{hf_models['dinov2reg']}"}), log=lines.append)
+    assert tr.networks["student"].has_logits
+    assert any("10-class classifier head added to the pretrained backbone" in ln for ln in lines)

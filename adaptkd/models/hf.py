@@ -274,7 +274,11 @@ def build_hf(ref: str, num_classes: int, *, pretrained: bool | None = None, revi
                     model, info = AutoModelForImageClassification.from_pretrained(
                         ref, config=config, ignore_mismatched_sizes=True, use_safetensors=True,
                         output_loading_info=True, **kw)
-                    if before != num_classes:
+                    if not _is_classifier(config):
+                        pretrained_head = False
+                        notes.append(f"hf:{ref}: a {num_classes}-class classifier head added to the pretrained "
+                                     "backbone (randomly initialised)")
+                    elif before != num_classes:
                         pretrained_head = False
                         notes.append(f"hf:{ref}: classifier head replaced ({before} -> {num_classes} classes, "
                                      "randomly initialised)")

@@ -230,6 +230,20 @@ def test_switokd_threshold(dtype, t, s):
     assert 0 < eps <= 1
 
 
+@prop("SwitOKD mode: expert iff G > delta and t < s; a given eps only moves delta = s - eps*t")
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(g=st.floats(0, 2), t=st.floats(0, 2), s=st.floats(0, 2), e=st.floats(0.01, 1))
+def test_switokd_mode(dtype, g, t, s, e):
+    g_, t_, s_ = (torch.tensor(v, dtype=dtype) for v in (g, t, s))
+    eps, delta, expert = L.switokd_mode(g_, t_, s_)
+    finite(eps, delta)
+    assert bool(expert) == bool((g_ > delta) & (t_ < s_))
+    assert torch.equal(torch.stack([eps, delta]), torch.stack(L.switokd_threshold(t_, s_)))
+    eps2, delta2, expert2 = L.switokd_mode(g_, t_, s_, torch.tensor(e, dtype=dtype))
+    assert torch.equal(delta2, s_ - torch.tensor(e, dtype=dtype) * t_) and float(eps2) == pytest.approx(e)
+    assert bool(expert2) == bool((g_ > delta2) & (t_ < s_))
+
+
 # ----------------------------------------------------------------------------------------------
 # feature losses
 
@@ -488,7 +502,7 @@ def test_gradient_balance_end_to_end(opts, batch, T):
 
 COVERED = {
     "kd_loss", "dkd_loss", "dtkd_temperatures", "dtkd_loss", "dtkd_loss_parts", "dtkd_guarded", "dtkd_sharpness",
-    "switokd_decision", "switokd_threshold", "label_distance", "distillation_gap", "online_kl_loss",
+    "switokd_decision", "switokd_mode", "switokd_threshold", "label_distance", "distillation_gap", "online_kl_loss",
     "spatial_attention", "attention_map_distances", "afd_loss", "rtk_influence", "select_keys", "rtk_loss",
     "hint_loss", "unic_token_loss", "teacher_drop_weights", "standardize",
 }

@@ -286,6 +286,19 @@ def execute(specs: list[RunSpec], jobs: int = 1, log: Callable[[str], None] = pr
     return results
 
 
+def finished_only(p: Plan, log: Callable[[str], None] = print) -> tuple[Plan, dict[str, dict[str, Any]]]:
+    """The part of ``p`` already finished (with the same config) and its summaries; the missing
+    runs are logged. For reporting an interrupted comparison without training."""
+    done = {str(s.out): json.loads((s.out / "summary.json").read_text(encoding="utf-8"))
+            for s in p.teachers + p.students if run_state(s) == "done"}
+    missing = [s for s in p.teachers + p.students if str(s.out) not in done]
+    for s in missing:
+        log(f"  missing: {s.role} {s.label} seed {s.seed} ({s.out})")
+    kept = Plan([t for t in p.teachers if str(t.out) in done], [s for s in p.students if str(s.out) in done],
+                p.baselines, p.seeds)
+    return kept, done
+
+
 # ------------------------------------------------------------------------------------ statistics
 
 

@@ -129,3 +129,18 @@ def test_bundled_recipes_use_the_compare_schema(tmp_path):
             load_config(raw)
     p = plan(demo_recipe(), tmp_path)
     assert [s.label for s in p.students] == ["ce", "kd", "dkd"] and [t.label for t in p.teachers] == ["teacher"]
+
+
+def test_no_train_reports_what_finished_and_lists_the_rest(tmp_path, capsys):
+    r = tiny_recipe()
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(r))
+    out = tmp_path / "o"
+    assert main(["compare", str(path), "--out", str(out), "--no-report", "--methods", "ce", "--seeds", "1"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(path), "--out", str(out), "--no-report", "--no-train"]) == 0
+    text = capsys.readouterr().out
+    assert "missing: student kd seed 0" in text and "missing: student ce seed 1" in text
+    assert "missing: student ce seed 0" not in text
+    res = json.loads((out / "compare.json").read_text())
+    assert list(res["methods"]) == ["ce"] and not (out / "kd").exists()

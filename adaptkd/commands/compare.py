@@ -39,6 +39,8 @@ def add_options(p: argparse.ArgumentParser, default_out: str | None) -> None:
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 for every method (instead of the recipe's)")
     p.add_argument("--quick", action="store_true", help="a few steps per run only (smoke test)")
     p.add_argument("--no-report", action="store_true", help="skip the report card (tables only)")
+    p.add_argument("--no-train", action="store_true",
+                   help="train nothing: report the runs already finished and list the missing ones")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run (e.g. optim.epochs=5)")
 
 
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 def compare(recipe: dict[str, Any], out: Path, args: argparse.Namespace, title: str, command: str | None) -> int:
     from adaptkd.compare import (
         execute,
+        finished_only,
         plan,
         report_runs,
         summarize,
@@ -71,8 +74,11 @@ def compare(recipe: dict[str, Any], out: Path, args: argparse.Namespace, title: 
     p = plan(recipe, out, quick + list(args.overrides), methods=methods, seeds=args.seeds)
     t0 = time.perf_counter()
     print(f"{len(p.teachers)} teacher(s), {len(p.students)} student run(s) in {out}/")
-    results = execute(p.teachers, jobs=args.jobs)
-    results.update(execute(p.students, jobs=args.jobs))
+    if args.no_train:
+        p, results = finished_only(p)
+    else:
+        results = execute(p.teachers, jobs=args.jobs)
+        results.update(execute(p.students, jobs=args.jobs))
     summary = summarize(p, results)
     elapsed = time.perf_counter() - t0
     md = write_outputs(summary, out, title, command)

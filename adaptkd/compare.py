@@ -329,7 +329,7 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
 def summarize(p: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per teacher and per method: accuracies per seed (final-epoch test, and test at the best
     validation epoch where there is a validation split), mean ± std, and paired differences
-    against ``ce`` and against the method's baseline."""
+    against ``ce`` (same student architecture) and against the method's baseline."""
     teachers = {}
     for t in p.teachers:
         s = results[str(t.out)]
@@ -349,7 +349,7 @@ def summarize(p: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             xs = list(m[key].values())
             m[f"{key}_mean"] = statistics.fmean(xs) if xs else None
             m[f"{key}_std"] = statistics.stdev(xs) if len(xs) > 1 else None
-        if "ce" in methods and label != "ce":
+        if "ce" in methods and label != "ce" and m["arch"] == methods["ce"]["arch"]:  # same student only
             m["vs_ce"] = paired(m["final"], methods["ce"]["final"])
         base = p.baselines.get(label)
         if base and base != "ce" and base in methods:

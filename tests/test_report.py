@@ -434,6 +434,16 @@ def test_accuracy_floor_rule():
     assert accuracy_floor([100.0]) == 90
 
 
+def test_every_method_spec_names_a_registered_figure_family():
+    from adaptkd.methods import method_class
+    from adaptkd.report import figure_families
+
+    named = {m: method_class(m).spec.figures for m in list_methods()}
+    assert {"dtkd", "rtk", "switokd", "unic"} <= set(named.values())
+    unknown = {m: f for m, f in named.items() if f and f not in figure_families()}
+    assert not unknown, f"methods name figure families the report does not have: {unknown}"
+
+
 def test_figure_family_registry(runs, tmp_path):
     from adaptkd.report import figure_families, figure_family, register_figure_family
     from adaptkd.report.figures import registry

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from torch import Tensor, nn
 
 from adaptkd._registry import Registry
 from adaptkd.comm import LOCAL, Communicator
+from adaptkd.constraints import Angle, Count, Fraction, Probability, Scale, Weight
 from adaptkd.errors import ConfigError
 from adaptkd.methods.base import StepOut
 
@@ -269,17 +270,24 @@ class GradientParams(BalanceParams):
     controller: Literal["safe", "task_max", "ratio", "cosine_gate"] = "safe"
     over: Literal["logits", "head", "params"] = "logits"
     lambda0: float | Literal["method"] = 0.9
-    rho: float = Field(1.0, gt=0)
-    psi0: float | None = Field(None, gt=0, le=90)
-    kappa: float = Field(1.0, gt=0)
+    rho: Scale = 1.0
+    psi0: Angle | None = None
+    kappa: Scale = 1.0
     task_safe: bool = False
-    w0: float = Field(9.0, ge=0)
+    w0: Weight = 9.0
     gate: Literal["soft", "hard"] = "soft"
-    ema: float = Field(0.0, ge=0, lt=1)
-    lambda_min: float = Field(0.0, ge=0, le=1)
-    lambda_max: float = Field(1.0, ge=0, le=1)
-    every: int = Field(1, ge=1)
+    ema: Fraction = 0.0
+    lambda_min: Probability = 0.0
+    lambda_max: Probability = 1.0
+    every: Count = 1
     renormalise: bool = False
+
+    @field_validator("lambda0", mode="before")
+    @classmethod
+    def _lambda0_not_bool(cls, v: object) -> object:
+        if isinstance(v, bool):
+            raise ValueError(f"lambda0 must be in [0, 1] or 'method', got the boolean {v}")
+        return v
 
     @field_validator("lambda0")
     @classmethod

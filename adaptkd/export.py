@@ -82,6 +82,32 @@ run_checkpoint_path = checkpoint_path  # the run folder's own names (adaptkd.eng
 rebuild_network = load_model
 
 
+#: datasets read from image files, whose test images are resized and centre-cropped by ``data.crop_ratio``
+_FILE_DATASETS = ("imagefolder", "hf", "webdataset")
+
+
+def preprocessing(info: dict[str, Any]) -> dict[str, Any]:
+    """How to turn an image file into the exported network's input, as the run's test split was
+    prepared: decode, convert to RGB (3 channels) or L (1), resize the shorter side, centre-crop a
+    square, scale to [0, 1], normalise per channel, lay out as NCHW float32."""
+    size = int(info["image_size"])
+    data = (info.get("config") or {}).get("data", {}) or {}
+    ratio = float(data.get("crop_ratio", 1.0)) if info.get("dataset") in _FILE_DATASETS else 1.0
+    return {
+        "color": "RGB" if int(info["in_channels"]) == 3 else "L",
+        "channel_order": "RGB" if int(info["in_channels"]) == 3 else "grayscale",
+        "resize_shorter_side": max(size, int(round(size / ratio))),
+        "center_crop": [size, size],
+        "interpolation": "bilinear (antialiased, as Pillow's Image.resize)",
+        "scale": 1 / 255,
+        "mean": list(info["mean"]),
+        "std": list(info["std"]),
+        "layout": "NCHW",
+        "dtype": "float32",
+        "input_size": [size, size],
+    }
+
+
 def real_test_inputs(config: dict[str, Any], n: int = 64) -> tuple[torch.Tensor | None, str]:
     """Up to ``n`` normalised test images of the run's dataset, or ``(None, why not)``."""
     from adaptkd.data import Augment, DataError, test_pipeline
@@ -200,6 +226,22 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, tmp: Path, opset: int 
     return run_ref, f"onnx.reference.ReferenceEvaluator (onnxruntime not installed: pip install 'adaptkd[onnx]')"
 
 
+def _onnx_metadata(path: Path, metadata: dict[str, Any]) -> None:
+    """The sidecar's deployment facts also as ONNX ``metadata_props`` (values JSON-encoded)."""
+    import onnx
+
+    if any(f.name != path.name for f in path.parent.iterdir()):
+        return  # weights in an external file: rewriting the model would have to move them too
+    model = onnx.load(str(path))
+    keys = ("class_names", "preprocess", "num_classes", "arch", "dataset", "input")
+    existing = {p.key for p in model.metadata_props}
+    for key in keys:
+        if key in metadata and key not in existing:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, json.dumps(metadata[key])
+    onnx.save(model, str(path))
+
+
 def _compare(ref_fn, got_fn, x: torch.Tensor) -> dict[str, float]:
     with torch.no_grad():
         ref = ref_fn(x).float()
@@ -258,6 +300,8 @@ def export_module(
             run, runtime = _export_torchscript(net, example, tmp)
         else:
             run, runtime = _export_onnx(net, example, tmp, opset)
+        if format == "onnx" and metadata:
+            _onnx_metadata(tmp, metadata)
         parity = {"random": _compare(net, run, rand)}
         notes: list[str] = []
         if real_inputs is not None and real_inputs.numel():
@@ -325,6 +369,8 @@ def export_run(
                                  "dataset", "method", "epoch", "checkpoint")}
     meta["learner"] = learner
     meta["input"] = "float32 images [N, C, H, W], pixel/255 normalised with mean/std"
+    meta["class_names"] = info["class_names"]
+    meta["preprocess"] = preprocessing(info)
     meta["real_inputs"] = why
     res = export_module(model, format, out, input_shape=shape, real_inputs=x_real, tolerance=tolerance,
                         opset=opset, metadata=meta)

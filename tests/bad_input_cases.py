@@ -509,7 +509,7 @@ CASES: list[Case] = [
     tap_case("an AFD student tap that does not exist", "afd", {"student_taps": ["stages.9"]}, "stages.9"),
     tap_case("an AFD teacher tap that does not exist", "afd", {"teacher_taps": ["block9"]}, "block9"),
     tap_case("an RTK student tap that does not exist", "rtk", {"student_taps": ["layer1.0"]}, "layer1.0"),
-    tap_case("a FitNet teacher tap that does not exist", "fitnet", {"teacher_tap": "stages.7"}, "stages.7"),
+    tap_case("a FitNet teacher tap that does not exist", "fitnet", {"teacher_taps": ["stages.7"]}, "stages.7"),
     tap_case("a UNIC student block that does not exist", "unic", {"student_blocks": ["stages.5"]}, "stages.5", teachers="two"),
     tap_case("UNIC taps for a teacher that does not exist", "unic", {"teacher_taps": {"teacher5": "stages.0"}}, "field `method.teacher_taps`", teachers="two"),
     # ecosystem models (hf:): tiny random transformers models written by the case with save_pretrained
@@ -517,7 +517,7 @@ CASES: list[Case] = [
             "'teacher0' (hf:hf_backbone), a backbone without a classifier head"),
     hf_case("a Hub classifier teacher with another class count (3 vs 10)", "classifier3", "kd", {},
             "classifies 3 labels, but the data has 10 classes"),
-    hf_case("a Hub teacher tap that does not exist", "classifier", "fitnet", {"teacher_tap": "blocks.9", "kd_weight": 0},
+    hf_case("a Hub teacher tap that does not exist", "classifier", "fitnet", {"teacher_taps": ["blocks.9"], "kd_weight": 0},
             "blocks.9"),
     hf_case("trust_remote_code on a Hub model", "classifier", "kd", {}, "field `teachers.0.args.trust_remote_code`",
             args={"trust_remote_code": True}),
@@ -637,4 +637,8 @@ if __name__ == "__main__":
         sys.exit(2)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as d:
-        sys.stdout.write(markdown(Path(d)))
+        table = markdown(Path(d))
+    from tests.hostile_cases import markdown as hostile_markdown
+    from tests.hostile_cases import run_campaign
+
+    sys.stdout.write(table + "\n" + hostile_markdown(run_campaign(log=lambda s: None)))

@@ -268,7 +268,7 @@ def test_methods_zero_distillation_on_identical_networks():
         out = m(step_input(s, t, x, y, ["c2"], ["c2"]))
         assert float(out.losses["student"][name]) == 0.0
         assert float(out.losses["student"]["kd"]) < 1e-6
-    fit = build_method("fitnet", {"student_tap": "c2", "teacher_tap": "c2", "regressor_bn": False}, context(s, t, x))
+    fit = build_method("fitnet", {"student_taps": ["c2"], "teacher_taps": ["c2"], "regressor_bn": False}, context(s, t, x))
     with torch.no_grad():  # identity regressor: the hint is exactly zero
         fit.regressor[0].weight.copy_(torch.eye(10).view(10, 10, 1, 1))
         fit.regressor[0].bias.zero_()
@@ -278,7 +278,7 @@ def test_methods_zero_distillation_on_identical_networks():
 def test_no_gradient_reaches_the_teacher(plain):
     s, t, x, y = plain
     for name, opts in [("afd", {}), ("rtk", {}), ("rtk", {"orientation": "teacher_query"}),
-                       ("fitnet", {"student_tap": "body.a", "teacher_tap": "c2"})]:
+                       ("fitnet", {"student_taps": ["body.a"], "teacher_taps": ["c2"]})]:
         if name == "fitnet":
             m = build_method(name, opts, context(s, t, x))
             inp = step_input(s, t, x, y, ["body.a"], ["c2"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from adaptkd.errors import AdaptkdError, ExportError, NonFiniteError
@@ -24,14 +26,31 @@ def exit_code(exc: AdaptkdError) -> int:
     return next(code for cls, code in EXIT_CODES if isinstance(exc, cls))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is (like Ctrl-C), so that a run stops the same clean way."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command; known errors print ``adaptkd: error: ...`` and exit with their code."""
+    """Run a command; known errors print ``adaptkd: error: ...`` and exit with their code.
+
+    Ctrl-C (exit 130) and SIGTERM (exit 143) print one line: what was kept, as the interrupted run
+    reports it in the exception (a training run names its last checkpoint, or says there is none)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(func(args) or 0)
     except AdaptkdError as exc:
         print(f"adaptkd: error: {exc}", file=sys.stderr)
         return exit_code(exc)
-    except KeyboardInterrupt:
-        print("adaptkd: interrupted; the last checkpoint (the last completed epoch, or the last "
-              "run.checkpoint_every_steps step) is in last.pt (resume with --resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"adaptkd: {what}; {exc or 'stopped before any run file was written'}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

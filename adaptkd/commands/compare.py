@@ -41,6 +41,9 @@ def add_options(p: argparse.ArgumentParser, default_out: str | None) -> None:
     p.add_argument("--no-report", action="store_true", help="skip the report card (tables only)")
     p.add_argument("--no-train", action="store_true",
                    help="train nothing: report the runs already finished and list the missing ones")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace runs in --out made with another config (refused without it: a finished "
+                        "comparison is never lost; runs made with the same config are reused either way)")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run (e.g. optim.epochs=5)")
 
 
@@ -51,6 +54,20 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / Path(args.recipe).stem)
     title = f"adaptkd compare: {Path(args.recipe).name}"
     return compare(recipe, out, args, title, "adaptkd compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
+
+
+def refuse_replacing_runs(specs: list[Any], out: Path, *, overwrite: bool) -> None:
+    """Refuse to retrain over runs of another config (e.g. ``--quick`` over a full comparison)
+    unless ``--overwrite``; reused and resumed runs are never at risk."""
+    from adaptkd.compare import run_state
+    from adaptkd.errors import RunFolderError
+
+    clobbered = [str(s.out) for s in specs
+                 if run_state(s) == "new" and ((s.out / "last.pt").exists() or (s.out / "summary.json").exists())]
+    if clobbered and not overwrite:
+        shown = ", ".join(clobbered[:3]) + (f" and {len(clobbered) - 3} more" if len(clobbered) > 3 else "")
+        raise RunFolderError(f"--out {str(out)!r} holds runs made with another config ({shown}); pass --overwrite "
+                             "to replace them, or choose another --out")
 
 
 def compare(recipe: dict[str, Any], out: Path, args: argparse.Namespace, title: str, command: str | None) -> int:
@@ -72,6 +89,8 @@ def compare(recipe: dict[str, Any], out: Path, args: argparse.Namespace, title: 
     quick = ["optim.epochs=1", "run.max_steps_per_epoch=3", "run.latency=false"] if args.quick else []
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     p = plan(recipe, out, quick + list(args.overrides), methods=methods, seeds=args.seeds)
+    if not args.no_train:  # (reporting finished runs replaces nothing)
+        refuse_replacing_runs(p.teachers + p.students, out, overwrite=getattr(args, "overwrite", False))
     t0 = time.perf_counter()
     print(f"{len(p.teachers)} teacher(s), {len(p.students)} student run(s) in {out}/")
     if args.no_train:

@@ -106,7 +106,7 @@ def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
             try:
                 OptimConfig.model_validate({**cfg.optim.model_dump(), **net.optim})
             except ValidationError as exc:
-                problems.append(format_validation_error(exc, prefix=f"{field}.optim"))
+                problems.append(format_validation_error(exc, prefix=f"{field}.optim", model=OptimConfig))
     for i, t in enumerate(cfg.teachers):
         if (not t.trainable and t.checkpoint is None and not t.random_init and f"teachers.{i}" not in given
                 and not _brings_weights(t)):
@@ -122,7 +122,7 @@ def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
         try:
             params = mcls.Params.model_validate(cfg.method.options())
         except ValidationError as exc:
-            problems.append(format_validation_error(exc, prefix="method"))
+            problems.append(format_validation_error(exc, prefix="method", model=mcls.Params))
         else:
             try:
                 mcls.check(params, roster_of(cfg), epochs=cfg.optim.epochs, balancer=cfg.balance.name)
@@ -134,9 +134,10 @@ def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
         problems.append(f"field `balance.name`: unknown balancer {cfg.balance.name!r}{BALANCERS.hint(cfg.balance.name)}")
     else:
         try:
-            balancer_params_model(cfg.balance.name).model_validate(cfg.balance.options())
+            bmodel = balancer_params_model(cfg.balance.name)
+            bmodel.model_validate(cfg.balance.options())
         except ValidationError as exc:
-            problems.append(format_validation_error(exc, prefix="balance"))
+            problems.append(format_validation_error(exc, prefix="balance", model=bmodel))
     if cfg.optim.warmup_epochs > cfg.optim.epochs:
         problems.append(f"field `optim.warmup_epochs`: {cfg.optim.warmup_epochs} exceeds optim.epochs={cfg.optim.epochs}")
     if cfg.data.name in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:

@@ -14,16 +14,35 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from adaptkd.errors import CheckpointError
+from adaptkd.errors import CheckpointError, RunFolderError
 
 __all__ = ["CheckpointError", "FORMAT", "atomic_save", "load_checkpoint", "load_state_dict_for", "atomic_write_text"]
 
 FORMAT = "adaptkd/1"
+#: a checkpoint (a zip of stored, uncompressed tensors) may expand to at most this much more than its file
+EXPANSION_SLACK = 64 * 2**20
+
+
+def _check_expansion(p: Path) -> None:
+    """Refuse a zip checkpoint whose entries would decompress to far more than the file's size
+    (a deflate bomb) — read from the zip directory, before anything is decompressed."""
+    if not zipfile.is_zipfile(p):
+        return  # the legacy format: a plain pickle, nothing compressed
+    try:
+        with zipfile.ZipFile(p) as zf:
+            total = sum(max(info.file_size, 0) for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load reports the damage
+    size = p.stat().st_size
+    if total > 2 * size + EXPANSION_SLACK:
+        raise CheckpointError(f"checkpoint {str(p)!r} would expand from {size:,} to {total:,} bytes when read "
+                              "(compressed entries; adaptkd writes them uncompressed); refusing to read it")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -46,7 +65,10 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    except OSError as exc:
+        raise _write_failed(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
@@ -54,30 +76,45 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) or isinstance(exc.__cause__, OSError) or "No space left" in str(exc):
+            raise _write_failed(path, exc) from None
         raise
+
+
+def _write_failed(path: Path, exc: BaseException) -> RunFolderError:
+    """One line for a write that failed (disk full, quota, permissions); the old file is intact."""
+    os_err = exc if isinstance(exc, OSError) else exc.__cause__ if isinstance(exc.__cause__, OSError) else None
+    reason = (os_err.strerror or str(os_err)) if os_err is not None else str(exc).splitlines()[0][:200]
+    kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+    return RunFolderError(f"cannot write {str(path)!r}: {reason}; {kept} (free some space, then resume with --resume)")
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write a text file atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    except OSError as exc:
+        raise _write_failed(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _write_failed(path, exc) from None
         raise
 
 
@@ -88,6 +125,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
     if p.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {str(p)!r} is empty (0 bytes)")
+    _check_expansion(p)
     try:
         obj = torch.load(str(p), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one clear message
@@ -156,11 +194,25 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
+    not_tensors = [k for k in own if k in state and not isinstance(state[k], torch.Tensor)]
     wrong = [
         f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
         for k, v in own.items()
         if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape
     ]
+    # a float weight must come as a real float (int/bool would truncate, complex drop a part); an
+    # integer buffer (BatchNorm's step count) as an integer. Lower float precision is accepted.
+    kinds = [
+        f"{k}: {state[k].dtype} where {v.dtype} is expected"
+        for k, v in own.items()
+        if k in state and isinstance(state[k], torch.Tensor)
+        and (state[k].is_floating_point() != v.is_floating_point() or state[k].is_complex() != v.is_complex())
+    ]
+    if not_tensors:
+        raise CheckpointError(f"checkpoint {source!r}: entries {not_tensors[:3]} are not tensors")
+    if kinds:
+        raise CheckpointError(f"checkpoint {source!r} does not fit model {arch!r}: {len(kinds)} tensor(s) of the wrong "
+                              f"kind of number (e.g. {kinds[:2]})")
     if missing or unexpected or wrong:
         parts = []
         if missing:

@@ -47,6 +47,44 @@ class MetricsLog:
         except Exception:  # noqa: BLE001 - tensorboard is an optional extra
             self._tb = None
 
+    def check_resumable(self, epoch: int) -> None:
+        """Refuse (by file and line) a history that resuming at ``epoch`` cannot continue exactly:
+        an unreadable line, a torn line anywhere but at the end (a crash tears only the last
+        one), or a missing epoch record among epochs 1..``epoch``. Reads only."""
+        if not self.enabled:
+            return
+        from adaptkd.errors import RunFolderError
+
+        where = repr(str(self.path))
+        if not self.path.exists():
+            if epoch > 0:
+                raise RunFolderError(f"cannot resume: {where} is missing, but last.pt is at epoch {epoch}; "
+                                     "the run's history would be lost")
+            return
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise RunFolderError(f"cannot resume: {where} is not UTF-8 text (byte {exc.start}); it was damaged "
+                                 "or replaced") from None
+        seen: set[int] = set()
+        for i, line in enumerate(lines, 1):
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError("not a record")
+                rec_epoch = int(rec.get("epoch", 0))
+            except (ValueError, TypeError):
+                if i == len(lines):
+                    continue  # the last line torn by a crash: dropped on resume
+                raise RunFolderError(f"cannot resume: {where} line {i} of {len(lines)} is not a JSON record (torn or "
+                                     "edited in the middle of the history); repair or remove that line") from None
+            if rec.get("kind") == "epoch":
+                seen.add(rec_epoch)
+        missing = [e for e in range(1, epoch + 1) if e not in seen]
+        if missing:
+            raise RunFolderError(f"cannot resume: {where} has no record of epoch(s) {missing[:5]} although last.pt "
+                                 f"is at epoch {epoch}; it does not belong to this checkpoint")
+
     def truncate_after(self, epoch: int, step: int | None = None) -> None:
         """Keep only records with epoch ≤ ``epoch`` (and drop a torn last line); with ``step`` (a
         checkpoint written inside epoch ``epoch + 1``) also that epoch's step records up to ``step``."""
@@ -83,10 +121,26 @@ class MetricsLog:
                 raise RunFolderError(f"{str(self.path)!r} is a symbolic link planted in the run folder; "
                                      "refusing to write through it") from exc
             self._fh = os.fdopen(fd, "a", encoding="utf-8")
-        self._fh.write(json.dumps(to_jsonable(record), sort_keys=False) + "\n")
-        self._fh.flush()
-        if sync:
-            os.fsync(self._fh.fileno())
+        if sync:  # at each epoch: the file written is still the one at metrics.jsonl (no link planted since)
+            try:
+                same = os.path.samestat(os.fstat(self._fh.fileno()), os.lstat(self.path))
+            except OSError:
+                same = False
+            if not same:
+                from adaptkd.errors import RunFolderError
+
+                raise RunFolderError(f"{str(self.path)!r} was replaced during the run (removed, or a symbolic link "
+                                     "planted); refusing to go on writing the run's history")
+        try:
+            self._fh.write(json.dumps(to_jsonable(record), sort_keys=False) + "\n")
+            self._fh.flush()
+            if sync:
+                os.fsync(self._fh.fileno())
+        except OSError as exc:
+            from adaptkd.errors import RunFolderError
+
+            raise RunFolderError(f"cannot write {str(self.path)!r}: {exc.strerror or exc}; the records written "
+                                 "before are intact (free some space, then resume with --resume)") from None
         if self._tb_wanted:
             self._open_tb()
         if self._tb is not None:

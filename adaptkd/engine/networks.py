@@ -8,11 +8,19 @@ import torch
 from torch import nn
 
 from adaptkd.config import NetConfig
+from adaptkd.constraints import short_repr
 from adaptkd.engine.checkpoint import CheckpointError, load_into, load_state_dict_for
 from adaptkd.errors import ConfigError, MissingExtraError
 from adaptkd.models.registry import build_model, namespace_of
 
-__all__ = ["build_network", "freeze", "count_params", "MissingExtraError"]
+__all__ = ["build_network", "freeze", "count_params", "MissingExtraError", "MAX_PARAMS"]
+
+#: parameters of one network (4 GB of float32 weights, 16 GB with gradients and Adam's moments)
+MAX_PARAMS = 1_000_000_000
+
+
+def _cut(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_network(net: NetConfig, num_classes: int, in_channels: int, *, field: str,
@@ -20,7 +28,9 @@ def build_network(net: NetConfig, num_classes: int, in_channels: int, *, field: 
     """Build the network described by ``net`` and load its checkpoint (if any).
 
     ``teacher``: the network is a frozen teacher (an ecosystem model keeps its pretrained head,
-    whose class count must match; a learner's head is made for ``num_classes``).
+    whose class count must match; a learner's head is made for ``num_classes``). A zoo network is
+    first built on the ``meta`` device (no memory) to count its parameters: one above
+    :data:`MAX_PARAMS` (e.g. a depth of 1000 in ``args``) is refused before any weight is allocated.
     """
     args = dict(net.args)
     if namespace_of(net.arch) is not None:
@@ -28,10 +38,21 @@ def build_network(net: NetConfig, num_classes: int, in_channels: int, *, field: 
             args["teacher"] = True
     elif in_channels != 3 and "in_channels" not in args:
         args["in_channels"] = in_channels  # zoo models take the data's channels; namespaced ones are RGB
+    what = f"field `{field}`: cannot build {net.arch!r} with args {short_repr(net.args)}"
+    size = 0
+    if namespace_of(net.arch) is None:  # ecosystem models load their own (pretrained) weights
+        try:
+            with torch.device("meta"):
+                size = count_params(build_model(net.arch, num_classes, **args))
+        except (KeyError, TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+            raise ConfigError(f"{what}: {_cut(str(exc))}") from None
+    if size > MAX_PARAMS:
+        raise ConfigError(f"{what}: it has {size:,} parameters; at most {MAX_PARAMS:,} (about "
+                          f"{MAX_PARAMS * 4 / 2**30:.0f} GiB of float32 weights)")
     try:
         model = build_model(net.arch, num_classes, **args)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"field `{field}`: cannot build {net.arch!r} with args {net.args}: {exc}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+        raise ConfigError(f"{what}: {_cut(str(exc))}") from None
     if net.checkpoint is not None:
         path = os.path.expanduser(net.checkpoint)
         try:

@@ -4,21 +4,28 @@
 non-finite (no host synchronisation per step); :meth:`NonFiniteWatch.raise_if_any` reads it at the
 logging interval and stops the run with a message naming the earliest offender. Under
 ``run.nonfinite: skip`` the engine uses the step's flag to skip it instead.
+
+:func:`first_nonfinite` is the state check made before every checkpoint: a weight or a BatchNorm
+running statistic can overflow although every loss stayed finite (a huge learning rate, skipped
+steps), so every parameter and floating buffer of every learner and of the method's modules is
+checked on its device (one ``isfinite().all()`` per tensor, stacked, one host read) and a
+non-finite state is never saved as "the last good checkpoint", whatever ``run.nonfinite`` says.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from adaptkd.errors import NonFiniteError
 from adaptkd.methods import StepOut
 
-__all__ = ["NonFiniteWatch"]
+__all__ = ["NonFiniteWatch", "first_nonfinite"]
 
 
 class NonFiniteWatch:
@@ -113,3 +120,36 @@ class NonFiniteWatch:
                 f"training stopped; {kept}. "
                 "Lower the learning rate, check the data, or set run.nonfinite=skip to skip such steps."
             )
+
+
+def _named_state(modules: dict[str, nn.Module]) -> list[tuple[str, Tensor]]:
+    seen: set[int] = set()
+    out: list[tuple[str, Tensor]] = []
+    for prefix, module in modules.items():
+        for name, t in itertools.chain(module.named_parameters(), module.named_buffers()):
+            if t.is_floating_point() and t.numel() and id(t) not in seen:
+                seen.add(id(t))
+                out.append((f"{prefix}.{name}", t.detach()))
+    return out
+
+
+def first_nonfinite(modules: dict[str, nn.Module], *, all_ranks: bool = False) -> tuple[str, int] | None:
+    """``(tensor name, number of non-finite values)`` of the first tensor of ``modules`` (``{prefix:
+    module}``) holding NaN/Inf, or None when every one is finite. ``all_ranks``: under DDP, every
+    rank gets the same answer (a rank that is fine learns that another one is not)."""
+    named = _named_state(modules)
+    if not named:
+        return None
+    flags = torch.stack([torch.isfinite(t).all() for _, t in named]).to(torch.int32)
+    if all_ranks:
+        import torch.distributed as tdist
+
+        local_ok = flags.min().reshape(1)
+        tdist.all_reduce(local_ok, op=tdist.ReduceOp.MIN)
+        if int(local_ok.item()) == 1:
+            return None
+    if bool(flags.all()):
+        return ("a tensor of another process", 0) if all_ranks else None
+    i = int((flags == 0).nonzero()[0, 0])
+    name, t = named[i]
+    return name, int((~torch.isfinite(t)).sum())

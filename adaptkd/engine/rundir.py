@@ -169,5 +169,6 @@ def load_model(run: str | os.PathLike[str], name: str = "student", *,
         "image_size": int(meta.get("image_size", 32)), "mean": list(meta.get("mean", [])), "std": list(meta.get("std", [])),
         "dataset": meta.get("dataset"), "method": meta.get("method"), "epoch": int(ckpt.get("epoch", 0)),
         "checkpoint": str(path), "config": ckpt.get("config", {}),
+        "class_names": [str(c) for c in meta.get("class_names", [])] or [str(i) for i in range(int(meta["num_classes"]))],
     }
     return model, info

@@ -33,10 +33,11 @@ from adaptkd.engine.evaluate import evaluate_batches
 from adaptkd.engine.logger import MetricsLog
 from adaptkd.engine.rundir import prepare_run_dir, write_config, write_summary
 from adaptkd.engine.meter import SignalMeter
-from adaptkd.engine.nonfinite import NonFiniteWatch
+from adaptkd.engine.nonfinite import NonFiniteWatch, first_nonfinite
 from adaptkd.engine.networks import build_network, check_label_order, check_logit_sources, freeze
 from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
 from adaptkd.engine.optim import build_optimizer, set_lr
+from adaptkd.engine.runfolder import RUN_FILES, RunLock, prepare_run_dir
 from adaptkd.engine.runtime import (
     autocast,
     configure_backends,
@@ -46,13 +47,38 @@ from adaptkd.engine.runtime import (
     resolve_precision,
     seed_everything,
 )
-from adaptkd.errors import NonFiniteError, RunFolderError
+from adaptkd.constraints import short_repr
+from adaptkd.errors import AdaptkdError, NonFiniteError, RunFolderError
 from adaptkd.methods import MethodContext, StepIn, StepOut, build_method, check_method
 from adaptkd.replay import Replay, ReplayedBatch
 from adaptkd.replay.identity import augment_generator, steps_per_epoch, train_augment
 from adaptkd.taps import FeatureTaps
 
-__all__ = ["Trainer", "NonFiniteError", "RunFolderError", "train"]
+__all__ = ["Trainer", "NonFiniteError", "RunFolderError", "train", "prepare_run_dir", "RUN_FILES"]
+
+
+#: what a resumed run's checkpoint must hold
+RESUME_KEYS = ("epoch", "global_step", "best_acc", "meta", "models", "method", "balancer", "optims", "rng")
+#: settings that may differ from the run's config on --resume: they change no number of the run
+#: (``optim.epochs`` may change too, to any count not below the epochs completed: the schedules follow
+#: the new length from the next step; and the path of a network's ``checkpoint``, a file that moved)
+SAFE_ON_RESUME = ("run.log_every", "run.eval_every", "run.threads", "run.progress", "run.tensorboard", "run.latency",
+                  "run.overwrite", "run.out", "run.checkpoint_every_steps", "data.eval_batch_size", "data.root",
+                  "data.download")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix[:-1]: {}}
+    if isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+        out = {}
+        for i, v in enumerate(d):
+            out.update(_flatten(v, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: d}
 
 
 class Trainer:
@@ -151,6 +177,9 @@ class Trainer:
                 self._log(line)
         self._check_class_counts()
 
+        if d.augment and d.crop_padding > self.data.image_size:
+            raise ConfigError(f"field `data.crop_padding`: {d.crop_padding} exceeds the image side "
+                              f"({self.data.image_size} pixels) of dataset {self.data.name!r}")
         # Augmentation (batched, on the device)
         self.train_aug = train_augment(self.pipe, self.cfg, self.device)
         self.eval_aug = Augment(self.pipe.mean, self.pipe.std, train=False).to(self.device)
@@ -238,12 +267,19 @@ class Trainer:
         self.nonfinite_skipped = 0
         self.nonfinite = NonFiniteWatch(self.device)  # first non-finite step per input/output/term/weight
         self.history: list[dict[str, Any]] = []
-        if self.dist.is_main:
-            prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True)
+        self._saved: tuple[int, int | None] | None = None  # (epoch, step inside it) of the last checkpoint written
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.dist.is_main,
                                   tensorboard=rc.tensorboard)
-        if resume:
+        if resume:  # every piece of the saved state is read and checked before any file is touched
             self._load_resume()
+        self.lock = RunLock(self.out)  # held until fit() ends (one writer per run folder)
+        if self.dist.is_main:
+            prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True, lock=self.lock)
+        if resume:
+            part = self._in_epoch
+            self.metrics.truncate_after(self.epoch, step=self.global_step if part is not None else None)
+            where = f", {part['step']} step(s) into epoch {part['epoch']}" if part is not None else ""
+            self._log(f"resumed from {self.out / 'last.pt'} at epoch {self.epoch} (step {self.global_step}{where})")
         elif self.dist.is_main:
             write_config(self.out, config_to_dict(self.cfg))
 
@@ -255,9 +291,16 @@ class Trainer:
                 continue  # a backbone: refused later by name if the method reads its logits
             was = net.training
             net.eval()
-            with torch.no_grad():
-                out = net(self.teacher_inputs.view(name)(x))
-            net.train(was)
+            try:
+                with torch.no_grad():
+                    out = net(self.teacher_inputs.view(name)(x))
+            except RuntimeError as exc:  # e.g. a network built for 3 channels on 1-channel data
+                raise ConfigError(
+                    f"network {name!r} ({self.net_cfgs[name].arch}) cannot take the inputs of dataset "
+                    f"{self.data.name!r} ({tuple(x.shape[1:])}, channels x height x width): "
+                    f"{str(exc).splitlines()[0][:300]}") from None
+            finally:
+                net.train(was)
             if out.dim() != 2 or out.shape[1] != self.num_classes:
                 raise ConfigError(
                     f"network {name!r} ({self.net_cfgs[name].arch}) outputs {tuple(out.shape[1:])} classes, "
@@ -371,6 +414,26 @@ class Trainer:
             from adaptkd.engine.distributed import earliest_across_ranks as earliest
         self.nonfinite.raise_if_any(epoch=self.epoch, out=self.out, earliest=earliest)
 
+    def _raise_if_state_nonfinite(self, epoch: int) -> None:
+        """Stop (whatever ``run.nonfinite`` says) when a parameter or floating buffer of a learner or
+        of the method is NaN/Inf: checked before every checkpoint, so none is ever saved."""
+        modules = {n: self.networks[n] for n in self.learners}
+        modules["method"] = self.method
+        bad = first_nonfinite(modules, all_ranks=self.dist.enabled)
+        if bad is None:
+            return
+        name, count = bad
+        last = self.out / "last.pt"
+        kept = (f"the last good checkpoint {str(last)!r} (epoch {self.epoch}) is kept" if last.is_file()
+                else "no checkpoint had been written yet")
+        skipped = (f" ({self.nonfinite_skipped} step(s) were skipped as non-finite)"
+                   if self.cfg.run.nonfinite == "skip" and self.nonfinite_skipped else "")
+        raise NonFiniteError(
+            f"non-finite weights: `{name}` holds {count} NaN/Inf value(s) in epoch {epoch} at step {self.global_step}"
+            f"{skipped}; training stopped before writing a checkpoint; {kept}. The model diverged: lower the "
+            "learning rate (or the loss weights), then resume or start again."
+        )
+
     # ------------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         for name in self.learners:
@@ -441,6 +504,7 @@ class Trainer:
                     progress({"i": i + 1, "steps": steps, "rec": rec, "elapsed": now - t0})
             if every and self.global_step % every == 0 and i + 1 < steps:
                 self.raise_if_nonfinite()  # never checkpoint a state that already went non-finite
+                self._raise_if_state_nonfinite(epoch)
                 self.save(False, in_epoch={
                     "epoch": epoch, "step": i + 1, "seen": seen, "used_steps": used_steps, "used_seen": used_seen,
                     "elapsed": time.perf_counter() - t0, "sums": {k: v.detach().cpu() for k, v in sums.items()},
@@ -582,13 +646,75 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return rng
 
+    def _resume_config_changes(self, saved: dict[str, Any], completed: int) -> list[str]:
+        """The settings that differ between the run's saved config and this one and that cannot
+        change mid-run (see :data:`SAFE_ON_RESUME`), as ``field: run value -> new value``."""
+        from adaptkd.balance import balancer_params_model
+        from adaptkd.methods import method_class
+
+        def normalised(raw: dict[str, Any]) -> dict[str, Any]:
+            out = dict(raw)
+            for key, params in (("method", lambda n: method_class(n).Params), ("balance", balancer_params_model)):
+                opts = dict(out.get(key) or {})
+                name = opts.pop("name", None)
+                try:
+                    out[key] = {"name": name, **params(name).model_validate(opts).model_dump(mode="json")}
+                except Exception:  # noqa: BLE001 - an unknown or invalid saved section is compared as written
+                    out[key] = {"name": name, **opts}
+            return out
+
+        old, new = _flatten(normalised(saved)), _flatten(normalised(config_to_dict(self.cfg)))
+        changes = []
+        python_data = "python" in (old.get("data.name"), new.get("data.name"))  # a DataBundle passed from Python
+        for key in sorted(set(old) & set(new)):
+            if python_data and key.startswith("data."):
+                continue  # its identity is not in the config: the caller answers for it
+            if old[key] == new[key] or key in SAFE_ON_RESUME or key.endswith(".checkpoint"):
+                continue  # (a network's checkpoint path: a file that moved; a learner's is only its start)
+            if key == "optim.epochs" and isinstance(new[key], int) and new[key] >= completed:
+                continue  # a longer (or shorter, not below what is done) run: schedules follow the new length
+            changes.append(f"`{key}`: {short_repr(old[key], 40)} in the run, {short_repr(new[key], 40)} now")
+        for key in sorted(set(old) ^ set(new)):
+            if key.split(".")[0] in ("method", "balance", "teachers", "peers"):
+                side = "the run" if key in old else "this config"
+                changes.append(f"`{key}`: set only in {side}")
+        return changes
+
+    def _check_optim_state(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """Every saved optimiser state tensor has its parameter's shape (checked before loading)."""
+        for n, opt in self.optims.items():
+            saved = ckpt["optims"].get(n)
+            if not isinstance(saved, dict) or "state" not in saved or "param_groups" not in saved:
+                raise CheckpointError(f"checkpoint {str(path)!r}: no optimiser state for learner {n!r}")
+            params = [p for g in opt.param_groups for p in g["params"]]
+            n_saved = sum(len(g.get("params", [])) for g in saved["param_groups"])
+            if n_saved != len(params) or len(saved["param_groups"]) != len(opt.param_groups):
+                raise CheckpointError(f"checkpoint {str(path)!r}: the optimiser of {n!r} holds {n_saved} parameters "
+                                      f"in {len(saved['param_groups'])} group(s); this config has {len(params)} in "
+                                      f"{len(opt.param_groups)}")
+            names = {id(p): k for k, p in self.networks[n].named_parameters()}
+            for idx, st in saved["state"].items():
+                p = params[int(idx)] if 0 <= int(idx) < len(params) else None
+                for key, t in (st.items() if isinstance(st, dict) else ()):
+                    if p is not None and isinstance(t, Tensor) and t.dim() > 0 and t.shape != p.shape:
+                        what = names.get(id(p), f"method parameter #{idx}")
+                        raise CheckpointError(f"checkpoint {str(path)!r}: optimiser state {key!r} of {n}.{what} has "
+                                              f"shape {tuple(t.shape)}, the parameter {tuple(p.shape)}")
+
     def _load_resume(self) -> None:
         path = self.out / "last.pt"
         ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt.get("format") != FORMAT:
             raise CheckpointError(f"checkpoint {str(path)!r} is not an adaptkd run checkpoint")
+        missing = [k for k in RESUME_KEYS if k not in ckpt]
+        missing += [f"models.{n}" for n in self.learners if n not in (ckpt.get("models") or {})]
+        missing += [f"optims.{n}" for n in self.learners if n not in (ckpt.get("optims") or {})]
+        if missing:
+            raise CheckpointError(f"checkpoint {str(path)!r} cannot be resumed exactly: it lacks {', '.join(missing)}")
         meta = ckpt.get("meta", {})
-        saved_arch = meta.get("arch", {})
+        saved_arch = meta.get("arch", {}) if isinstance(meta, dict) else None
+        if not isinstance(saved_arch, dict) or not isinstance(meta.get("num_classes", 0), int):
+            raise CheckpointError(f"checkpoint {str(path)!r} cannot be resumed: its metadata (`meta`) is malformed")
         if meta.get("method", self.cfg.method.name) != self.cfg.method.name:
             raise CheckpointError(f"checkpoint {str(path)!r} is a run of method {meta['method']!r}, but the config says "
                                   f"{self.cfg.method.name!r}; resume with the run's config.yaml or start a new run.out")
@@ -597,6 +723,24 @@ class Trainer:
         for n in self.learners:
             if saved_arch.get(n) != self.net_cfgs[n].arch:
                 raise CheckpointError(f"checkpoint {str(path)!r}: network {n!r} is {saved_arch.get(n)!r}, config says {self.net_cfgs[n].arch!r}")
+        if isinstance(ckpt.get("config"), dict):
+            changes = self._resume_config_changes(ckpt["config"], int(ckpt["epoch"]))
+            if changes:
+                raise CheckpointError(
+                    f"cannot resume {str(path)!r} with a different config: " + "; ".join(changes[:6])
+                    + " (only optim.epochs, checkpoint paths and the logging, evaluation, thread and data-location "
+                    "settings may change on resume); resume with the run's config.yaml or start a new run.out")
+        self._check_optim_state(path, ckpt)
+        try:
+            self._apply_resume(path, ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            if isinstance(exc, AdaptkdError):
+                raise
+            raise CheckpointError(f"checkpoint {str(path)!r} cannot be resumed: {type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+
+    def _apply_resume(self, path: Path, ckpt: dict[str, Any]) -> None:
+        for n in self.learners:
             load_into(self.networks[n], ckpt["models"][n], source=str(path), arch=self.net_cfgs[n].arch)
         try:
             self.method.load_state_dict(ckpt["method"])
@@ -640,9 +784,7 @@ class Trainer:
                 raise CheckpointError(f"checkpoint {str(path)!r} was written inside epoch {self.epoch + 1} by "
                                       f"{len(part_ranks) if part_ranks else 1} process(es); resume it with that many")
         self._in_epoch = part
-        self.metrics.truncate_after(self.epoch, step=self.global_step if part is not None else None)
-        where = f", {part['step']} step(s) into epoch {part['epoch']}" if part is not None else ""
-        self._log(f"resumed from {path} at epoch {self.epoch} (step {self.global_step}{where})")
+        self.metrics.check_resumable(self.epoch)
 
     def save(self, best: bool, in_epoch: dict[str, Any] | None = None) -> None:
         """Write ``last.pt`` (and ``best.pt`` when ``best``) atomically. ``in_epoch``: written inside an
@@ -665,6 +807,7 @@ class Trainer:
         if best:
             atomic_save(state, self.out / "best.pt")
         atomic_save(state, self.out / "last.pt")
+        self._saved = (self.epoch, self.global_step if in_epoch is not None else None)
 
     # ------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -691,6 +834,7 @@ class Trainer:
                         raise DataError(f"{exc}; training stopped in epoch {epoch} at step {self.global_step}; "
                                         f"{kept}") from None
                     self.raise_if_nonfinite()
+                    self._raise_if_state_nonfinite(epoch)  # before evaluating, recording or saving it
                     rec: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": self.global_step, **train}
                     for k, v in self._epoch_end_values(epoch).items():
                         rec[k] = v
@@ -718,9 +862,22 @@ class Trainer:
                     self.metrics.write(rec, sync=True)  # metrics first, then the checkpoint (see resume)
                     self.save(best)
                     prog.end_epoch(rec)
+            return self.finish()
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: one line saying what is kept
+            raise type(exc)(self._kept_line()) from None
         finally:
             self.metrics.close()
-        return self.finish()
+            self.lock.release()
+
+    def _kept_line(self) -> str:
+        last = self.out / "last.pt"
+        if self._saved is None:
+            return (f"no checkpoint had been written yet (run folder {str(self.out)!r}); start again without "
+                    "--resume" if not last.is_file() else f"{str(last)!r} is as it was when the run started "
+                    "(resume with --resume)")
+        epoch, step = self._saved
+        where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
+        return f"the last checkpoint is {str(last)!r} ({where}); resume with --resume"
 
     def finish(self) -> dict[str, Any]:
         """Final evaluation and ``summary.json``."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
+from adaptkd.constraints import Temperature, Weight, Width
 from adaptkd.losses import afd_loss, attention_map_distances, kd_loss
 from adaptkd.methods._attention import LayerAttention, LayerPairMethod
 from adaptkd.methods.base import MethodContext, MethodParams, StepIn, StepOut, register_method
@@ -20,11 +20,11 @@ from adaptkd.methods.spec import MethodSpec, NetworkNeeds
 
 
 class AFDParams(MethodParams):
-    temperature: float = Field(4.0, gt=0)
-    ce_weight: float = Field(1.0, ge=0)
-    kd_weight: float = Field(0.9, ge=0)
-    afd_weight: float = Field(200.0, ge=0)
-    qk_dim: int = Field(128, ge=1)
+    temperature: Temperature = 4.0
+    ce_weight: Weight = 1.0
+    kd_weight: Weight = 0.9
+    afd_weight: Weight = 200.0
+    qk_dim: Width = 128
     student_taps: list[str] | None = None  # default: the student's tap_blocks
     teacher_taps: list[str] | None = None  # default: the teacher's tap_blocks
     feature_relu: bool = False  # ReLU on tapped features (reproduces the reference's WRN features)

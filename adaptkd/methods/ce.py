@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import Field
 
+from adaptkd.constraints import Fraction
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method
 from adaptkd.methods.spec import MethodSpec, NetworkNeeds
 
 
 class CEParams(MethodParams):
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    label_smoothing: Fraction = 0.0
 
 
 @register_method("ce")

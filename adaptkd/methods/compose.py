@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 from torch import Tensor
 
 from adaptkd._registry import Registry
+from adaptkd.constraints import Epochs, Fraction, Temperature, Weight
 from adaptkd.errors import ConfigError
 from adaptkd.losses import DTKDParts, dkd_loss, dtkd_loss_parts, kd_loss
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method, warmup_factor
@@ -42,8 +43,8 @@ class LossTerm(MethodParams):
     """One composable loss term: common keys plus (in subclasses) the loss's own options."""
 
     loss: str
-    weight: float = Field(1.0, ge=0)
-    warmup_epochs: float = Field(0.0, ge=0)
+    weight: Weight = 1.0
+    warmup_epochs: Epochs = 0.0
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
 
     #: a task term (the balancer's "task" side) rather than a distillation term
@@ -133,7 +134,7 @@ class CETerm(LossTerm):
 
     task: ClassVar[bool] = True
     needs_teacher: ClassVar[bool] = False
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    label_smoothing: Fraction = 0.0
 
     def compute(self, student, teacher, target):
         return F.cross_entropy(student, target, label_smoothing=self.label_smoothing), {}
@@ -143,7 +144,7 @@ class CETerm(LossTerm):
 class KDTerm(LossTerm):
     """Hinton KD, ``T² · mean_i KL`` (:func:`adaptkd.losses.kd_loss`)."""
 
-    temperature: float = Field(4.0, gt=0)
+    temperature: Temperature = 4.0
 
     def compute(self, student, teacher, target):
         return kd_loss(student, teacher, self.temperature), {}
@@ -153,9 +154,9 @@ class KDTerm(LossTerm):
 class DKDTerm(LossTerm):
     """Decoupled KD, ``α·TCKD + β·NCKD`` (:func:`adaptkd.losses.dkd_loss`)."""
 
-    alpha: float = Field(1.0, ge=0)
-    beta: float = Field(8.0, ge=0)
-    temperature: float = Field(4.0, gt=0)
+    alpha: Weight = 1.0
+    beta: Weight = 8.0
+    temperature: Temperature = 4.0
 
     def compute(self, student, teacher, target):
         return dkd_loss(student, teacher, target, alpha=self.alpha, beta=self.beta, temperature=self.temperature), {}
@@ -165,7 +166,7 @@ class DKDTerm(LossTerm):
 class DTKDTerm(LossTerm):
     """The DTKD term, ``mean_i T^s_i·T^t_i·KL_i`` (:func:`adaptkd.losses.dtkd_loss`), with signals."""
 
-    temperature: float = Field(4.0, gt=0)
+    temperature: Temperature = 4.0
     sharpness: Literal["max", "logsumexp"] = "max"
     guard: bool = True
 

@@ -7,8 +7,8 @@ not warmed up. Defaults: ce_weight 1, α 1, β 8, T 4, warm-up 20 epochs (epochs
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import Field
 
+from adaptkd.constraints import PositiveEpochs, Temperature, Weight
 from adaptkd.losses import dkd_loss
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method, warmup_factor
 from adaptkd.methods.common import teacher_logits
@@ -16,11 +16,11 @@ from adaptkd.methods.spec import LOGITS, Example, MethodSpec
 
 
 class DKDParams(MethodParams):
-    temperature: float = Field(4.0, gt=0)
-    ce_weight: float = Field(1.0, ge=0)
-    alpha: float = Field(1.0, ge=0)
-    beta: float = Field(8.0, ge=0)
-    warmup_epochs: float = Field(20.0, gt=0)
+    temperature: Temperature = 4.0
+    ce_weight: Weight = 1.0
+    alpha: Weight = 1.0
+    beta: Weight = 8.0
+    warmup_epochs: PositiveEpochs = 20.0
 
 
 @register_method("dkd")

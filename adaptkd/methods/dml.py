@@ -9,8 +9,8 @@ for K > 2 networks; with two networks both forms are the same).
 
 from __future__ import annotations
 
-from pydantic import Field
 
+from adaptkd.constraints import Temperature
 from adaptkd.errors import ConfigError
 from adaptkd.methods.base import MethodContext, MethodParams, register_method
 from adaptkd.methods.spec import Roster
@@ -18,7 +18,7 @@ from adaptkd.methods.switokd import OnlineMethod
 
 
 class DMLParams(MethodParams):
-    temperature: float = Field(1.0, gt=0)
+    temperature: Temperature = 1.0
     peer_average: bool = False
 
 

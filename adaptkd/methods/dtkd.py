@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch.nn.functional as F
-from pydantic import Field
 
+from adaptkd.constraints import Epochs, Temperature, Weight
 from adaptkd.losses import dtkd_loss_parts, kd_loss
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method, warmup_factor
 from adaptkd.methods.common import teacher_logits
@@ -25,11 +25,11 @@ from adaptkd.methods.spec import LOGITS, Example, MethodSpec
 
 
 class DTKDParams(MethodParams):
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(3.0, ge=0)
-    beta: float = Field(1.0, ge=0)
-    ce_weight: float = Field(1.0, ge=0)
-    warmup_epochs: float = Field(20.0, ge=0)
+    temperature: Temperature = 4.0
+    alpha: Weight = 3.0
+    beta: Weight = 1.0
+    ce_weight: Weight = 1.0
+    warmup_epochs: Epochs = 20.0
     sharpness: Literal["max", "logsumexp"] = "max"
     guard: bool = True
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from adaptkd.constraints import EpochIndex, Temperature, Weight
 from adaptkd.errors import ConfigError
 from adaptkd.losses import hint_loss, kd_loss
 from adaptkd.methods._attention import probe_shapes
@@ -27,15 +28,17 @@ from adaptkd.methods.spec import Example, MethodSpec, NetworkNeeds
 
 
 class FitNetParams(MethodParams):
-    ce_weight: float = Field(1.0, ge=0)
-    hint_weight: float = Field(100.0, ge=0)
-    kd_weight: float = Field(0.0, ge=0)
-    temperature: float = Field(4.0, gt=0)
-    student_tap: str | None = None  # default: the middle entry of the student's tap_blocks
-    teacher_tap: str | None = None  # default: the middle entry of the teacher's tap_blocks
+    ce_weight: Weight = 1.0
+    hint_weight: Weight = 100.0
+    kd_weight: Weight = 0.0
+    temperature: Temperature = 4.0
+    #: the one hinted layer pair, as module paths (one entry each; ``student_taps``/``teacher_taps``
+    #: as in AFD and RTK); default: the middle entry of each network's tap_blocks
+    student_taps: list[str] | None = Field(None, min_length=1, max_length=1)
+    teacher_taps: list[str] | None = Field(None, min_length=1, max_length=1)
     regressor_bn: bool = True
     regressor_relu: bool = False
-    stage1_epochs: int = Field(0, ge=0)  # 0: one stage; N: hint-only pre-training for N epochs
+    stage1_epochs: EpochIndex = 0  # 0: one stage; N: hint-only pre-training for N epochs
 
 
 def middle_tap(ctx: MethodContext, network: str, given: str | None, option: str) -> str:
@@ -64,10 +67,11 @@ class FitNet(Method):
     def __init__(self, params: FitNetParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
         self.teacher = ctx.frozen[0]
-        self.s_tap = middle_tap(ctx, "student", params.student_tap, "student_tap")
-        self.t_tap = middle_tap(ctx, self.teacher, params.teacher_tap, "teacher_tap")
-        (cs, _, _), = probe_shapes(ctx, "student", [self.s_tap], "student_tap")
-        (ct, ht, wt), = probe_shapes(ctx, self.teacher, [self.t_tap], "teacher_tap")
+        s_given, t_given = params.student_taps or [None], params.teacher_taps or [None]
+        self.s_tap = middle_tap(ctx, "student", s_given[0], "student_taps")
+        self.t_tap = middle_tap(ctx, self.teacher, t_given[0], "teacher_taps")
+        (cs, _, _), = probe_shapes(ctx, "student", [self.s_tap], "student_taps")
+        (ct, ht, wt), = probe_shapes(ctx, self.teacher, [self.t_tap], "teacher_taps")
         self.size = (ht, wt)
         layers: list[nn.Module] = [nn.Conv2d(cs, ct, 1, bias=not params.regressor_bn)]
         if params.regressor_bn:

@@ -6,8 +6,8 @@ Total: ``ce_weight · CE(s, y) + kd_weight · T² · mean_i KL(p_t ‖ p_s)``; d
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import Field
 
+from adaptkd.constraints import Temperature, Weight
 from adaptkd.losses import kd_loss
 from adaptkd.methods.base import Method, MethodParams, StepIn, StepOut, register_method
 from adaptkd.methods.common import teacher_logits
@@ -15,9 +15,9 @@ from adaptkd.methods.spec import LOGITS, MethodSpec
 
 
 class KDParams(MethodParams):
-    temperature: float = Field(4.0, gt=0)
-    ce_weight: float = Field(0.1, ge=0)
-    kd_weight: float = Field(0.9, ge=0)
+    temperature: Temperature = 4.0
+    ce_weight: Weight = 0.1
+    kd_weight: Weight = 0.9
 
 
 @register_method("kd")

@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
+from adaptkd.constraints import Temperature, Weight, Width, real
 from adaptkd.losses import attention_map_distances, kd_loss, rtk_influence, rtk_loss, select_keys
 from adaptkd.methods._attention import LayerAttention, LayerPairMethod
 from adaptkd.methods.base import MethodContext, MethodParams, StepIn, StepOut, register_method
@@ -26,21 +27,21 @@ from adaptkd.methods.spec import MethodSpec, NetworkNeeds
 
 
 class RTKParams(MethodParams):
-    temperature: float = Field(4.0, gt=0)
-    ce_weight: float = Field(1.0, ge=0)
-    kd_weight: float = Field(0.9, ge=0)
-    rtk_weight: float = Field(200.0, ge=0)
-    qk_dim: int = Field(128, ge=1)
+    temperature: Temperature = 4.0
+    ce_weight: Weight = 1.0
+    kd_weight: Weight = 0.9
+    rtk_weight: Weight = 200.0
+    qk_dim: Width = 128
     student_taps: list[str] | None = None  # default: the student's tap_blocks
     teacher_taps: list[str] | None = None  # default: the teacher's tap_blocks
     feature_relu: bool = False
     orientation: Literal["student_query", "teacher_query"] = "student_query"
-    k: int = Field(2, ge=1)  # top-k values averaged per teacher key (min(k, S) used)
+    k: Width = 2  # top-k values averaged per teacher key (min(k, S) used)
     influence_scope: Literal["batch", "sample"] = "batch"
     threshold_rule: Literal["fixed", "relative", "top_m"] = "fixed"
-    threshold: float | None = Field(None, ge=0)  # fixed: τ (None → 1/T); relative: multiplier (None → 1)
+    threshold: real(ge=0, le=1e3) | None = None  # fixed: τ (None → 1/T); relative: multiplier (None → 1)
     relative_to: Literal["mean", "median"] = "mean"
-    top_m: int | None = Field(None, ge=1)  # keys kept by the top_m rule
+    top_m: Width | None = None  # keys kept by the top_m rule
     renormalise: bool = False
 
     @model_validator(mode="after")

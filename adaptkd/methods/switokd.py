@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
+from adaptkd.constraints import Temperature
 from adaptkd.errors import ConfigError
 from adaptkd.losses.online import distillation_gap, label_distance, online_kl_loss, switokd_mode
 from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
@@ -131,7 +131,7 @@ class OnlineMethod(Method):
 
 class SwitOKDParams(MethodParams):
     topology: Literal["1T1S", "2T1S", "1T2S"] = "1T1S"
-    temperature: float = Field(1.0, gt=0)
+    temperature: Temperature = 1.0
     reference_slip: bool = False
     reference_paused_step: bool = False
 

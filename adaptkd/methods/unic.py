@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from adaptkd.constraints import InitStd, Multiplier, Probability, Temperature, Weight
 from adaptkd.errors import ConfigError
 from adaptkd.losses import kd_loss, standardize, teacher_drop_weights
 from adaptkd.losses.tokens import STD_EPS, unic_pair_loss
@@ -38,18 +39,18 @@ class UNICParams(MethodParams):
     #: {teacher name: module path} whose output gives that teacher's tokens; default: a ViT's
     #: final LayerNorm `norm` (the reference's x_norm targets), a CNN's last tap block.
     teacher_taps: dict[str, str] = Field(default_factory=dict)
-    hidden_mult: float = Field(1.0, gt=0)  # projector hidden width / block width
-    last_hidden_mult: float = Field(4.0, gt=0)  # the same on the last block (reference 3072/768)
-    init_std: float = Field(0.02, gt=0)
+    hidden_mult: Multiplier = 1.0  # projector hidden width / block width
+    last_hidden_mult: Multiplier = 4.0  # the same on the last block (reference 3072/768)
+    init_std: InitStd = 0.02
     standardize: bool = True
-    momentum_start: float = Field(1.0, ge=0, le=1)
-    momentum_end: float = Field(0.001, ge=0, le=1)
-    drop_prob: float = Field(0.5, ge=0, le=1)
+    momentum_start: Probability = 1.0
+    momentum_end: Probability = 0.001
+    drop_prob: Probability = 0.5
     drop_normalize: Literal["global", "per_image"] = "global"
-    unic_weight: float = Field(1.0, ge=0)
-    ce_weight: float = Field(1.0, ge=0)
-    kd_weight: float = Field(0.0, ge=0)
-    temperature: float = Field(4.0, gt=0)
+    unic_weight: Weight = 1.0
+    ce_weight: Weight = 1.0
+    kd_weight: Weight = 0.0
+    temperature: Temperature = 4.0
 
 
 def unic_momentum(step: int, total: int, start: float = 1.0, end: float = 0.001) -> float:

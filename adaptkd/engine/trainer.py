@@ -177,9 +177,9 @@ class Trainer:
                 self._log(line)
         self._check_class_counts()
 
-        if d.augment and d.crop_padding > self.data.image_size:
+        if d.augment != "none" and d.crop_padding > self.pipe.image_size:  # streamed data has no self.data
             raise ConfigError(f"field `data.crop_padding`: {d.crop_padding} exceeds the image side "
-                              f"({self.data.image_size} pixels) of dataset {self.data.name!r}")
+                              f"({self.pipe.image_size} pixels) of dataset {self.pipe.name!r}")
         # Augmentation (batched, on the device)
         self.train_aug = train_augment(self.pipe, self.cfg, self.device)
         self.eval_aug = Augment(self.pipe.mean, self.pipe.std, train=False).to(self.device)

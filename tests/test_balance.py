@@ -17,7 +17,6 @@ from torch import nn
 from adaptkd.balance import (
     BackwardContext,
     FixedBalance,
-    GradientBalance,
     build_balancer,
     cone_bound,
     controller_lambda,
@@ -29,7 +28,7 @@ from adaptkd.balance import (
 from adaptkd.config import ConfigError, load_config
 from adaptkd.losses import kd_loss
 from adaptkd.methods.base import Method, StepIn, StepOut
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 D64 = torch.float64
 GRID = torch.linspace(0, 1, 20001, dtype=D64)
@@ -389,7 +388,9 @@ def test_feature_only_distillation_is_refused_for_logit_statistics(over):
     net, method = Tiny(), FeatureOnly()
     out = feature_step(net, method)
     with pytest.raises(ConfigError, match=r"\['hint'\].*balance.over: params"):
-        build_balancer("gradient", {"over": over}).backward(out, context({"student": net}, extra={"student": list(method.parameters())}))
+        build_balancer("gradient", {"over": over}).backward(out,
+                                                            context({"student": net},
+                                                                    extra={"student": list(method.parameters())}))
 
 
 @pytest.mark.parametrize("renormalise", [False, True])
@@ -463,7 +464,7 @@ def test_every_n_holds_lambda_between_updates_with_one_plain_backward():
         held = bal.state.get("student")
         calls = []
         orig = torch.autograd.grad
-        torch.autograd.grad = lambda *a, **k: (calls.append(1), orig(*a, **k))[1]
+        torch.autograd.grad = lambda *a, calls=calls, orig=orig, **k: (calls.append(1), orig(*a, **k))[1]
         try:
             sig = bal.backward(out, context({"student": net}, step=step))
         finally:
@@ -581,7 +582,8 @@ def _ddp_worker(rank: int, world: int, init: str, result: str) -> None:
         grads = [p.grad.clone() for p in net.parameters()]
         for prm in net.parameters():
             prm.grad = None
-        head_sig = build_balancer("gradient", {"over": "head"}).backward(kd_out(ddp, x, y, t), context({"student": net}))
+        head_sig = build_balancer("gradient", {"over": "head"}).backward(kd_out(ddp, x, y, t),
+                                                                         context({"student": net}))
         head = {"lambda": head_sig["balance/student/lambda"], "grads": [p.grad.clone() for p in net.parameters()]}
         refused = ""
         try:

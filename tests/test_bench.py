@@ -13,7 +13,7 @@ from adaptkd.bench import BenchConfig, parse_balancer, run_bench
 from adaptkd.cli import main as cli_main
 from adaptkd.config import ConfigError
 from adaptkd.engine.trainer import Trainer
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 TINY = ["--teacher", "cnn_tiny", "--student", "cnn_tiny", "--batch", "8", "--image-size", "8", "--num-classes", "10",
         "--steps", "2", "--warmup", "1", "--block", "1", "--threads", "1"]
@@ -98,7 +98,8 @@ def test_mixed_precision_gives_methods_float32(tmp_path, precision):
     assert tr.scaler.is_enabled() == (precision == "fp16")  # loss scaling for fp16 only
     seen = _spy(tr)
     with tr.autocast():  # the networks themselves run in reduced precision
-        assert tr.networks["student"](tr.eval_aug_probe()).dtype == (torch.bfloat16 if precision == "bf16" else torch.float16)
+        want = torch.bfloat16 if precision == "bf16" else torch.float16
+        assert tr.networks["student"](tr.eval_aug_probe()).dtype == want
     s = tr.fit()
     assert all(d == torch.float32 for d in seen["logits"].values())
     assert all(d == torch.float32 for f in seen["feats"].values() for d in f.values()) and seen["feats"]

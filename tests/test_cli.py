@@ -8,7 +8,7 @@ import yaml
 
 from adaptkd.cli import main
 from adaptkd.methods import list_methods
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def test_demo_quick_end_to_end_runs_through_compare(tmp_path, capsys):

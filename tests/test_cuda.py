@@ -14,7 +14,7 @@ from adaptkd.config import load_config
 from adaptkd.data import iterate_batches
 from adaptkd.engine.trainer import Trainer
 from adaptkd.methods import list_methods
-from tests.test_determinism import method_config
+from tests.helpers import method_config
 
 pytestmark = [
     pytest.mark.cuda,
@@ -64,7 +64,8 @@ def test_autocast_is_finite_and_close_to_fp32(tmp_path, teacher_ckpt, method, pr
 
 
 @pytest.mark.parametrize("method", ["kd", "unic"])
-@pytest.mark.parametrize("flags", [{"channels_last": True}, {"compile": True}, {"compile": True, "channels_last": True}])
+@pytest.mark.parametrize("flags",
+                         [{"channels_last": True}, {"compile": True}, {"compile": True, "channels_last": True}])
 def test_compile_and_channels_last_match_eager(tmp_path, teacher_ckpt, method, flags):
     ref = first_step(gpu_config(method, tmp_path / "eager", teacher_ckpt, precision="fp32"))
     got = first_step(gpu_config(method, tmp_path / "flags", teacher_ckpt, precision="fp32", **flags))

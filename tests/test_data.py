@@ -463,7 +463,8 @@ def test_iterate_batches_shards(n, world, bs, drop_last):
 
 
 def test_bundle_validation_and_registry():
-    assert list_datasets() == ["cifar10", "cifar100", "digits", "fashion_mnist", "hf", "imagefolder", "mnist", "synthetic",
+    assert list_datasets() == ["cifar10", "cifar100", "digits", "fashion_mnist", "hf", "imagefolder", "mnist",
+                               "synthetic",
                                "webdataset"]
     with pytest.raises(DataError, match="did you mean 'cifar10'"):
         build_data("cifar-10")
@@ -489,7 +490,9 @@ def test_val_split_is_stratified_seeded_and_disjoint():
     expected = torch.bincount(full.train.y, minlength=10).double() * 200 / 1000
     assert (torch.bincount(b.val.y, minlength=10) - expected).abs().max() <= 1  # every class in proportion
     # disjoint, and together the original training split
-    rows = lambda s: {bytes(x.numpy().tobytes()) + bytes([int(y)]) for x, y in zip(s.x, s.y)}
+    def rows(s):
+        return {bytes(x.numpy().tobytes()) + bytes([int(y)]) for x, y in zip(s.x, s.y)}
+
     assert not rows(b.val) & rows(b.train)
     assert len(b.val) + len(b.train) == len(full.train)
     assert torch.equal(torch.sort(torch.cat([b.val.y, b.train.y])).values, torch.sort(full.train.y).values)
@@ -510,7 +513,7 @@ def test_val_size_out_of_range_names_the_field(bad):
 
 def test_best_checkpoint_is_chosen_on_validation_and_test_scored_at_the_end(tmp_path):
     from adaptkd.engine.trainer import Trainer
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     cfg = tiny_config(tmp_path / "r", "ce", optim__epochs=3)
     cfg["data"]["val_size"] = 300
@@ -532,7 +535,7 @@ def test_best_checkpoint_is_chosen_on_validation_and_test_scored_at_the_end(tmp_
 
 def test_without_validation_split_best_is_the_last_epoch(tmp_path):
     from adaptkd.engine.trainer import Trainer
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     s = Trainer(tiny_config(tmp_path / "r", "ce", optim__epochs=2)).fit()
     assert s["selection"].startswith("last epoch") and s["best_epoch"] == 2 and s["best_acc"] == s["final_acc"]

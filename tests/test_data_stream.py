@@ -25,25 +25,7 @@ from adaptkd.data import (
 )
 from adaptkd.data.sources import expand_shards
 from adaptkd.data.transforms import to_mode
-
-
-def _img(w: int, h: int, seed: int, mode: str = "RGB") -> Image.Image:
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    img = Image.fromarray(arr)
-    return img if mode == "RGB" else img.convert(mode)
-
-
-def _folder(root: Path, classes=("cat", "dog"), per_class=(5, 3), size=(20, 15), fmt="JPEG", val=(2, 2),
-            mode="RGB") -> Path:
-    for split, counts in (("train", per_class), ("val", val)):
-        for c, n in zip(classes, counts):
-            d = root / split / c
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                ext = "jpg" if fmt == "JPEG" else "png"
-                _img(size[0] + i, size[1], hash((split, c, i)) % 1000, mode).save(d / f"{i}.{ext}", fmt)
-    return root
+from tests.helpers import image_folder, make_image
 
 
 def _cfg(**kw) -> DataConfig:
@@ -86,7 +68,7 @@ def test_center_crop_box_exact_geometry():
 
 def test_geometry_deterministic_and_exact():
     data = io.BytesIO()
-    _img(50, 30, 1).save(data, "PNG")
+    make_image(50, 30, 1).save(data, "PNG")
     raw = data.getvalue()
     g = Geometry("random_resized_crop", 16, 3, seed=3)
     a, b = g(raw, "x", 1, 7), g(raw, "x", 1, 7)
@@ -94,14 +76,14 @@ def test_geometry_deterministic_and_exact():
     assert not torch.equal(a, g(raw, "x", 2, 7))  # another epoch, another crop
     # centre view at ratio 1 of a square image of the output size is the image itself
     sq = io.BytesIO()
-    _img(16, 16, 2).save(sq, "PNG")
+    make_image(16, 16, 2).save(sq, "PNG")
     c = Geometry("center", 16, 3)(sq.getvalue(), "x", 0, 0)
-    assert torch.equal(c, torch.from_numpy(np.array(_img(16, 16, 2))).permute(2, 0, 1))
+    assert torch.equal(c, torch.from_numpy(np.array(make_image(16, 16, 2))).permute(2, 0, 1))
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK", "I;16", "I", "1"])
 def test_modes_convert(mode):
-    img = _img(8, 6, 0, "RGB")
+    img = make_image(8, 6, 0, "RGB")
     img = img.convert("I") if mode == "I" else (img.convert("L").convert("I;16") if mode == "I;16" else
                                                  img.convert(mode))
     rgb, gray = to_mode(img, 3), to_mode(img, 1)
@@ -118,7 +100,7 @@ def test_sixteen_bit_scaled_not_clipped():
 
 
 def test_exif_orientation_honoured():
-    img = _img(30, 10, 0)
+    img = make_image(30, 10, 0)
     exif = img.getexif()
     exif[0x0112] = 6  # stored rotated: displayed 10 x 30
     buf = io.BytesIO()
@@ -131,7 +113,7 @@ def test_exif_orientation_honoured():
 
 def test_decompression_bomb_refused(monkeypatch):
     buf = io.BytesIO()
-    _img(40, 40, 0).save(buf, "PNG")
+    make_image(40, 40, 0).save(buf, "PNG")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(DataError, match="decompression-bomb limit"):
         Geometry("center", 8, 3)(buf.getvalue(), "big.png", 0, 0)
@@ -141,7 +123,7 @@ def test_decompression_bomb_refused(monkeypatch):
 
 
 def test_imagefolder_streams_deterministically_across_workers(tmp_path):
-    root = _folder(tmp_path / "img")
+    root = image_folder(tmp_path / "img")
     batches = {}
     for w in (0, 1):
         pipe, res = build_pipeline(_cfg(root=str(root), workers=w, cache="none", augment="imagenet"))
@@ -155,7 +137,7 @@ def test_imagefolder_streams_deterministically_across_workers(tmp_path):
 
 
 def test_stream_sharding_resume_and_eval(tmp_path):
-    root = _folder(tmp_path / "img", per_class=(6, 5))
+    root = image_folder(tmp_path / "img", per_class=(6, 5))
     pipe, _ = build_pipeline(_cfg(root=str(root), cache="none", augment="imagenet"))
     full = list(pipe.train_batches(1, batch_size=2, seed=0, drop_last=False))
     tail = list(pipe.train_batches(1, batch_size=2, seed=0, drop_last=False, start=2))
@@ -170,7 +152,7 @@ def test_stream_sharding_resume_and_eval(tmp_path):
 
 
 def test_cache_auto_memory_within_budget_else_stream(tmp_path):
-    root = _folder(tmp_path / "img")
+    root = image_folder(tmp_path / "img")
     mem, res = build_pipeline(_cfg(root=str(root), image_size=8))
     assert mem.mode == "memory" and res["cache"] == "memory" and res["augment"] == "cifar"
     streamed, res2 = build_pipeline(_cfg(root=str(root), image_size=8, cache_budget_mb=0))
@@ -186,7 +168,7 @@ def test_cache_auto_memory_within_budget_else_stream(tmp_path):
 
 
 def test_grayscale_folder_stays_one_channel(tmp_path):
-    root = _folder(tmp_path / "img", fmt="PNG", mode="L")
+    root = image_folder(tmp_path / "img", fmt="PNG", mode="L")
     pipe, res = build_pipeline(_cfg(root=str(root), image_size=8))
     assert pipe.in_channels == 1 and res["channels"] == 1 and len(pipe.mean) == 1
     rgb, _ = build_pipeline(_cfg(root=str(root), image_size=8), need_rgb=True)
@@ -194,7 +176,7 @@ def test_grayscale_folder_stays_one_channel(tmp_path):
 
 
 def test_bad_image_mid_epoch_stops_or_skips(tmp_path):
-    root = _folder(tmp_path / "img")
+    root = image_folder(tmp_path / "img")
     bad = root / "train" / "dog" / "2.jpg"
     bad.write_bytes(bad.read_bytes()[:60])  # truncated
     pipe, _ = build_pipeline(_cfg(root=str(root), cache="none", augment="imagenet", mean=[0.5] * 3, std=[0.2] * 3))
@@ -208,7 +190,7 @@ def test_bad_image_mid_epoch_stops_or_skips(tmp_path):
 
 
 def test_folder_errors_before_training(tmp_path):
-    root = _folder(tmp_path / "img")
+    root = image_folder(tmp_path / "img")
     (root / "train" / "empty").mkdir()
     with pytest.raises(DataError, match="holds no images"):
         build_pipeline(_cfg(root=str(root)))
@@ -217,7 +199,7 @@ def test_folder_errors_before_training(tmp_path):
     (root / "val" / "bird" / "x.png").write_bytes(b"")
     with pytest.raises(DataError, match=r"\['bird'\] do not exist in the train split"):
         build_pipeline(_cfg(root=str(root)))
-    notimg = _folder(tmp_path / "n")
+    notimg = image_folder(tmp_path / "n")
     for p in (notimg / "train").rglob("0.jpg"):
         p.write_text("not an image")
     with pytest.raises(DataError, match="0.jpg: not a readable image"):
@@ -225,7 +207,7 @@ def test_folder_errors_before_training(tmp_path):
 
 
 def test_indexing_does_not_decode(tmp_path, monkeypatch):
-    root = _folder(tmp_path / "img", per_class=(40, 40))
+    root = image_folder(tmp_path / "img", per_class=(40, 40))
     import adaptkd.data.transforms as T
 
     calls = []
@@ -244,7 +226,8 @@ def _hf_dataset(path: Path) -> Path:
     splits = {}
     for split, n in (("train", 9), ("validation", 3)):
         splits[split] = datasets.Dataset.from_dict(
-            {"image": [_img(12 + i, 10, i) for i in range(n)], "label": [i % 3 for i in range(n)]}, features=feats)
+            {"image": [make_image(12 + i, 10, i) for i in range(n)], "label": [i % 3 for i in range(n)]},
+            features=feats)
     datasets.DatasetDict(splits).save_to_disk(str(path))
     return path
 
@@ -270,7 +253,7 @@ def test_hf_parquet_and_imagefolder_builder(tmp_path):
         saved[split].to_parquet(str(pq / f"{split}-00000-of-00001.parquet"))
     pipe, _ = build_pipeline(_cfg(name="hf", root=str(pq), image_size=8, cache="none"))
     assert pipe.class_names == ["ant", "bee", "cow"] and (pipe.n_train, pipe.n_test) == (9, 3)
-    folder = _folder(tmp_path / "img")  # the datasets imagefolder builder reads train/ and val/ class folders
+    folder = image_folder(tmp_path / "img")  # the datasets imagefolder builder reads train/ and val/ class folders
     pipe2, _ = build_pipeline(_cfg(name="hf", root=str(folder), image_size=8, cache="none"))
     assert pipe2.class_names == ["cat", "dog"] and (pipe2.n_train, pipe2.n_test) == (8, 4)
 
@@ -281,7 +264,7 @@ def _shards(root: Path, prefix: str, n_shards: int, per: int) -> str:
         with tarfile.open(root / f"{prefix}-{s:03d}.tar", "w") as tf:
             for i in range(per):
                 buf = io.BytesIO()
-                _img(14, 12, s * 100 + i).save(buf, "JPEG")
+                make_image(14, 12, s * 100 + i).save(buf, "JPEG")
                 for name, data in ((f"s{s}_{i}.jpg", buf.getvalue()), (f"s{s}_{i}.cls", str(i % 2).encode())):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
@@ -362,7 +345,7 @@ def test_per_dataset_augment_defaults():
 
 
 def _train_cfg(out, data, **run):
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     cfg = tiny_config(out, "ce")
     cfg["data"] = {"batch_size": 4, "eval_batch_size": 8, **data}
@@ -377,9 +360,10 @@ def test_trainer_streams_a_photo_folder_and_records_settings(tmp_path):
     from adaptkd.engine.evaluate import evaluate
     from adaptkd.engine.trainer import Trainer
 
-    root = _folder(tmp_path / "img")
+    root = image_folder(tmp_path / "img")
     lines = []
-    tr = Trainer(_train_cfg(tmp_path / "run", {"name": "imagefolder", "root": str(root), "image_size": 16, "augment": "imagenet",
+    tr = Trainer(_train_cfg(tmp_path / "run",
+                            {"name": "imagefolder", "root": str(root), "image_size": 16, "augment": "imagenet",
                                                "workers": 1}), log=lines.append)
     summary = tr.fit()
     assert tr.pipe.mode == "stream" and summary["steps"] == 2
@@ -431,7 +415,7 @@ def test_checkpoint_inside_epoch_resumes_exactly_with_workers(tmp_path):
     from adaptkd.engine.logger import read_metrics
     from adaptkd.engine.trainer import Trainer
 
-    root = _folder(tmp_path / "img", per_class=(8, 8))
+    root = image_folder(tmp_path / "img", per_class=(8, 8))
     data = {"name": "imagefolder", "root": str(root), "image_size": 16, "augment": "imagenet", "workers": 1,
             "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
@@ -471,7 +455,7 @@ def test_checkpoint_inside_epoch_resumes_exactly_with_workers(tmp_path):
 def test_bad_image_stops_and_keeps_last_checkpoint(tmp_path):
     from adaptkd.engine.trainer import Trainer
 
-    root = _folder(tmp_path / "img", per_class=(8, 8))
+    root = image_folder(tmp_path / "img", per_class=(8, 8))
     data = {"name": "imagefolder", "root": str(root), "image_size": 16, "augment": "imagenet", "workers": 0,
             "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     tr = Trainer(_train_cfg(tmp_path / "run", data, checkpoint_every_steps=1), log=lambda s: None)

@@ -1,89 +1,18 @@
 """Determinism: the same seed on CPU gives identical metrics and weights, for every method.
 
-This module also holds ``method_config``, the tiny digits run of a method that the fault and
-bad-input tests reuse. Its options and networks come from the method's own spec
-(``spec.example``), so a newly registered method is covered at once.
+Each method runs its own tiny digits example (``tests.helpers.method_config``: options and networks from
+the method's ``spec.example``), so a newly registered method is covered at once.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-
 import pytest
 import torch
 
-from adaptkd.engine.checkpoint import load_checkpoint
 from adaptkd.engine.logger import read_metrics
 from adaptkd.engine.trainer import Trainer
 from adaptkd.methods import example_networks, list_methods, method_class
-from tests.conftest import tiny_config
-
-
-def family(method: str) -> str:
-    """The method family its spec declares (the kill-and-resume test runs one method per family)."""
-    return method_class(method).spec.family
-
-
-def networks(method: str, teacher_ckpt: str) -> dict:
-    """The ``teachers``/``peers`` sections of the method's example run (frozen teachers are a trained cnn_small)."""
-    frozen, trainable, peers = example_networks(method)
-    teachers = [{"arch": "cnn_small", "checkpoint": teacher_ckpt} for _ in range(frozen)]
-    teachers += [{"arch": "cnn_tiny", "trainable": True} for _ in range(trainable)]
-    return {"teachers": teachers, "peers": [{"arch": "cnn_tiny"} for _ in range(peers)]}
-
-
-def method_config(method: str, out, teacher_ckpt: str, *, epochs: int = 2, steps: int = 4, **run) -> dict:
-    """A tiny digits config of ``method`` (CPU, one thread, no progress bar/latency/TensorBoard)."""
-    nets = networks(method, teacher_ckpt)
-    cfg = tiny_config(out, method, teachers=nets["teachers"])
-    if nets["peers"]:
-        cfg["peers"] = nets["peers"]
-    cfg["method"].update(copy.deepcopy(dict(method_class(method).spec.example.options)))
-    cfg["optim"]["epochs"] = epochs
-    cfg["run"].update({"max_steps_per_epoch": steps, "device": "cpu", "threads": 1, "precision": "fp32"})
-    cfg["run"].update(run)
-    return cfg
-
-
-#: record fields that measure wall-clock time (legitimately different between two runs)
-def _timing(key: str) -> bool:
-    return key.startswith("time/") or key.endswith("per_s") or "latency" in key
-
-
-def comparable(records: list[dict]) -> list[dict]:
-    """Metrics records without their timing fields (NaN compared as equal)."""
-    out = []
-    for r in records:
-        out.append({k: ("nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items() if not _timing(k)})
-    return out
-
-
-def assert_same_run(a, b) -> None:
-    """Two run folders hold identical metrics, final weights, method/balancer state and summaries."""
-    ra, rb = comparable(read_metrics(a / "metrics.jsonl")), comparable(read_metrics(b / "metrics.jsonl"))
-    assert [(r["kind"], r["epoch"], r["step"]) for r in ra] == [(r["kind"], r["epoch"], r["step"]) for r in rb]
-    for x, y in zip(ra, rb):
-        assert x == y, {k: (x.get(k), y.get(k)) for k in set(x) | set(y) if x.get(k) != y.get(k)}
-    ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
-    for part in ("models", "method", "balancer", "optims", "method_extra"):
-        _assert_tree_equal(ca.get(part), cb.get(part), part)
-    assert ca["epoch"] == cb["epoch"] and ca["global_step"] == cb["global_step"]
-
-
-def _assert_tree_equal(x, y, where: str) -> None:
-    if isinstance(x, torch.Tensor):
-        assert isinstance(y, torch.Tensor) and x.shape == y.shape and torch.equal(x, y), where
-    elif isinstance(x, dict):
-        assert isinstance(y, dict) and set(x) == set(y), (where, set(x) ^ set(y) if isinstance(y, dict) else y)
-        for k in x:
-            _assert_tree_equal(x[k], y[k], f"{where}.{k}")
-    elif isinstance(x, (list, tuple)):
-        assert isinstance(y, (list, tuple)) and len(x) == len(y), where
-        for i, (u, v) in enumerate(zip(x, y)):
-            _assert_tree_equal(u, v, f"{where}[{i}]")
-    else:
-        assert x == y or (isinstance(x, float) and math.isnan(x) and math.isnan(y)), (where, x, y)
+from tests.helpers import assert_same_run, method_config, tiny_config
 
 
 @pytest.fixture(autouse=True)

@@ -57,7 +57,8 @@ def _cfg(out, batch: int, **over) -> dict:
 
 
 def _torchrun(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
@@ -248,9 +249,9 @@ def test_diverging_stepping_decision_is_an_error_not_a_hang(tmp_path, monkeypatc
 def test_torchrun_streamed_photo_folder_matches_single_process(tmp_path):
     """Streamed image folder (worker processes inside each rank, random-resized crops keyed by sample):
     the two ranks' shards of one permutation make the single process's global batches."""
-    from tests.test_data_stream import _folder
+    from tests.helpers import image_folder
 
-    root = _folder(tmp_path / "img", per_class=(16, 16))
+    root = image_folder(tmp_path / "img", per_class=(16, 16))
     data = {"name": "imagefolder", "root": str(root), "image_size": 16, "augment": "imagenet", "workers": 1,
             "mean": [0.5] * 3, "std": [0.25] * 3}
 

@@ -14,7 +14,7 @@ from adaptkd.engine.trainer import Trainer
 from adaptkd.losses import dkd_loss, dtkd_guarded, dtkd_loss, dtkd_loss_parts, dtkd_temperatures, kd_loss
 from adaptkd.methods import MethodContext, StepIn, build_method
 from adaptkd.methods.compose import list_terms
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 SIGNALS = [f"{w}_T_{s}" for w in ("student", "teacher") for s in ("mean", "min", "max")] + ["guarded"]
 
@@ -115,7 +115,8 @@ def test_equal_maxima_give_T():
     t = logits(9, scale=2.0)
     t = t - t.amax(1, keepdim=True) + s.amax(1, keepdim=True)  # same per-sample maximum
     ts, tt = dtkd_temperatures(s, t, 3.0, guard=False)
-    assert torch.allclose(ts, torch.full_like(ts, 3.0), rtol=1e-12) and torch.allclose(tt, torch.full_like(tt, 3.0), rtol=1e-12)
+    assert torch.allclose(ts, torch.full_like(ts, 3.0), rtol=1e-12) and torch.allclose(tt, torch.full_like(tt, 3.0),
+                                                                                       rtol=1e-12)
 
 
 def test_larger_max_gets_larger_temperature():
@@ -255,7 +256,8 @@ def test_compose_dtkd_kd_ce_equals_dtkd_method_exactly(epoch):
 def test_compose_dtkd_plus_dkd():
     s, t = logits(25), logits(26, scale=5.0)
     y = torch.randint(0, 10, (16,), generator=torch.Generator().manual_seed(2))
-    terms = [{"loss": "dtkd", "weight": 3.0, "warmup_epochs": 20}, {"loss": "dkd", "weight": 1.0, "beta": 8, "warmup_epochs": 20},
+    terms = [{"loss": "dtkd", "weight": 3.0, "warmup_epochs": 20},
+             {"loss": "dkd", "weight": 1.0, "beta": 8, "warmup_epochs": 20},
              {"loss": "ce", "weight": 1.0}, {"loss": "kd", "name": "kd_t2", "temperature": 2.0, "weight": 0.5}]
     m = build_method("compose", {"terms": terms}, _ctx())
     assert m.task_terms == frozenset({"ce"})

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from conftest import tiny_config
+from tests.helpers import tiny_config
 
 transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install 'adaptkd[hf]')")
 
@@ -32,10 +32,18 @@ def _processor(folder, **cfg) -> None:
 @pytest.fixture(scope="session")
 def hf_models(tmp_path_factory):
     """{family: folder} of tiny randomly initialised models, each saved with save_pretrained."""
-    from transformers import (ConvNextConfig, ConvNextForImageClassification, DeiTConfig,
-                              DeiTForImageClassificationWithTeacher, Dinov2WithRegistersConfig,
-                              Dinov2WithRegistersModel, ResNetConfig, ResNetForImageClassification, ViTConfig,
-                              ViTForImageClassification)
+    from transformers import (
+        ConvNextConfig,
+        ConvNextForImageClassification,
+        DeiTConfig,
+        DeiTForImageClassificationWithTeacher,
+        Dinov2WithRegistersConfig,
+        Dinov2WithRegistersModel,
+        ResNetConfig,
+        ResNetForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+    )
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("hf")
@@ -382,7 +390,8 @@ def test_guide_recipes_run_as_written(tmp_path, monkeypatch, recipe):
     _processor(folder, **proc)
     path = Path(__file__).resolve().parents[1] / "configs" / "ecosystem" / f"{recipe}.yaml"
     cfg = load_config(path, ["data.root=data/my_images", "data.image_size=16", "data.batch_size=4",
-                             "optim.epochs=1", "optim.warmup_epochs=0", "run.max_steps_per_epoch=2", "run.progress=false",
+                             "optim.epochs=1", "optim.warmup_epochs=0", "run.max_steps_per_epoch=2",
+                             "run.progress=false",
                              "run.latency=false", "run.tensorboard=false", "student.args.img_size=16",
                              "student.args.patch_size=4"] if recipe == "unic_dinov2" else
                       ["data.root=data/my_images", "data.image_size=16", "data.batch_size=4", "optim.epochs=1",

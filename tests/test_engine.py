@@ -11,25 +11,7 @@ from adaptkd.config import ConfigError, load_config
 from adaptkd.engine.checkpoint import CheckpointError, load_checkpoint
 from adaptkd.engine.logger import read_metrics
 from adaptkd.engine.trainer import NonFiniteError, RunFolderError, Trainer
-from tests.conftest import tiny_config
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_after_epoch(trainer, epoch):
-    """Run ``trainer`` and crash right after the checkpoint of ``epoch`` is written."""
-    save = trainer.save
-
-    def save_then_crash(best):
-        save(best)
-        if trainer.epoch >= epoch:
-            raise Crash()
-
-    trainer.save = save_then_crash
-    with pytest.raises(Crash):
-        trainer.fit()
+from tests.helpers import crash_after_epoch, tiny_config
 
 
 def test_ce_run_writes_everything(tmp_path):
@@ -107,7 +89,8 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         tr2.fit()
     kept = load_checkpoint(tmp_path / "nan" / "last.pt")
     assert kept["epoch"] == good["epoch"] == 1
-    assert all(torch.equal(kept["models"]["student"][k], good["models"]["student"][k]) for k in good["models"]["student"])
+    assert all(torch.equal(kept["models"]["student"][k],
+                           good["models"]["student"][k]) for k in good["models"]["student"])
 
 
 def test_nonfinite_skip_counts(tmp_path, monkeypatch):

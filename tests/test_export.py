@@ -15,7 +15,7 @@ from adaptkd.engine.checkpoint import CheckpointError, load_checkpoint
 from adaptkd.engine.networks import MissingExtraError
 from adaptkd.export import ExportError, export_module, export_run, rebuild_network, require_onnx
 from adaptkd.models import build_model
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript"))
 

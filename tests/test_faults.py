@@ -37,9 +37,10 @@ from adaptkd.cli import main as cli_main
 from adaptkd.engine.checkpoint import load_checkpoint
 from adaptkd.engine.logger import read_metrics
 from adaptkd.methods import list_methods, method_class
-from tests.test_determinism import assert_same_run, comparable, family, method_config
+from tests.helpers import assert_same_run, comparable, family, method_config
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win32", reason="needs fork and SIGKILL (POSIX)")
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win32",
+                                reason="needs fork and SIGKILL (POSIX)")
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("ADAPTKD_FAULT_SEED", str(int(time.time()) % 100000)))
@@ -189,7 +190,8 @@ def look(out: Path, base: tuple[set[str], set[str]] = (set(), set())) -> Seen:
         text = (out / "metrics.jsonl").read_text() if "metrics.jsonl" in names else ""
     except FileNotFoundError:
         return s
-    s.new_tmp = [n for n in names if n.endswith(".tmp") and n.startswith((".last.pt.", ".best.pt.")) and n not in base[1]]
+    s.new_tmp = [n for n in names if n.endswith(".tmp") and n.startswith((".last.pt.",
+                                                                          ".best.pt.")) and n not in base[1]]
     for line in text.splitlines():
         try:
             rec = json.loads(line)
@@ -219,7 +221,8 @@ def trigger(point: str, out: Path, child: Child, rng: random.Random, state: dict
         # mid-epoch: a step record in the middle of an epoch that has no epoch record yet
         def mid_epoch() -> bool:
             s = look(out, base)
-            return any(st % STEPS == STEPS // 2 and st > STEPS and (st // STEPS + 1) not in s.epochs for st in s.new_steps)
+            return any(st % STEPS == STEPS // 2 and st > STEPS and (st // STEPS + 1) not in s.epochs
+                       for st in s.new_steps)
 
         return mid_epoch
     if point == "random":
@@ -278,7 +281,8 @@ def check_final(out: Path, ref: Path, where: str) -> None:
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")], f"{where}: temp files left"
     assert_same_run(ref, out)
     a, b = json.loads((ref / "summary.json").read_text()), json.loads((out / "summary.json").read_text())
-    assert (a["final_acc"], a["best_acc"], a["epochs"], a["steps"]) == (b["final_acc"], b["best_acc"], b["epochs"], b["steps"]), where
+    assert (a["final_acc"], a["best_acc"], a["epochs"], a["steps"]) == (b["final_acc"], b["best_acc"], b["epochs"],
+                                                                        b["steps"]), where
     assert comparable(recs)[-1] == comparable(read_metrics(ref / "metrics.jsonl"))[-1]
 
 
@@ -428,7 +432,8 @@ def test_input_nan_from_a_poisoned_dataset_stops_at_its_step(tmp_path, fault_tea
 
     cfg = method_config("kd", tmp_path / "r", fault_teacher, epochs=1, log_every=5)
     tr = Trainer(cfg, data=poisoned_digits(), log=lambda s: None)
-    with pytest.raises(NonFiniteError, match=r"non-finite value in `input` at epoch 1, step 0 \(also: teacher0\.logits, "
+    with pytest.raises(NonFiniteError,
+                       match=r"non-finite value in `input` at epoch 1, step 0 \(also: teacher0\.logits, "
                                              r"student\.logits.*no checkpoint had been written yet"):
         tr.fit()
     assert not (tmp_path / "r" / "last.pt").exists()

@@ -23,9 +23,9 @@ from adaptkd.losses import (
     select_keys,
     spatial_attention,
 )
-from adaptkd.methods import MethodContext, StepIn, build_method, method_class
+from adaptkd.methods import MethodContext, StepIn, build_method
 from adaptkd.taps import FeatureTaps
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 D64 = torch.float64
 
@@ -74,7 +74,8 @@ def step_input(student, teacher, x, y, s_taps, t_taps, dtype=torch.float32):
         sl = student(x)
     feats = {"student": {k: v.to(dtype).requires_grad_() for k, v in st.outputs.items()},
              "teacher0": {k: v.to(dtype).requires_grad_() for k, v in tt.outputs.items()}}
-    return StepIn(x=x, y=y, epoch=1, step=0, logits={"student": sl.to(dtype).requires_grad_(), "teacher0": tl.to(dtype)},
+    return StepIn(x=x, y=y, epoch=1, step=0,
+                  logits={"student": sl.to(dtype).requires_grad_(), "teacher0": tl.to(dtype)},
                   feats=feats)
 
 
@@ -268,7 +269,8 @@ def test_methods_zero_distillation_on_identical_networks():
         out = m(step_input(s, t, x, y, ["c2"], ["c2"]))
         assert float(out.losses["student"][name]) == 0.0
         assert float(out.losses["student"]["kd"]) < 1e-6
-    fit = build_method("fitnet", {"student_taps": ["c2"], "teacher_taps": ["c2"], "regressor_bn": False}, context(s, t, x))
+    fit = build_method("fitnet", {"student_taps": ["c2"], "teacher_taps": ["c2"], "regressor_bn": False},
+                       context(s, t, x))
     with torch.no_grad():  # identity regressor: the hint is exactly zero
         fit.regressor[0].weight.copy_(torch.eye(10).view(10, 10, 1, 1))
         fit.regressor[0].bias.zero_()
@@ -303,7 +305,8 @@ def test_select_keys_keeps_exactly_at_or_above_threshold():
     assert select_keys(infl, "fixed", 0.0).tolist() == [True] * 4
     assert select_keys(infl, "relative").tolist() == [True, True, True, False]  # mean = 0.25
     assert select_keys(infl, "relative", 2.0).tolist() == [False, True, False, False]
-    assert select_keys(torch.tensor([0.1, 0.4, 0.2, 0.3]), "relative", relative_to="median").tolist() == [False, True, True, True]
+    assert select_keys(torch.tensor([0.1, 0.4, 0.2, 0.3]), "relative", relative_to="median").tolist() == [False, True,
+                                                                                                          True, True]
     assert select_keys(infl, "top_m", top_m=2).tolist() == [True, True, True, False]  # tie at the boundary: both kept
     assert select_keys(torch.tensor([0.1, 0.4, 0.2, 0.3]), "top_m", top_m=2).tolist() == [False, True, False, True]
     # Fallback: nothing passes → the top-1 key only (per row for per-sample influence).
@@ -323,7 +326,8 @@ def test_rtk_influence_is_top_k_mean_per_teacher_key():
         kk = min(k, 4)
         batch = torch.tensor([sorted(a.mean(0)[:, j].tolist(), reverse=True)[:kk] for j in range(3)], dtype=D64).mean(1)
         assert rel_err(rtk_influence(a, k, "batch"), batch) < 1e-12
-        per = torch.tensor([[sum(sorted(a[b, :, j].tolist(), reverse=True)[:kk]) / kk for j in range(3)] for b in range(5)], dtype=D64)
+        per = torch.tensor([[sum(sorted(a[b, :, j].tolist(),
+                                        reverse=True)[:kk]) / kk for j in range(3)] for b in range(5)], dtype=D64)
         assert rel_err(rtk_influence(a, k, "sample"), per) < 1e-12
     # Students querying, batch scope: some key always reaches 1/T (column means average to 1/T).
     for k in (1, 2, 4):

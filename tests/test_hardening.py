@@ -119,7 +119,8 @@ def test_a_fresh_start_refuses_a_folder_with_foreign_files_and_overwrite_keeps_t
     (run / "best.pt").write_bytes(b"the user's teacher checkpoint")
     (run / "notes.txt").write_text("mine")
     digest = {p.name: _md5(p) for p in run.iterdir()}
-    with pytest.raises(RunFolderError, match=r"not empty and was not written by an adaptkd run \(it holds best.pt, notes"):
+    with pytest.raises(RunFolderError,
+                       match=r"not empty and was not written by an adaptkd run \(it holds best.pt, notes"):
         Trainer(_cfg(run), log=lambda s: None)
     assert {p.name: _md5(p) for p in run.iterdir()} == digest
     Trainer(_cfg(run, run__overwrite=True), log=lambda s: None).fit()  # told to: run files replaced, others kept
@@ -283,7 +284,8 @@ def test_a_signal_before_the_first_checkpoint_says_there_is_none(tmp_path, sig, 
     cfg["run"]["max_steps_per_epoch"] = 10**6  # the first epoch outlasts the signal
     cfg["data"]["batch_size"] = 1
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    got, err = _cli(tmp_path, "train", str(tmp_path / "c.yaml"), signal_after=(str(tmp_path / "r" / "config.yaml"), sig))
+    got, err = _cli(tmp_path, "train", str(tmp_path / "c.yaml"),
+                    signal_after=(str(tmp_path / "r" / "config.yaml"), sig))
     assert got == rc, err
     lines = err.strip().splitlines()
     assert lines[-1].startswith(f"adaptkd: {word}; no checkpoint had been written yet"), err
@@ -299,7 +301,8 @@ def test_disk_full_is_one_line_naming_the_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ck.torch, "save", full)
-    with pytest.raises(RunFolderError, match=r"cannot write .*best.pt.: No space left on device; no best.pt was written"):
+    with pytest.raises(RunFolderError,
+                       match=r"cannot write .*best.pt.: No space left on device; no best.pt was written"):
         tr.fit()
     assert not list((tmp_path / "r").glob(".last.pt.*.tmp"))
 

@@ -79,7 +79,8 @@ def _raw(tmp: Path, section: str, owner: str, name: str, pair: bool, value: Any)
 
 def test_every_registered_section_has_its_numeric_options_found():
     names = {f"{s}.{o}.{n}" for s, o, n, _ in FIELDS}
-    for expected in ("optim..lr", "optim..betas", "data..image_size", "run..seed", "run..threads", "method.kd.temperature",
+    for expected in ("optim..lr", "optim..betas", "data..image_size", "run..seed", "run..threads",
+                     "method.kd.temperature",
                      "method.rtk.k", "method.rtk.threshold", "method.afd.qk_dim", "method.unic.hidden_mult",
                      "balance.gradient.rho", "balance.gradient.lambda0"):
         assert expected in names, expected

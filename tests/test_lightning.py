@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 pl = pytest.importorskip("lightning.pytorch", reason="PyTorch Lightning is not installed (extra `lightning`)")
 
-from adaptkd.distiller import Distiller
-from adaptkd.lightning import DistillationModule
-from adaptkd.models import build_model
+from adaptkd.distiller import Distiller  # noqa: E402 - after the importorskip above
+from adaptkd.lightning import DistillationModule  # noqa: E402 - after the importorskip above
+from adaptkd.models import build_model  # noqa: E402 - after the importorskip above
 
 G = torch.Generator().manual_seed(0)
 XS = torch.randn(64, 1, 8, 8, generator=G)

@@ -71,7 +71,8 @@ def test_dkd_parts_are_tckd_and_nckd():
     y = torch.randint(0, 10, (8,), generator=g)
     tckd = dkd_loss(s, t, y, alpha=1.0, beta=0.0)
     nckd = dkd_loss(s, t, y, alpha=0.0, beta=1.0)
-    assert dkd_loss(s, t, y, alpha=2.5, beta=3.0).item() == pytest.approx(2.5 * tckd.item() + 3.0 * nckd.item(), rel=1e-12)
+    assert dkd_loss(s, t, y, alpha=2.5, beta=3.0).item() == pytest.approx(2.5 * tckd.item() + 3.0 * nckd.item(),
+                                                                          rel=1e-12)
     # NCKD is the KL between renormalised non-target distributions (computed another way here)
     mask = torch.nn.functional.one_hot(y, 10).bool()
     pt = torch.softmax(t / 4, 1)[~mask].view(8, 9)
@@ -92,7 +93,8 @@ def test_dkd_two_classes_has_no_nckd():
 @pytest.mark.parametrize("fn", ["kd", "dkd"])
 def test_properties_nonneg_zero_shift_invariant(fn):
     g = torch.Generator().manual_seed(1)
-    s, t = torch.randn(32, 20, generator=g, dtype=torch.float64) * 3, torch.randn(32, 20, generator=g, dtype=torch.float64) * 3
+    s, t = torch.randn(32, 20, generator=g, dtype=torch.float64) * 3,
+    torch.randn(32, 20, generator=g, dtype=torch.float64) * 3
     y = torch.randint(0, 20, (32,), generator=g)
     loss = (lambda a, b: kd_loss(a, b, 4.0)) if fn == "kd" else (lambda a, b: dkd_loss(a, b, y))
     assert loss(s, t).item() >= 0

@@ -69,7 +69,7 @@ def test_resume_inside_an_epoch_keeps_the_epoch_signals(tmp_path):
     """A run killed after an in-epoch checkpoint resumes with the epoch's signal reductions so far."""
     from adaptkd.engine.logger import read_metrics
     from adaptkd.engine.trainer import Trainer
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     def cfg(out):
         c = tiny_config(out, "switokd", teachers=[{"arch": "cnn_tiny", "trainable": True}])

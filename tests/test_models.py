@@ -120,7 +120,7 @@ def _cifar_resnet_params(depth: int, w: tuple[int, int, int, int], classes: int)
     total = 3 * 9 * w[0] + 2 * w[0] + w[3] * classes + classes
     cin = w[0]
     for c in w[1:]:
-        for i in range(n):
+        for _ in range(n):
             total += 9 * cin * c + 9 * c * c + 4 * c
             if cin != c:
                 total += cin * c + 2 * c

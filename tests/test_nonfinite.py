@@ -36,7 +36,8 @@ def test_the_earliest_offender_is_named_with_the_others():
     assert not bool(watch.check(x, lg, _out(NAN, NAN, w=float("inf")), 2))  # then ce and the kd weight
     rec = {k: int(v) for k, v in watch.record().items()}
     assert rec["student.kd"] == 1 and rec["student.ce"] == 2 and rec["student.kd.weight"] == 2 and rec["input"] == -1
-    with pytest.raises(NonFiniteError, match=r"`student.kd` at epoch 3, step 1 \(also: student.ce, student.kd.weight\)"):
+    with pytest.raises(NonFiniteError,
+                       match=r"`student.kd` at epoch 3, step 1 \(also: student.ce, student.kd.weight\)"):
         watch.raise_if_any(epoch=2, out=Path("run"))
 
 

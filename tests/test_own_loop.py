@@ -20,7 +20,7 @@ from adaptkd.engine.checkpoint import load_checkpoint
 from adaptkd.engine.evaluate import evaluate_model
 from adaptkd.engine.logger import read_metrics
 from adaptkd.engine.optim import set_lr
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def own_loop(cfg) -> tuple[list[dict], Distiller]:

@@ -174,7 +174,8 @@ def test_dtkd_temperatures(dtype, batch, T):
         finite(m)
         assert torch.equal(L.dtkd_sharpness(s.detach()[p], sharp), m[p])
         g = L.dtkd_guarded(s.detach(), t.detach(), sharpness=sharp)
-        assert g.dtype == torch.bool and torch.equal(L.dtkd_guarded(s.detach()[p], t.detach()[p], sharpness=sharp), g[p])
+        assert g.dtype == torch.bool and torch.equal(L.dtkd_guarded(s.detach()[p], t.detach()[p], sharpness=sharp),
+                                                     g[p])
         parts = L.dtkd_loss_parts(s, t, T, sharpness=sharp)
         assert torch.equal(parts.guarded, g)
         assert torch.equal(parts.student_T, ts) and torch.equal(parts.teacher_T, tt)
@@ -288,7 +289,8 @@ def test_feature_losses(dtype, batch, k, rule, logits):
     finite(dist)
     assert (dist >= 0).all()
     grads_finite(dist, fs, ft)
-    same(L.attention_map_distances([x.detach()[p] for x in feats_s], [x.detach()[p] for x in feats_t]), dist.detach()[p], rel)
+    same(L.attention_map_distances([x.detach()[p] for x in feats_s], [x.detach()[p] for x in feats_t]),
+         dist.detach()[p], rel)
 
     raw = logits.draw(arrays(tuple(dist.shape)))
     att = torch.softmax(tensor(raw, dtype, True), dim=-1)  # [B, T, S], softmax over students
@@ -398,7 +400,7 @@ def test_standardize_batch_of_one_class_token(tmp_path):
 
     from adaptkd.engine.trainer import Trainer
     from adaptkd.models import build_model
-    from tests.test_determinism import method_config
+    from tests.helpers import method_config
 
     x = torch.randn(1, 4, dtype=torch.float64)
     with warnings.catch_warnings():
@@ -476,7 +478,8 @@ def test_controller_corners(dtype, opts):
 
 
 @prop("gradient balancer: finite λ and gradients for logits ±1e4 at every controller")
-@pytest.mark.parametrize("opts", CONTROLLERS[::2] + [{"controller": "ratio", "ema": 0.9}], ids=lambda o: "-".join(f"{v}" for v in o.values()))
+@pytest.mark.parametrize("opts", CONTROLLERS[::2] + [{"controller": "ratio", "ema": 0.9}],
+                         ids=lambda o: "-".join(f"{v}" for v in o.values()))
 @given(batch=logit_batch(), T=TEMPS)
 def test_gradient_balance_end_to_end(opts, batch, T):
     from adaptkd.balance import BackwardContext, GradientBalance
@@ -506,7 +509,8 @@ COVERED = {
     "spatial_attention", "attention_map_distances", "afd_loss", "rtk_influence", "select_keys", "rtk_loss",
     "hint_loss", "unic_token_loss", "teacher_drop_weights", "standardize",
 }
-CONTROLLER_FUNCTIONS = {"controller_lambda", "importance", "update_norm", "dominance_bound", "decrease_interval", "cone_bound"}
+CONTROLLER_FUNCTIONS = {"controller_lambda", "importance", "update_norm", "dominance_bound", "decrease_interval",
+                        "cone_bound"}
 
 
 def test_every_public_loss_is_covered():

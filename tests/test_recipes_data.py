@@ -77,9 +77,9 @@ def test_check_says_what_is_missing(capsys):
 
 def test_check_ready_builds_and_trains_nothing(tmp_path, capsys):
     from adaptkd.cli import main
-    from tests.test_data_stream import _folder
+    from tests.helpers import image_folder
 
-    root = _folder(tmp_path / "img")
+    root = image_folder(tmp_path / "img")
     out_dir = tmp_path / "run"
     rc = main(["train", "--check", str(TINY[1]), f"data.root={root}", "data.image_size=16", "data.workers=0",
                f"run.out={out_dir}"])
@@ -91,9 +91,9 @@ def test_check_ready_builds_and_trains_nothing(tmp_path, capsys):
 def test_photo_recipes_as_the_readme_says(tmp_path, capsys):
     """README: a teacher on a photo folder, then a student distilled from it (tiny sizes here)."""
     from adaptkd.cli import main
-    from tests.test_data_stream import _folder
+    from tests.helpers import image_folder
 
-    root = _folder(tmp_path / "photos", size=(40, 30))
+    root = image_folder(tmp_path / "photos", size=(40, 30))
     small = ["data.image_size=32", "data.workers=1", "data.batch_size=4", "optim.epochs=1", "run.progress=false",
              "run.latency=false", "run.tensorboard=false"]
     teacher = tmp_path / "teacher"

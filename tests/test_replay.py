@@ -15,7 +15,7 @@ from adaptkd.engine.logger import read_metrics
 from adaptkd.engine.trainer import Trainer
 from adaptkd.losses import kd_loss
 from adaptkd.replay import build_cache, cache_file, decode_topk, encode_topk
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 #: fp16 storage: logits round to 11 significant bits; a step's losses stay within this relative error
 FP16_LOSS_RTOL = 2e-3
@@ -34,7 +34,9 @@ def live(cfg: dict, out) -> dict:
 
 
 def untimed(path) -> list[dict]:
-    keep = lambda k: not (k.startswith("time/") or k.endswith("per_s"))
+    def keep(k: str) -> bool:
+        return not (k.startswith("time/") or k.endswith("per_s"))
+
     return [{k: v for k, v in r.items() if keep(k)} for r in read_metrics(path)]
 
 
@@ -101,7 +103,9 @@ def test_fp16_run_ends_within_tolerance(tmp_path, teacher_ckpt):
     rep_dir = tmp_path / "rep"
     rep = Trainer(live(cfg, rep_dir) | {"teachers_cache": cfg["teachers_cache"]}).fit()
     ref = Trainer(live(cfg, tmp_path / "live")).fit()
-    epochs = lambda p: [r for r in read_metrics(p) if r["kind"] == "epoch"]
+    def epochs(p):
+        return [r for r in read_metrics(p) if r["kind"] == "epoch"]
+
     for a, b in zip(epochs(tmp_path / "live" / "metrics.jsonl"), epochs(rep_dir / "metrics.jsonl"), strict=True):
         for key in ("train/student/kd", "train/student/ce"):
             assert math.isclose(a[key], b[key], rel_tol=FP16_LOSS_RTOL), (key, a[key], b[key])
@@ -109,7 +113,7 @@ def test_fp16_run_ends_within_tolerance(tmp_path, teacher_ckpt):
 
 
 def test_resume_with_replay_is_exact(tmp_path, teacher_ckpt):
-    from tests.test_engine import crash_after_epoch
+    from tests.helpers import crash_after_epoch
 
     cfg = kd_config(tmp_path, teacher_ckpt, optim__epochs=3)
     build_cache(load_config(cfg), log=lambda s: None)

@@ -24,7 +24,7 @@ from adaptkd.report import (
     sparkline,
 )
 from adaptkd.report.figures.base import accuracy_floor
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 TEACHER = {"arch": "cnn_small"}
 

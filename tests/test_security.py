@@ -28,7 +28,7 @@ from adaptkd.cli import main
 from adaptkd.config import ConfigError, load_config
 from adaptkd.engine.checkpoint import CheckpointError, atomic_save, atomic_write_text, load_checkpoint
 from adaptkd.engine.trainer import RunFolderError, Trainer
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 PKG = Path(__file__).resolve().parents[1] / "adaptkd"
 SOURCES = sorted(PKG.rglob("*.py"))
@@ -89,7 +89,8 @@ def test_yaml_only_safe_load():
             assert name not in unsafe, f"{rel}:{call.lineno}: {name}"
             safe_used += name == "yaml.safe_load"
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and _dotted(node) in ("yaml.Loader", "yaml.UnsafeLoader", "yaml.FullLoader"):
+            if isinstance(node, ast.Attribute) and _dotted(node) in ("yaml.Loader", "yaml.UnsafeLoader",
+                                                                     "yaml.FullLoader"):
                 raise AssertionError(f"{rel}:{node.lineno}: {_dotted(node)}")
             if isinstance(node, ast.ImportFrom) and node.module == "yaml":
                 names = {a.name for a in node.names}
@@ -103,7 +104,8 @@ def test_no_pickle_eval_exec_or_free_imports():
         for call in _calls(tree):
             name = _dotted(call.func)
             assert name not in ("eval", "exec", "compile", "__import__", "pickle.load", "pickle.loads",
-                                "marshal.loads", "shelve.open", "numpy.load", "np.load"), f"{where}:{call.lineno}: {name}"
+                                "marshal.loads", "shelve.open", "numpy.load",
+                                "np.load"), f"{where}:{call.lineno}: {name}"
             if name == "importlib.import_module":  # only modules named in the source, never from a config
                 assert where in ("adaptkd/cli.py", "adaptkd/__init__.py", "adaptkd/export.py"), f"{where}:{call.lineno}"
         for node in ast.walk(tree):
@@ -190,7 +192,8 @@ def test_malicious_checkpoints_are_refused_everywhere(tmp_path, finished_run, ca
         load_checkpoint(evil)
     # as a teacher
     cfg = tmp_path / "kd.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_config(tmp_path / "kd", "kd", teachers=[{"arch": "cnn_small", "checkpoint": str(evil)}])))
+    cfg.write_text(yaml.safe_dump(tiny_config(tmp_path / "kd", "kd",
+                                              teachers=[{"arch": "cnn_small", "checkpoint": str(evil)}])))
     assert main(["train", str(cfg)]) == 2
     # as the checkpoint of a run: resume, eval, export, report
     run = _copy_run(finished_run, tmp_path / "run")
@@ -274,7 +277,8 @@ def test_resume_truncation_never_follows_a_planted_temp_link(tmp_path, finished_
     run = _copy_run(finished_run, tmp_path / "run")
     for name in ("metrics.jsonl.tmp", ".metrics.jsonl.tmp"):  # the names a predictable writer would use
         (run / name).symlink_to(v)
-    Trainer(tiny_config(run, **{"optim__epochs": 2, "run__max_steps_per_epoch": 2}), resume=True, log=lambda s: None).fit()
+    Trainer(tiny_config(run, **{"optim__epochs": 2, "run__max_steps_per_epoch": 2}), resume=True,
+            log=lambda s: None).fit()
     _intact(v, digest)
     assert not (run / "metrics.jsonl").is_symlink()
 

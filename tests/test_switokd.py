@@ -17,7 +17,7 @@ from adaptkd.engine.logger import read_metrics
 from adaptkd.engine.trainer import Trainer
 from adaptkd.losses import online_kl_loss, switokd_decision, switokd_threshold
 from adaptkd.methods import MethodContext, StepIn, build_method
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 TOL = 1e-9
 
@@ -119,11 +119,11 @@ def test_near_tie_margins(monkeypatch):
                       (torch.nextafter(delta, torch.tensor(-9.0, dtype=torch.float64)), False)]:
         monkeypatch.setattr(online, "distillation_gap", lambda *a, g=gap, **k: g)
         dist = iter([t, s])
-        monkeypatch.setattr(online, "label_distance", lambda *a, **k: next(dist))
+        monkeypatch.setattr(online, "label_distance", lambda *a, d=dist, **k: next(d))
         assert bool(online.switokd_decision(z, z, y).expert) == want
     for tv, sv in [(0.5, 0.5), (0.6, 0.5)]:  # t == s and t > s: learning with any gap
         dist = iter([torch.tensor(tv, dtype=torch.float64), torch.tensor(sv, dtype=torch.float64)])
-        monkeypatch.setattr(online, "label_distance", lambda *a, **k: next(dist))
+        monkeypatch.setattr(online, "label_distance", lambda *a, d=dist, **k: next(d))
         monkeypatch.setattr(online, "distillation_gap", lambda *a, **k: torch.tensor(2.0, dtype=torch.float64))
         assert not bool(online.switokd_decision(z, z, y).expert)
 
@@ -359,7 +359,8 @@ def test_expert_step_leaves_teacher_bit_identical(tmp_path, monkeypatch):
     assert not _same(student, _snapshot(tr, "student"))
     # the paused teacher's forward still ran in train mode: its BN running statistics moved
     assert tr.networks["teacher0"].training
-    assert any(not torch.equal(a, b) for a, b in zip(bn_before, tr.networks["teacher0"].buffers()) if a.is_floating_point())
+    assert any(not torch.equal(a, b) for a,
+               b in zip(bn_before, tr.networks["teacher0"].buffers()) if a.is_floating_point())
     # control: a learning step does change the teacher
     _force(monkeypatch, tr.method, [False])
     tr.train_step(x0, y0, 1, 0.6)
@@ -458,7 +459,7 @@ def test_expert_fraction_accounting_in_a_real_run(tmp_path, monkeypatch):
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    from tests.test_engine import crash_after_epoch
+    from tests.helpers import crash_after_epoch
 
     full = Trainer(_online_cfg(tmp_path / "full", **{})).fit()
     part = _online_cfg(tmp_path / "part")

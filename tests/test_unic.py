@@ -19,7 +19,7 @@ from adaptkd.losses.tokens import unic_pair_loss
 from adaptkd.methods import StepIn
 from adaptkd.methods._unic_parts import Ladder, gathered_moments, tokens_of
 from adaptkd.methods.unic import unic_momentum
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 D64 = torch.float64
 VIT8 = {"arch": "vit_tiny", "args": {"img_size": 8, "patch_size": 2, "depth": 2}}
@@ -53,7 +53,9 @@ def close(a, b, rel=1e-9):
 def ref_token(s, t):
     """One token's loss, written out: 0.5·(1 − s·t / (max(|s|, eps)·max(|t|, eps))) + 0.5·mean smoothL1."""
     eps = 1e-8
-    cos = sum(a * b for a, b in zip(s, t)) / (max(math.sqrt(sum(a * a for a in s)), eps) * max(math.sqrt(sum(b * b for b in t)), eps))
+    cos = sum(a * b for a,
+              b in zip(s, t)) / (max(math.sqrt(sum(a * a for a in s)), eps) * max(math.sqrt(sum(b * b for b in t)),
+                                                                                  eps))
     sl1 = sum(0.5 * (a - b) ** 2 if abs(a - b) < 1.0 else abs(a - b) - 0.5 for a, b in zip(s, t)) / len(s)
     return 0.5 * (1.0 - cos) + 0.5 * sl1
 
@@ -142,7 +144,8 @@ def test_drop_weights_are_detached_and_limits():
     # p = 0: every teacher kept -> the plain mean; p = 1: the mean of each image's maximum
     close((teacher_drop_weights(losses, draws, 0.0) * losses).sum().detach(), losses.mean().detach())
     close((teacher_drop_weights(losses, draws, 1.0) * losses).sum().detach(), losses.max(0).values.mean().detach())
-    close((teacher_drop_weights(losses, draws, 1.0, "per_image") * losses).sum().detach(), losses.max(0).values.mean().detach())
+    close((teacher_drop_weights(losses, draws, 1.0, "per_image") * losses).sum().detach(),
+          losses.max(0).values.mean().detach())
 
 
 def test_drop_weights_global_vs_per_image_example():
@@ -294,7 +297,8 @@ def test_heterogeneous_teachers_tokens_and_widths(vit_trainer):
 def test_standardiser_state_through_the_method_and_eval(tmp_path):
     tr = Trainer(unic_cfg(tmp_path / "r", drop_prob=0.0))
     m = tr.method
-    ref = {(n, k): (getattr(m, f"stats_{n}_{k}_mean").double().clone(), getattr(m, f"stats_{n}_{k}_std").double().clone())
+    ref = {(n, k): (getattr(m, f"stats_{n}_{k}_mean").double().clone(),
+                    getattr(m, f"stats_{n}_{k}_std").double().clone())
            for n in ("teacher0", "teacher1") for k in ("cls", "patch")}
     for step in range(3):
         inp = step_inputs(tr, step=step)
@@ -318,7 +322,8 @@ def test_standardiser_state_through_the_method_and_eval(tmp_path):
 
 
 def test_cnn_student_stages_and_options(tmp_path):
-    tr = Trainer(unic_cfg(tmp_path / "r", student={"arch": "cnn_tiny"}, student_blocks=[-1], ce_weight=0.0, kd_weight=0.5))
+    tr = Trainer(unic_cfg(tmp_path / "r", student={"arch": "cnn_tiny"}, student_blocks=[-1], ce_weight=0.0,
+                          kd_weight=0.5))
     m = tr.method
     assert m.blocks == ["stages.2"] and m.grid == (2, 2)
     out = m(step_inputs(tr))
@@ -342,7 +347,7 @@ def test_bad_options_are_refused_before_training(tmp_path):
 
 
 def test_end_to_end_signals_export_and_exact_resume(tmp_path):
-    from tests.test_engine import crash_after_epoch
+    from tests.helpers import crash_after_epoch
 
     full_cfg = unic_cfg(tmp_path / "full")
     full_cfg["optim"]["epochs"] = 2
@@ -360,7 +365,8 @@ def test_end_to_end_signals_export_and_exact_resume(tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     recs = read_metrics(tmp_path / "full" / "metrics.jsonl")
     step = [r for r in recs if r["kind"] == "step"][0]
-    for key in ("unic/loss/teacher0", "unic/kept/teacher1", "unic/coeff/teacher0", "unic/momentum", "loss/student/unic"):
+    for key in ("unic/loss/teacher0", "unic/kept/teacher1", "unic/coeff/teacher0", "unic/momentum",
+                "loss/student/unic"):
         assert key in step, key
     ep = [r for r in recs if r["kind"] == "epoch"]
     assert 0 < ep[0]["unic/epoch_kept/teacher1"] <= 1
@@ -377,7 +383,8 @@ def test_draws_are_seeded_per_rank(vit_trainer):
     tr = vit_trainer
     def draws(rank):
         ctx = MethodContext(networks=tr.networks, learners=["student"], frozen=["teacher0", "teacher1"], arches={},
-                            num_classes=10, epochs=1, steps_per_epoch=4, sample_input=tr.ctx.sample_input, seed=3, rank=rank)
+                            num_classes=10, epochs=1, steps_per_epoch=4, sample_input=tr.ctx.sample_input, seed=3,
+                            rank=rank)
         return torch.rand(5, generator=build_method("unic", {}, ctx)._gen)
     assert torch.equal(draws(0), draws(0)) and not torch.equal(draws(0), draws(1))
     assert torch.equal(draws(1), torch.rand(5, generator=torch.Generator().manual_seed(4)))  # seed + rank
@@ -389,10 +396,9 @@ def test_draws_are_seeded_per_rank(vit_trainer):
 
 
 def test_linear_probe_runs_on_penultimate_features():
-    from adaptkd.data import build_data
+    from adaptkd.data import Augment, build_data
     from adaptkd.engine.probe import extract_features, linear_probe
     from adaptkd.models import build_model
-    from adaptkd.data import Augment
 
     data = build_data("digits")
     torch.manual_seed(0)

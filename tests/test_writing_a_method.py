@@ -12,7 +12,7 @@ import torch
 from adaptkd.engine.logger import read_metrics
 from adaptkd.engine.trainer import Trainer
 from adaptkd.methods import METHODS, StepIn, build_method, example_networks
-from tests.test_determinism import method_config
+from tests.helpers import method_config
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

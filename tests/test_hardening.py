@@ -27,7 +27,7 @@ from adaptkd.engine.trainer import Trainer
 from adaptkd.errors import CheckpointError, NonFiniteError, RunFolderError
 from adaptkd.models import build_model
 from tests.bad_input_cases import snapshot
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

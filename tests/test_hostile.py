@@ -128,7 +128,8 @@ def test_campaign_case_is_clean(case, tmp_path):
     assert err.startswith("adaptkd: error: ") and err.count("\n") <= 3, err
     msg = err.strip().splitlines()[-1][:300].replace(str(tmp_path), "<case>")
     cell = msg.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-    assert _volatile_free(cell) in DOCUMENTED, f"docs/errors.md is out of date (python tests/bad_input_cases.py --markdown): {msg}"
+    stale = "docs/errors.md is out of date (python tests/bad_input_cases.py --markdown)"
+    assert _volatile_free(cell) in DOCUMENTED, f"{stale}: {msg}"
 
 
 def _volatile_free(text: str) -> str:

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from _harness import step_config, timed  # noqa: E402  (puts the repository root on sys.path)
 
 from adaptkd.engine.trainer import Trainer  # noqa: E402
@@ -81,7 +80,7 @@ def main() -> None:
     def floor() -> None:
         x = tr.train_aug(xb.to(dev), gen)
         with torch.no_grad():
-            raw(pixel_values=x_teacher).logits
+            _ = raw(pixel_values=x_teacher).logits
         loss = F.cross_entropy(student(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

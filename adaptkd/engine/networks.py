@@ -95,9 +95,9 @@ def check_label_order(name: str, net: nn.Module, class_names: list[str], *, fiel
         return []
     wrong = [f"{i}: {labels[i]!r} vs {class_names[i]!r}" for i in range(len(ours)) if ours[i] != theirs[i]][:4]
     if sorted(ours) == sorted(theirs):
-        raise ConfigError(f"field `{field}`: {name}'s labels are the data's classes in another order ({'; '.join(wrong)}"
-                          "); its logits would be read against the wrong classes. Rename or reorder the class "
-                          "folders to the teacher's id2label order")
+        raise ConfigError(f"field `{field}`: {name}'s labels are the data's classes in another order "
+                          f"({'; '.join(wrong)}); its logits would be read against the wrong classes. "
+                          "Rename or reorder the class folders to the teacher's id2label order")
     return [f"{name}: its labels differ from the data's class names ({'; '.join(wrong)}); check that label i is "
             "class i of your data"]
 

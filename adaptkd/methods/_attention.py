@@ -144,7 +144,8 @@ class LayerPairMethod(Method):
         return {"student"} | ({self.teacher} if self.params.kd_weight > 0 else set())
 
     def pair(self, inp: StepIn) -> tuple[Tensor, Tensor | None, list[Tensor], list[Tensor]]:
-        """(student logits, teacher logits (None for a backbone teacher), student features, detached teacher features)."""
+        """(student logits, teacher logits (None for a backbone teacher), student features, detached teacher
+        features)."""
         s, t = inp.logits["student"], inp.logits.get(self.teacher)
         require_batch(s)
         relu = self.params.feature_relu

@@ -32,10 +32,10 @@ def _import(lib: str):
 
     try:
         if lib == "timm":
-            import timm  # type: ignore[import-not-found]
+            import timm
 
             return timm
-        import torchvision  # type: ignore[import-not-found]
+        import torchvision
 
         return torchvision
     except Exception as exc:  # noqa: BLE001 - ImportError or a broken compiled extension
@@ -161,7 +161,7 @@ def build_torchvision(name: str, num_classes: int, *, teacher: bool = False, hea
             head_mod = getattr(model, attr)
             break
     found = _linear_in(head_mod)
-    if found is None:
+    if found is None or head_mod is None:
         raise ValueError(f"torchvision:{name}: no nn.Linear classifier found")
     base = _module_name(model, head_mod) or ""
     head_name = ".".join(p for p in (base, found[0]) if p)

@@ -61,20 +61,17 @@ def _quiet():
     hf_logging.set_verbosity_error()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
-    try:
-        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-    except ImportError:  # pragma: no cover - very old hub client
-        are_progress_bars_disabled = disable_progress_bars = enable_progress_bars = None
-    was_disabled = are_progress_bars_disabled() if are_progress_bars_disabled else True
-    if disable_progress_bars:
-        disable_progress_bars()
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
         if bars:
             hf_logging.enable_progress_bar()
-        if enable_progress_bars and not was_disabled:
+        if not was_disabled:
             enable_progress_bars()
 
 
@@ -85,7 +82,8 @@ def _unreachable(ref: str, exc: Exception) -> ValueError:
         f"model 'hf:{ref}' cannot be loaded: it is not a local folder with a config.json, and it is {where} "
         f"({first}). To use it offline, on a machine with internet save it to a folder once: "
         f"python -c \"from transformers import AutoModelForImageClassification as M, AutoImageProcessor as P; "
-        f"M.from_pretrained('{ref}').save_pretrained('models/X'); P.from_pretrained('{ref}').save_pretrained('models/X')\" "
+        f"M.from_pretrained('{ref}').save_pretrained('models/X'); "
+        f"P.from_pretrained('{ref}').save_pretrained('models/X')\" "
         f"(AutoModel for a backbone), copy the folder and use arch: hf:models/X"
     )
 
@@ -123,6 +121,8 @@ def hf_input_spec(ref: str, revision: str | None = None) -> InputSpec | None:
             return None
     if size is None:
         return None
+    mean: Any
+    std: Any
     if cfg.get("do_normalize", True):
         mean, std = cfg.get("image_mean"), cfg.get("image_std")
         if mean is None or std is None:
@@ -158,7 +158,9 @@ class HFModel(Adapted):
         out = self.model(pixel_values=x, **kw)
         hidden = list(out.hidden_states or ())[1:]
         last = getattr(out, "last_hidden_state", None)
-        final = last if self.tokens is not None and last is not None else (hidden[-1] if self.tokens is not None else None)
+        final = None
+        if self.tokens is not None:
+            final = last if last is not None else hidden[-1]
         if self.has_logits:
             return out.logits, hidden, final
         return pooled(final, last if last is not None else hidden[-1], self.patch_grid), hidden, final
@@ -255,7 +257,7 @@ def build_hf(ref: str, num_classes: int, *, pretrained: bool | None = None, revi
                          "`trust_remote_code` is refused: adaptkd never runs code from a model repository")
 
     want_classifier = head == "classifier" or (head == "auto" and (not teacher or _is_classifier(config)))
-    if want_classifier and teacher and pretrained and int(config.num_labels) != int(num_classes):
+    if want_classifier and teacher and pretrained and int(config.num_labels or 0) != int(num_classes):
         raise ValueError(f"teacher hf:{ref} classifies {config.num_labels} labels, but the data has {num_classes} "
                          "classes; a frozen teacher's head cannot be replaced (it would be untrained): use a "
                          "checkpoint fine-tuned on your classes, or a feature method (unic, fitnet, afd, rtk) with "
@@ -265,7 +267,7 @@ def build_hf(ref: str, num_classes: int, *, pretrained: bool | None = None, revi
         with _quiet():
             if want_classifier:
                 pretrained_head = True
-                before = int(config.num_labels)
+                before = int(config.num_labels or 0)
                 if before != num_classes:
                     config.num_labels = num_classes
                     config.id2label = {i: f"LABEL_{i}" for i in range(num_classes)}
@@ -305,7 +307,8 @@ def build_hf(ref: str, num_classes: int, *, pretrained: bool | None = None, revi
     if not pretrained:
         notes.append(f"hf:{ref}: randomly initialised from {where}")
     spec = hf_input_spec(ref, revision) if pretrained else None
-    # Token models (ViT, DeiT, DINOv2, ...) have one width and a patch size; CNNs (ResNet, ConvNeXt) one width per stage.
+    # Token models (ViT, DeiT, DINOv2, ...) have one width and a patch size; CNNs (ResNet, ConvNeXt)
+    # one width per stage.
     tokens = _patch_size(config) is not None and not getattr(config, "hidden_sizes", None)
     probe_layers = getattr(config, "num_hidden_layers", None) or len(getattr(config, "depths", []) or [])
     if not probe_layers:
@@ -313,14 +316,15 @@ def build_hf(ref: str, num_classes: int, *, pretrained: bool | None = None, revi
     if want_classifier:
         head_name, lin = _head(model)
         dim = lin.in_features
-        labels = [str((config.id2label or {}).get(i, "")) for i in range(int(config.num_labels))]
+        id2label: dict[Any, Any] = dict(config.id2label or {})
+        labels = [str(id2label.get(i, "")) for i in range(int(config.num_labels or 0))]
         if pretrained and pretrained_head and \
                 not all(n == f"LABEL_{i}" or not n for i, n in enumerate(labels)):
             label_names = labels  # the checkpoint's own, named labels
     else:
         head_name, dim = None, _hidden_width(config)
     adapted = HFModel(model, num_blocks=int(probe_layers), head_name=head_name, feature_dim=dim, tokens=tokens,
-                   patch_size=_patch_size(config) if tokens else None, input_spec=spec, source=where, pretrained=bool(pretrained),
-                   notes=notes)
+                      patch_size=_patch_size(config) if tokens else None, input_spec=spec, source=where,
+                      pretrained=bool(pretrained), notes=notes)
     adapted.label_names = label_names
     return adapted

@@ -21,7 +21,9 @@ __all__ = ["InputSpec", "InputView", "spec_size"]
 
 def spec_size(value: int | Sequence[int]) -> tuple[int, int]:
     """``224`` or ``[224, 224]`` or ``[3, 224, 224]`` (timm's form) -> ``(224, 224)``."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        raise ValueError(f"an input size is an int or [height, width], got {value!r}")
+    if isinstance(value, int):
         return (value, value)
     vals = [int(v) for v in value]
     if len(vals) == 3:
@@ -70,6 +72,9 @@ class InputView(nn.Module):
     three-channel destination. ``identity`` is True when nothing is to be done (zoo teachers on
     their own data): then ``forward`` returns its input unchanged.
     """
+
+    scale: Tensor
+    shift: Tensor
 
     def __init__(self, src: InputSpec, dst: InputSpec) -> None:
         super().__init__()

@@ -57,8 +57,9 @@ def register_model_namespace(prefix: str, builder: Builder) -> None:
 
     A namespace builds models from another library (``hf:``, ``timm:``, ``torchvision:``, registered
     in :mod:`adaptkd.models`): they are not checked against the zoo's feature contract and take no
-    ``in_channels`` (they are RGB models). The builder raises :class:`~adaptkd.errors.MissingExtraError` when its library is
-    not installed, and ``KeyError``/``TypeError``/``ValueError`` for a name or argument it refuses.
+    ``in_channels`` (they are RGB models). The builder raises
+    :class:`~adaptkd.errors.MissingExtraError` when its library is not installed, and
+    ``KeyError``/``TypeError``/``ValueError`` for a name or argument it refuses.
     """
     if ":" in prefix:
         raise ValueError(f"register_model_namespace: prefix {prefix!r} must not contain ':'")

@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from adaptkd.balance import BackwardContext, build_balancer
 from adaptkd.config import Config, ConfigError, config_to_dict, load_config, roster_of
+from adaptkd.constraints import short_repr
 from adaptkd.data import Augment, DataBundle, DataError, build_pipeline, describe
-from adaptkd.engine.distributed import communicator
 from adaptkd.engine.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -29,25 +29,32 @@ from adaptkd.engine.checkpoint import (
     load_checkpoint,
     load_into,
 )
+from adaptkd.engine.distributed import communicator
+from adaptkd.engine.epoch import EpochTotals, epoch_end_values, step_values
 from adaptkd.engine.evaluate import evaluate_batches
 from adaptkd.engine.logger import MetricsLog
-from adaptkd.engine.rundir import prepare_run_dir, write_config, write_summary
 from adaptkd.engine.meter import SignalMeter
+from adaptkd.engine.networks import check_logit_sources
 from adaptkd.engine.nonfinite import NonFiniteWatch, first_nonfinite
-from adaptkd.engine.networks import build_network, check_label_order, check_logit_sources, freeze
-from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
-from adaptkd.engine.optim import build_optimizer, set_lr
+from adaptkd.engine.optim import set_lr
+from adaptkd.engine.roster import (
+    attach_taps,
+    build_networks,
+    build_optimisers,
+    check_class_counts,
+    forward_networks,
+)
+from adaptkd.engine.rundir import write_config, write_summary
 from adaptkd.engine.runfolder import RUN_FILES, RunLock, prepare_run_dir
 from adaptkd.engine.runtime import (
     autocast,
     configure_backends,
     dist_info,
-    maybe_compile,
     resolve_device,
     resolve_precision,
     seed_everything,
 )
-from adaptkd.constraints import short_repr
+from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
 from adaptkd.errors import AdaptkdError, NonFiniteError, RunFolderError
 from adaptkd.methods import MethodContext, StepIn, StepOut, build_method, check_method
 from adaptkd.replay import Replay, ReplayedBatch
@@ -141,41 +148,18 @@ class Trainer:
 
         # Networks
         self.net_cfgs = self.cfg.network_names()
-        self.networks: dict[str, nn.Module] = {}
-        self.learners: list[str] = []
-        self.frozen: list[str] = []
-        given = dict(networks or {})
-        roles = [("student", "student", True)]
-        roles += [(f"teachers.{i}", n, t.trainable) for i, (n, t) in enumerate(list(self.net_cfgs.items())[1 : 1 + len(self.cfg.teachers)])]
-        roles += [(f"peers.{i}", n, True) for i, n in enumerate(list(self.net_cfgs)[1 + len(self.cfg.teachers) :])]
-        for field, name, trainable in roles:
-            nc = self.net_cfgs[name]
-            if name in given:
-                net = given.pop(name)
-            else:
-                net = build_network(nc, self.num_classes, self.pipe.in_channels, field=field, teacher=not trainable)
-            for note in getattr(net, "notes", []):
-                self._log(f"{name}: {note}")
-            classes = list(getattr(self.pipe, "class_names", None) or [])
-            for line in check_label_order(name, net, classes, field=field):
-                self._log(line)
-            if trainable:
-                self.learners.append(name)
-            else:
-                freeze(net)
-                self.frozen.append(name)
-            self.networks[name] = net.to(self.device)
-            if rc.channels_last:
-                self.networks[name] = self.networks[name].to(memory_format=torch.channels_last)
-        if given:
-            raise ConfigError(f"networks {sorted(given)} were passed but the config has only {list(self.net_cfgs)}")
+        nets = build_networks(self.cfg, self.pipe, self.device, networks, self._log)
+        self.networks: dict[str, nn.Module] = nets.networks
+        self.learners: list[str] = nets.learners
+        self.frozen: list[str] = nets.frozen
         self.teacher_inputs = TeacherInputs(
-            {n: teacher_spec(self.net_cfgs[n], self.networks[n], self.pipe, field=f, name=n)
-             for f, n, trainable in roles if not trainable}, data_spec(self.pipe)).to(self.device)
+            {n: teacher_spec(self.net_cfgs[n], self.networks[n], self.pipe, field=nets.fields[n], name=n)
+             for n in self.frozen}, data_spec(self.pipe)).to(self.device)
         for line in self.teacher_inputs.describe({n: c.arch for n, c in self.net_cfgs.items()}):
             if "as is" not in line:
                 self._log(line)
-        self._check_class_counts()
+        check_class_counts(self.networks, self.teacher_inputs.view, self.eval_aug_probe(), self.num_classes,
+                           self.net_cfgs, self.pipe.name)
 
         if d.augment != "none" and d.crop_padding > self.pipe.image_size:  # streamed data has no self.data
             raise ConfigError(f"field `data.crop_padding`: {d.crop_padding} exceeds the image side "
@@ -214,49 +198,14 @@ class Trainer:
         self.balancer = build_balancer(self.cfg.balance.name, self.cfg.balance.options()).to(self.device)
         self.meter = SignalMeter(self.method.spec)  # the method's signals reduced over each epoch
 
-        # Persistent feature taps (attached once; outputs replaced each forward)
-        self.taps: dict[str, FeatureTaps] = {}
-        for name, names in self.method.taps().items():
-            if name not in self.networks:
-                raise ConfigError(f"method {self.cfg.method.name!r} asks for taps on unknown network {name!r}")
-            if names:
-                try:
-                    self.taps[name] = FeatureTaps(self.networks[name], names, detach=name in self.frozen).attach()
-                except KeyError as exc:
-                    raise ConfigError(f"method {self.cfg.method.name!r}: tap on {name}: {exc.args[0]}") from None
-
-        # Distributed wrapping (trainable learners only; frozen teachers are never wrapped)
-        self.forward_nets: dict[str, nn.Module] = dict(self.networks)
-        if self.dist.enabled:
-            from adaptkd.engine.distributed import broadcast_state, wrap_learners
-
-            # Rank 0's method modules (projectors, attention) and frozen teachers on every rank;
-            # DDP itself copies rank 0's learners when it wraps them.
-            broadcast_state(self.method)
-            for name in self.frozen:
-                broadcast_state(self.networks[name])
-            self.forward_nets.update(wrap_learners({n: self.networks[n] for n in self.learners}, self.device))
-        if rc.compile:  # after DDP: torch.compile of the DDP wrapper (the documented order)
-            for name in list(self.forward_nets):
-                self.forward_nets[name] = maybe_compile(self.forward_nets[name], name)
-
-        # Optimisers: one per learner (its network + the method parameters assigned to it)
-        extra = self.method.param_groups()
-        unknown = set(extra) - set(self.learners)
-        if unknown:
-            raise ConfigError(f"method parameters assigned to unknown learners {sorted(unknown)}")
-        self.optim_cfgs = {}
-        self.optims: dict[str, torch.optim.Optimizer] = {}
-        self.params: dict[str, list[nn.Parameter]] = {}
-        self.extra_params: dict[str, list[nn.Parameter]] = {n: list(extra.get(n, [])) for n in self.learners}
-        for name in self.learners:
-            ocfg = self.cfg.optim
-            override = self.net_cfgs[name].optim
-            if override:
-                ocfg = type(ocfg).model_validate({**ocfg.model_dump(), **override})
-            self.optim_cfgs[name] = ocfg
-            self.params[name] = [p for p in self.networks[name].parameters() if p.requires_grad]
-            self.optims[name] = build_optimizer(self.params[name] + self.extra_params[name], ocfg)
+        # Persistent feature taps, the modules the step calls (DDP, compile), one optimiser per learner
+        self.taps: dict[str, FeatureTaps] = attach_taps(self.method, self.networks, self.frozen,
+                                                        method_name=self.cfg.method.name)
+        self.forward_nets = forward_networks(nets, self.method, self.device, distributed=self.dist.enabled,
+                                             compile=rc.compile)
+        opt = build_optimisers(self.cfg, self.networks, self.learners, self.method.param_groups())
+        self.optim_cfgs, self.optims = opt.cfgs, opt.optims
+        self.params, self.extra_params = opt.params, opt.extra_params
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
         self.epoch = 0  # last completed epoch
@@ -284,29 +233,6 @@ class Trainer:
             write_config(self.out, config_to_dict(self.cfg))
 
     # ------------------------------------------------------------------------------------------
-    def _check_class_counts(self) -> None:
-        x = self.eval_aug_probe()
-        for name, net in self.networks.items():
-            if not getattr(net, "has_logits", True):
-                continue  # a backbone: refused later by name if the method reads its logits
-            was = net.training
-            net.eval()
-            try:
-                with torch.no_grad():
-                    out = net(self.teacher_inputs.view(name)(x))
-            except RuntimeError as exc:  # e.g. a network built for 3 channels on 1-channel data
-                raise ConfigError(
-                    f"network {name!r} ({self.net_cfgs[name].arch}) cannot take the inputs of dataset "
-                    f"{self.data.name!r} ({tuple(x.shape[1:])}, channels x height x width): "
-                    f"{str(exc).splitlines()[0][:300]}") from None
-            finally:
-                net.train(was)
-            if out.dim() != 2 or out.shape[1] != self.num_classes:
-                raise ConfigError(
-                    f"network {name!r} ({self.net_cfgs[name].arch}) outputs {tuple(out.shape[1:])} classes, "
-                    f"but dataset {self.pipe.name!r} has {self.num_classes} classes"
-                )
-
     def eval_aug_probe(self) -> Tensor:
         x = self.pipe.sample(2).to(self.device).float() / 255.0
         return x
@@ -441,21 +367,16 @@ class Trainer:
         for name in self.frozen:
             self.networks[name].eval()
         d = self.cfg.data
-        sums: dict[str, Tensor] = {}
-        correct: dict[str, Tensor] = {}
-        seen = 0
-        used_steps = used_seen = 0  # steps (images) that count in the epoch's means: skipped ones do not
+        totals = EpochTotals(self.device)
         start, done_s = 0, 0.0
         part = self._in_epoch if self._in_epoch is not None and self._in_epoch["epoch"] == epoch else None
         self._in_epoch = None
         if part is not None:  # resumed inside this epoch: the batches still to come, and the sums so far
-            start, seen, used_steps, used_seen, done_s = (part["step"], part["seen"], part["used_steps"],
-                                                          part["used_seen"], part["elapsed"])
-            sums = {k: v.to(self.device) for k, v in part["sums"].items()}
+            start, done_s = part["step"], part["elapsed"]
+            totals.load_state_dict(part)
             self.meter.load_state_dict(part.get("meter"), self.device)
-            correct = {k: v.to(self.device) for k, v in part["correct"].items()}
         t0 = time.perf_counter() - done_s
-        last_log_t, last_log_seen = t0, seen
+        last_log_t, last_log_seen = t0, totals.seen
         steps = self.steps_per_epoch
         every = self.cfg.run.checkpoint_every_steps
         batches = self.pipe.train_batches(epoch, batch_size=d.batch_size, seed=self.cfg.run.seed,
@@ -463,7 +384,6 @@ class Trainer:
                                           world_size=self.dist.world_size, start=start, stop=steps)
         if self.replay is not None:
             self.replay.start_epoch(epoch)
-        i = start - 1
         for i, (xb, yb) in enumerate(batches, start=start):
             if i >= steps:
                 break
@@ -472,110 +392,38 @@ class Trainer:
             out, signals = self.train_step(xb, yb, epoch, i / steps, replayed)
             if self.nonfinite_skipped == skipped:  # a skipped step's non-finite values stay out of the means
                 self.meter.update(out.signals)
-                y = yb.to(self.device, non_blocking=True)
-                for learner, terms in out.losses.items():
-                    for term, v in terms.items():
-                        key = f"{learner}/{term}"
-                        sums[key] = sums[key] + v.detach() if key in sums else v.detach().clone()
-                for k, v in signals.items():
-                    if v.dim() == 0:
-                        sums[k] = sums[k] + v if k in sums else v.clone()
-                for learner, lg in out.logits.items():
-                    c = (lg.detach().argmax(1) == y).sum()
-                    correct[learner] = correct[learner] + c if learner in correct else c
-                used_steps += 1
-                used_seen += xb.shape[0]
-            seen += xb.shape[0]
+                totals.add(out, signals, yb.to(self.device, non_blocking=True))
+            totals.seen += xb.shape[0]
             self.global_step += 1
             if self.global_step % self.cfg.run.log_every == 0 or i == steps - 1:
                 self.raise_if_nonfinite()
                 now = time.perf_counter()
                 rec: dict[str, Any] = {"kind": "step", "epoch": epoch, "step": self.global_step}
-                rec.update(self._step_values(out, signals))
+                rec.update(step_values(out, signals, self.method.spec.is_hidden, self.dist.enabled))
                 for learner, w in out.weights.items():
                     for term, val in w.items():
                         rec[f"weight/{learner}/{term}"] = float(val)
                 for name in self.learners:
                     rec[f"lr/{name}"] = self.optims[name].param_groups[0]["lr"]
-                rec["images_per_s"] = (seen - last_log_seen) * self.dist.world_size / max(now - last_log_t, 1e-9)
-                last_log_t, last_log_seen = now, seen
+                rec["images_per_s"] = ((totals.seen - last_log_seen) * self.dist.world_size
+                                       / max(now - last_log_t, 1e-9))
+                last_log_t, last_log_seen = now, totals.seen
                 self.metrics.write(rec)
                 if progress is not None:
                     progress({"i": i + 1, "steps": steps, "rec": rec, "elapsed": now - t0})
             if every and self.global_step % every == 0 and i + 1 < steps:
                 self.raise_if_nonfinite()  # never checkpoint a state that already went non-finite
                 self._raise_if_state_nonfinite(epoch)
-                self.save(False, in_epoch={
-                    "epoch": epoch, "step": i + 1, "seen": seen, "used_steps": used_steps, "used_seen": used_seen,
-                    "elapsed": time.perf_counter() - t0, "sums": {k: v.detach().cpu() for k, v in sums.items()},
-                    "correct": {k: v.detach().cpu() for k, v in correct.items()}, "meter": self.meter.state_dict()})
+                self.save(False, in_epoch={"epoch": epoch, "step": i + 1, "elapsed": time.perf_counter() - t0,
+                                           **totals.state_dict(), "meter": self.meter.state_dict()})
         elapsed = time.perf_counter() - t0
-        n_steps = min(steps, i + 1) if steps else 0
-        summary: dict[str, Any] = {}
-        reduced = self._reduce({**{k: v for k, v in sums.items()}, **{f"__correct/{k}": v for k, v in correct.items()},
-                                "__used_seen": torch.tensor(float(used_seen), device=self.device)},
-                               extra=torch.tensor([float(seen)], device=self.device))
-        total_seen = reduced.pop("__seen")
-        used_total = reduced.pop("__used_seen")
-        for k, v in reduced.items():
-            if k.startswith("__correct/"):
-                summary[f"train/acc/{k.split('/', 1)[1]}"] = 100.0 * v / max(used_total, 1)
-            else:
-                summary[f"train/{k}"] = v / max(used_steps * self.dist.world_size, 1)
+        summary: dict[str, Any]
+        summary, total_seen = totals.summary(self.dist.world_size, self.dist.enabled)
         summary["time/epoch_s"] = elapsed
         summary["images_per_s"] = total_seen / max(elapsed, 1e-9)
         if self.cfg.run.nonfinite == "skip":
             summary["nonfinite_skipped"] = self.nonfinite_skipped
         return summary
-
-    def _step_values(self, out: StepOut, signals: dict[str, Tensor]) -> dict[str, Any]:
-        """Loss terms and signals of the current step as Python numbers for ``metrics.jsonl``;
-        under DDP each is the mean over ranks (one all-reduce at the logging interval)."""
-        items = [(f"loss/{learner}/{term}", v) for learner, terms in out.losses.items() for term, v in terms.items()]
-        shown = {k: v for k, v in out.signals.items() if not self.method.spec.is_hidden(k)}
-        items += list({**signals, **shown}.items())
-        if not items:
-            return {}
-        if self.dist.enabled:
-            from adaptkd.engine.distributed import mean_across_ranks
-
-            flat = mean_across_ranks(torch.cat([v.detach().float().reshape(-1) for _, v in items]))
-            vals, i = flat.tolist(), 0
-            res: dict[str, Any] = {}
-            for k, v in items:
-                n = v.numel()
-                res[k] = vals[i] if n == 1 and v.dim() == 0 else vals[i : i + n]
-                i += n
-            return res
-        return {k: (v.detach().float().item() if v.numel() == 1 else v.detach().float().cpu().tolist()) for k, v in items}
-
-    def _epoch_end_values(self, epoch: int) -> dict[str, Any]:
-        """``method.epoch_summary`` of the epoch's signal reductions; under DDP its numbers are averaged over ranks."""
-        vals = self.method.epoch_summary(self.meter.summary())
-        if not self.dist.enabled:
-            return vals
-        from adaptkd.engine.distributed import gather_objects, mean_across_ranks
-
-        keys = [k for k, v in vals.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if len({tuple(k) for k in gather_objects(keys)}) != 1:
-            raise RuntimeError(f"method {self.cfg.method.name!r} returned different epoch summaries on different ranks")
-        if keys:
-            mean = mean_across_ranks(torch.tensor([float(vals[k]) for k in keys], dtype=torch.float64,
-                                                  device=self.device)).tolist()
-            vals = {**vals, **dict(zip(keys, mean))}
-        return vals
-
-    def _reduce(self, values: dict[str, Tensor], extra: Tensor) -> dict[str, float]:
-        keys = list(values)
-        flat = torch.cat([torch.stack([values[k].float().reshape(()) for k in keys]) if keys else torch.zeros(0, device=self.device), extra])
-        if self.dist.enabled:
-            import torch.distributed as tdist
-
-            tdist.all_reduce(flat)
-        vals = flat.tolist()
-        out = {k: vals[i] for i, k in enumerate(keys)}
-        out["__seen"] = vals[-1]
-        return out
 
     def evaluate(self, split: str = "test") -> dict[str, Any]:
         """Top-1/top-5/loss of every learner on ``split`` ("test" or "val")."""
@@ -836,8 +684,8 @@ class Trainer:
                     self.raise_if_nonfinite()
                     self._raise_if_state_nonfinite(epoch)  # before evaluating, recording or saving it
                     rec: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": self.global_step, **train}
-                    for k, v in self._epoch_end_values(epoch).items():
-                        rec[k] = v
+                    ends = self.method.epoch_summary(self.meter.summary())
+                    rec.update(epoch_end_values(ends, self.cfg.method.name, self.dist.enabled, self.device))
                     # With a validation split, it is scored each epoch and chooses best.pt; the test split is
                     # scored once, in finish(). Without one, the test split is scored each epoch for the
                     # curves only and best.pt is simply the latest epoch: nothing is selected on test.

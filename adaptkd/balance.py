@@ -302,9 +302,11 @@ class GradientParams(BalanceParams):
             raise ValueError(f"lambda_min ({self.lambda_min}) must not exceed lambda_max ({self.lambda_max})")
         for key, ctrls in _CONTROLLER_OPTIONS.items():
             if key in self.model_fields_set and self.controller not in ctrls:
-                raise ValueError(f"option `{key}` applies only to controller {' / '.join(ctrls)}, not {self.controller!r}")
+                raise ValueError(f"option `{key}` applies only to controller {' / '.join(ctrls)}, "
+                                 f"not {self.controller!r}")
         if "lambda0" in self.model_fields_set and self.controller != "safe" and not self.renormalise:
-            raise ValueError(f"option `lambda0` is used by controller 'safe' or with renormalise: true; controller {self.controller!r} ignores it")
+            raise ValueError(f"option `lambda0` is used by controller 'safe' or with renormalise: true; controller "
+                             f"{self.controller!r} ignores it")
         return self
 
 
@@ -396,13 +398,15 @@ class GradientBalance(Balancer):
             lam_m = wd / s if s > 0 else 0.0
         return _Groups(lt, ld, s, lam_m, t_names, d_names)
 
-    def _stat_inputs(self, learner: str, g: _Groups, terms: dict[str, Tensor], out: StepOut, ctx: BackwardContext) -> list[Tensor]:
+    def _stat_inputs(self, learner: str, g: _Groups, terms: dict[str, Tensor], out: StepOut,
+                     ctx: BackwardContext) -> list[Tensor]:
         """What the statistics differentiate with respect to (logits or head), checked once per term set."""
         over = self.params.over
         if over == "logits":
             z = out.logits.get(learner)
             if z is None or not z.requires_grad:
-                raise ConfigError(f"field `balance.over`: 'logits' needs learner {learner!r}'s logits with gradient in the method's output; use over: params")
+                raise ConfigError(f"field `balance.over`: 'logits' needs learner {learner!r}'s logits with gradient in "
+                                  f"the method's output; use over: params")
             inputs, what = [z], f"logits of {learner!r}"
         else:
             if learner not in self._heads:
@@ -410,16 +414,19 @@ class GradientBalance(Balancer):
                 head_name = getattr(net, "head_name", None)
                 head = dict(net.named_modules()).get(head_name) if net is not None and head_name else None
                 if not isinstance(head, nn.Linear):
-                    raise ConfigError(f"field `balance.over`: 'head' needs learner {learner!r}'s network with a `head_name` naming its last nn.Linear; use over: logits or params")
+                    raise ConfigError(f"field `balance.over`: 'head' needs learner {learner!r}'s network with a "
+                                      f"`head_name` naming its last nn.Linear; use over: logits or params")
                 self._heads[learner] = (head_name, [p for p in head.parameters() if p.requires_grad])
             head_name, inputs = self._heads[learner]
             what = f"last layer `{head_name}` of {learner!r}"
         key = (learner, frozenset(terms))
         if key not in self._checked:
-            unreached = [k for k in g.task_names + g.distill_names if all(x is None for x in _grads(terms[k], inputs, True))]
+            unreached = [k for k in g.task_names + g.distill_names
+                         if all(x is None for x in _grads(terms[k], inputs, True))]
             if unreached:
                 raise ConfigError(
-                    f"field `balance.over`: {over!r} measures gradients at the {what}, but term(s) {unreached} do not reach it "
+                    f"field `balance.over`: {over!r} measures gradients at the {what}, but term(s) "
+                    f"{unreached} do not reach it "
                     f"(feature-only terms). Use `balance.over: params` (exact, one extra backward per update)."
                 )
             self._checked.add(key)
@@ -446,7 +453,8 @@ class GradientBalance(Balancer):
         lam = res["lambda"]
         r = _div(update_norm(a, b, c, lam0), update_norm(a, b, c, lam), 1.0) if p.renormalise else lam.new_ones(())
         psi = res.get("lambda_psi", lam)
-        self.state[learner] = torch.stack([a, b, d, c, lam, r, res["lambda_lo"], res["lambda_hi"], res["lambda_rho"], psi]).detach()
+        self.state[learner] = torch.stack([a, b, d, c, lam, r, res["lambda_lo"], res["lambda_hi"],
+                                           res["lambda_rho"], psi]).detach()
         self._views.pop(learner, None)
 
     def _view(self, learner: str) -> tuple[Tensor, ...]:
@@ -507,7 +515,7 @@ class GradientBalance(Balancer):
                 ft, fd = _flat(gt), _flat(gd)
                 self._update(learner, g, ft.dot(ft), fd.dot(fd), ft.dot(fd), ctx.comm)
             total: Tensor | None = None
-            for learner, loss in plain.items():
+            for loss in plain.values():
                 total = loss if total is None else total + loss
             for learner, g in groups.items():
                 ct, cd = self._coefs(learner, g)
@@ -519,7 +527,8 @@ class GradientBalance(Balancer):
             self._signals(learner, signals)
         return signals
 
-    def _params_step(self, groups: dict[str, _Groups], plain: dict[str, Tensor], due: list[str], ctx: BackwardContext) -> None:
+    def _params_step(self, groups: dict[str, _Groups], plain: dict[str, Tensor], due: list[str],
+                     ctx: BackwardContext) -> None:
         """Exact statistics over every network parameter: two autograd.grad per learner, no third backward.
 
         Gradients are taken with respect to every stepping learner's network and method
@@ -563,7 +572,8 @@ class GradientBalance(Balancer):
                 self._update(learner, g, ft.dot(ft), fd.dot(fd), ft.dot(fd), ctx.comm)
             ct, cd = self._coefs(learner, g)
             # s·r·[(1−λ)·g_T + λ·g_D], with foreach kernels where both gradients exist (the usual case)
-            both = [j for j in range(len(inputs)) if gt[j] is not None and gd[j] is not None and gt[j].dtype == ct.dtype]
+            both = [j for j in range(len(inputs))
+                    if gt[j] is not None and gd[j] is not None and gt[j].dtype == ct.dtype]
             if both:
                 parts = torch._foreach_mul([gt[j] for j in both], ct)
                 torch._foreach_add_(parts, torch._foreach_mul([gd[j] for j in both], cd))

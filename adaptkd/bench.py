@@ -398,7 +398,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     if cfg.clock not in ("wall", "cpu") or (cfg.clock == "cpu" and device.type != "cpu"):
-        raise ConfigError(f"--clock: {cfg.clock!r} must be 'wall', or 'cpu' on the CPU device (CUDA is timed with events)")
+        raise ConfigError(f"--clock: {cfg.clock!r} must be 'wall', or 'cpu' on the CPU device "
+                          f"(CUDA is timed with events)")
     methods = list(cfg.methods) if cfg.methods else list_methods()
     unknown = [m for m in methods if m not in list_methods()]
     if unknown:
@@ -455,7 +456,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
             variants.append(v)
             key = setup_key(tr)
             meta[label] = {"method": m, "balancer": _balancer_label(b), "kind": kinds.get(m, method_class(m).kind),
-                           "setup": key, "taps": bool(tr.taps), "method_params": sum(p.numel() for p in tr.method.parameters())}
+                           "setup": key, "taps": bool(tr.taps),
+                           "method_params": sum(p.numel() for p in tr.method.parameters())}
             if key not in floors:
                 floors[key] = FloorVariant(f"floor[{key}]", tr, xb, yb)
                 variants.append(floors[key])
@@ -604,8 +606,10 @@ def render_table(report: dict[str, Any]):
     for r in report["results"]:
         met = r.get("met")
         t.add_row(
-            escape(r["name"]), escape(r["setup"]), fmt(r["median_ms"], ".1f"), fmt(r.get("x_floor")), fmt(r.get("x_kd")),
-            fmt(r.get("x_dml")), fmt(r.get("x_fixed")), fmt(r.get("peak_mem_mb"), ".1f"), fmt(r.get("images_per_s"), ".1f"),
+            escape(r["name"]), escape(r["setup"]), fmt(r["median_ms"], ".1f"),
+            fmt(r.get("x_floor")), fmt(r.get("x_kd")),
+            fmt(r.get("x_dml")), fmt(r.get("x_fixed")), fmt(r.get("peak_mem_mb"), ".1f"),
+            fmt(r.get("images_per_s"), ".1f"),
             r.get("target", ""), "" if met is None else ("yes" if met else "NO"),
         )
     for s in report.get("skipped", []):

@@ -23,7 +23,8 @@ __all__ = [
     "real", "integer", "short_repr",
     "Real", "NonNegative", "Positive", "Probability", "Fraction", "Weight", "Temperature", "Epochs",
     "LearningRate", "Seed", "Count", "PositiveInt", "NonNegativeInt", "SizeInt", "Threads", "BatchSize", "ImageSize",
-    "CropPadding", "ClassCount", "Ratio", "AspectRatio", "PositiveEpochs", "EpochIndex", "Width", "Multiplier", "InitStd", "Scale", "Angle", "Milestone", "EpochCount", "WeightDecay", "Eps", "Gamma",
+    "CropPadding", "ClassCount", "Ratio", "AspectRatio", "PositiveEpochs", "EpochIndex", "Width", "Multiplier",
+    "InitStd", "Scale", "Angle", "Milestone", "EpochCount", "WeightDecay", "Eps", "Gamma",
     "MAX_WEIGHT", "MAX_TEMPERATURE", "MIN_TEMPERATURE", "MAX_EPOCHS", "MAX_LR", "MAX_SEED", "MAX_COUNT",
     "MAX_IMAGE_SIZE", "MAX_CROP_PADDING", "MAX_BATCH_BYTES", "MAX_THREADS",
 ]

@@ -223,7 +223,7 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, tmp: Path, opset: int 
     def run_ref(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(ev.run(None, {in_name: x.numpy()})[0]).float()
 
-    return run_ref, f"onnx.reference.ReferenceEvaluator (onnxruntime not installed: pip install 'adaptkd[onnx]')"
+    return run_ref, "onnx.reference.ReferenceEvaluator (onnxruntime not installed: pip install 'adaptkd[onnx]')"
 
 
 def _onnx_metadata(path: Path, metadata: dict[str, Any]) -> None:

@@ -25,7 +25,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help=f"largest max-abs logit difference accepted (default {DEFAULT_TOLERANCE:g})")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--real", type=int, default=64, help="number of real test images for the check (default 64; 0: none)")
+    p.add_argument("--real", type=int, default=64,
+                   help="number of real test images for the check (default 64; 0: none)")
     p.set_defaults(func=run)
     return p
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     for n in res.notes:
         print(f"  note: {n}")
     print(f"  input: float32 [N, {', '.join(str(d) for d in res.input_shape[1:])}] normalised with mean "
-          f"{[round(m, 4) for m in res.metadata.get('mean', [])]} std {[round(s, 4) for s in res.metadata.get('std', [])]}; "
+          f"{[round(m, 4) for m in res.metadata.get('mean', [])]} std "
+          f"{[round(s, 4) for s in res.metadata.get('std', [])]}; "
           f"details in {res.path}.json")
     return 0

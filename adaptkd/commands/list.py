@@ -18,7 +18,8 @@ def run(args: argparse.Namespace) -> int:
     from adaptkd.methods import list_methods
     from adaptkd.models import list_models
 
-    regs = {"methods": list_methods(), "models": list_models(), "datasets": list_datasets(), "balancers": list_balancers()}
+    regs = {"methods": list_methods(), "models": list_models(), "datasets": list_datasets(),
+            "balancers": list_balancers()}
     for name, items in regs.items():
         if args.what and name != args.what:
             continue

@@ -18,7 +18,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--which", choices=["best", "last"], default="best",
                    help="checkpoint the learners are re-evaluated from (default best, what export ships)")
     p.add_argument("--no-eval", action="store_true",
-                   help="do not re-evaluate the networks (no per-class accuracy or agreement; accuracy from summary.json)")
+                   help="do not re-evaluate the networks (no per-class accuracy or agreement; "
+                        "accuracy from summary.json)")
     p.add_argument("--measure", choices=["auto", "missing", "all", "none"], default="auto",
                    help="CPU latency/throughput: measure what a run did not record (missing), re-measure every "
                         "model now so the rows are comparable (all), or neither (none); auto (default): all for "

@@ -21,9 +21,32 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from adaptkd.constraints import (MAX_BATCH_BYTES, BatchSize, ClassCount, Count, CropPadding, EpochCount, Epochs, Eps,
-                                 Fraction, Gamma, ImageSize, LearningRate, Milestone, NonNegative, NonNegativeInt, Seed, Threads,
-                                 WeightDecay, Ratio, AspectRatio, MAX_THREADS, integer, real, short_repr)
+from adaptkd.constraints import (
+    MAX_BATCH_BYTES,
+    MAX_THREADS,
+    AspectRatio,
+    BatchSize,
+    ClassCount,
+    Count,
+    CropPadding,
+    EpochCount,
+    Epochs,
+    Eps,
+    Fraction,
+    Gamma,
+    ImageSize,
+    LearningRate,
+    Milestone,
+    NonNegative,
+    NonNegativeInt,
+    Ratio,
+    Seed,
+    Threads,
+    WeightDecay,
+    integer,
+    real,
+    short_repr,
+)
 from adaptkd.errors import ConfigError
 
 __all__ = [
@@ -349,7 +372,8 @@ def format_validation_error(err: ValidationError, prefix: str = "", model: type[
             key = str(loc[-1]) if loc else field
             known = _keys_at(model, loc[:-1])
             if "." not in field:
-                lines.append(f"field `{field}`: unknown section{did_you_mean(key, list(Config.model_fields), list_known=False)} "
+                lines.append(f"field `{field}`: unknown "
+                             f"section{did_you_mean(key, list(Config.model_fields), list_known=False)} "
                              f"(the sections are {', '.join(Config.model_fields)})")
                 continue
             parent = field.rsplit(".", 1)[0]
@@ -456,7 +480,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 if idx == len(node):  # extend a list by one entry (teachers.1.arch=...)
                     node.append([] if nxt_is_index else {})
                 if not 0 <= idx < len(node):
-                    raise ConfigError(f"override {short_repr(item)}: `{'.'.join(path[: i + 1])}` is not an index of a list of {len(node)}")
+                    raise ConfigError(f"override {short_repr(item)}: `{'.'.join(path[: i + 1])}` is not an index "
+                                      f"of a list of {len(node)}")
                 node = node[idx]
                 continue
             if not isinstance(node, dict):
@@ -506,7 +531,8 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(p)!r}: expected a mapping of sections (data:, student:, ...), got {type(raw).__name__}")
+        raise ConfigError(f"config file {str(p)!r}: expected a mapping of sections (data:, student:, ...), "
+                          f"got {type(raw).__name__}")
     return raw
 
 

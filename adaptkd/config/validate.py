@@ -131,7 +131,8 @@ def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
     if cfg.teachers_cache is not None:
         problems += _cache_problems(cfg)
     if cfg.balance.name not in BALANCERS:
-        problems.append(f"field `balance.name`: unknown balancer {cfg.balance.name!r}{BALANCERS.hint(cfg.balance.name)}")
+        problems.append(f"field `balance.name`: unknown balancer "
+                        f"{cfg.balance.name!r}{BALANCERS.hint(cfg.balance.name)}")
     else:
         try:
             bmodel = balancer_params_model(cfg.balance.name)
@@ -139,7 +140,8 @@ def check_config(cfg: Config, *, provided: Collection[str] = ()) -> None:
         except ValidationError as exc:
             problems.append(format_validation_error(exc, prefix="balance", model=bmodel))
     if cfg.optim.warmup_epochs > cfg.optim.epochs:
-        problems.append(f"field `optim.warmup_epochs`: {cfg.optim.warmup_epochs} exceeds optim.epochs={cfg.optim.epochs}")
+        problems.append(f"field `optim.warmup_epochs`: {cfg.optim.warmup_epochs} exceeds "
+                        f"optim.epochs={cfg.optim.epochs}")
     if cfg.data.name in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:
         problems.append(f"field `data.root`: dataset {cfg.data.name!r} needs a folder (data.root=PATH)")
     if cfg.data.name == "hf" and not cfg.data.root:

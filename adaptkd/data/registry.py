@@ -92,11 +92,11 @@ def build_data(
     ``root``: folder of the files (cifar10/cifar100: default ``./data``; mnist/fashion_mnist:
     default ``./data/<name>``, then the folder a distribution package installs them in;
     imagefolder: required; ignored by digits and synthetic). ``download``: fetch CIFAR or the
-    MNIST-style IDX files if missing (never otherwise). ``image_size``: resize (digits: 8, cifar: 32, imagefolder: 32) or generate at
-    this size (synthetic: 16, 8..32). ``num_classes``: synthetic generates that many (default
-    64); the others check it matches. ``train_size``/``test_size``: synthetic draws that many
-    (default 10000/2000); digits sizes its split (default 1437/360); cifar and imagefolder take
-    class-stratified subsets. ``data_seed`` fixes generation, the digits split and subsets.
+    MNIST-style IDX files if missing (never otherwise). ``image_size``: resize (digits: 8, cifar: 32,
+    imagefolder: 32) or generate at this size (synthetic: 16, 8..32). ``num_classes``: synthetic
+    generates that many (default 64); the others check it matches. ``train_size``/``test_size``: synthetic
+    draws that many (default 10000/2000); digits sizes its split (default 1437/360); cifar and
+    imagefolder take class-stratified subsets. ``data_seed`` fixes generation, the digits split and subsets.
     ``val_size``: hold that many training images out as a class-stratified validation split
     (``bundle.val``, drawn by ``data_seed`` after ``train_size`` is applied; 0: none).
     Bad arguments or files raise :class:`DataError`.

@@ -171,7 +171,8 @@ def load_state_dict_for(
             raise CheckpointError(f"checkpoint {str(path)!r} holds networks {sorted(models)}, not {key!r}")
         ck_arch = meta.get("arch", {}).get(key)
         if ck_arch is not None and ck_arch != arch:
-            raise CheckpointError(f"checkpoint {str(path)!r} is a {ck_arch!r} network, but the config asks for {arch!r}")
+            raise CheckpointError(f"checkpoint {str(path)!r} is a {ck_arch!r} network, but the "
+                                  f"config asks for {arch!r}")
         ck_classes = meta.get("num_classes")
         if ck_classes is not None and int(ck_classes) != int(num_classes):
             raise CheckpointError(
@@ -183,7 +184,8 @@ def load_state_dict_for(
     for k in ("state_dict", "model"):
         if isinstance(ckpt.get(k), dict):
             return ckpt[k]
-    raise CheckpointError(f"checkpoint {str(path)!r} is neither an adaptkd checkpoint nor a state_dict (keys: {sorted(ckpt)[:8]})")
+    raise CheckpointError(f"checkpoint {str(path)!r} is neither an adaptkd checkpoint nor a state_dict "
+                          f"(keys: {sorted(ckpt)[:8]})")
 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str, arch: str) -> None:

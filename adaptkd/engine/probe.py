@@ -51,7 +51,8 @@ def extract_features(model: nn.Module, x_uint8: Tensor, augment: nn.Module, *, h
     return torch.cat(out)
 
 
-def fit_logistic(x: Tensor, y: Tensor, num_classes: int, *, l2: float = 1e-4, max_iter: int = 300) -> tuple[Tensor, Tensor]:
+def fit_logistic(x: Tensor, y: Tensor, num_classes: int, *, l2: float = 1e-4,
+                 max_iter: int = 300) -> tuple[Tensor, Tensor]:
     """Multinomial logistic regression: minimise ``CE(xW + b, y) + ½·l2·‖W‖²`` with L-BFGS.
 
     Returns (W [F, C], b [C]). ``x`` should already be standardised.
@@ -123,4 +124,5 @@ def linear_probe(model: nn.Module, data: Any, *, l2: Sequence[float] = (1e-5, 1e
         best = max(val, key=lambda k: (val[k], k))  # ties: the stronger regularisation
     w, b = fit_logistic(xtr, ytr, c, l2=best, max_iter=max_iter)
     return {"top1": _accuracy(xte, yte, w, b), "train_top1": _accuracy(xtr, ytr, w, b), "l2": best,
-            "val_top1": val, "feature_dim": int(xtr.shape[1]), "n_train": int(xtr.shape[0]), "n_test": int(xte.shape[0])}
+            "val_top1": val, "feature_dim": int(xtr.shape[1]), "n_train": int(xtr.shape[0]),
+            "n_test": int(xte.shape[0])}

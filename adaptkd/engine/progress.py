@@ -26,7 +26,8 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         if self._rich:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
                 TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[info_total]}"),

@@ -46,7 +46,8 @@ def prepare_run_dir(out: str | os.PathLike[str], *, resume: bool, overwrite: boo
     for name in RUN_FILES + ("tb", "report"):
         p = path / name
         if p.is_symlink():
-            raise RunFolderError(f"{str(p)!r} is a symbolic link planted in the run folder; refusing to write through it")
+            raise RunFolderError(f"{str(p)!r} is a symbolic link planted in the run folder; "
+                                 f"refusing to write through it")
     if resume and not (path / "last.pt").is_file():
         raise RunFolderError(
             f"nothing to resume: {str(path / 'last.pt')!r} does not exist (the run stopped before its first "
@@ -166,9 +167,11 @@ def load_model(run: str | os.PathLike[str], name: str = "student", *,
     model.eval()
     info = {
         "arch": arch, "args": args, "num_classes": int(meta["num_classes"]), "in_channels": in_ch,
-        "image_size": int(meta.get("image_size", 32)), "mean": list(meta.get("mean", [])), "std": list(meta.get("std", [])),
+        "image_size": int(meta.get("image_size", 32)), "mean": list(meta.get("mean", [])),
+        "std": list(meta.get("std", [])),
         "dataset": meta.get("dataset"), "method": meta.get("method"), "epoch": int(ckpt.get("epoch", 0)),
         "checkpoint": str(path), "config": ckpt.get("config", {}),
-        "class_names": [str(c) for c in meta.get("class_names", [])] or [str(i) for i in range(int(meta["num_classes"]))],
+        "class_names": [str(c) for c in meta.get("class_names",
+                                                 [])] or [str(i) for i in range(int(meta["num_classes"]))],
     }
     return model, info

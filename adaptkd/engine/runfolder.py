@@ -137,7 +137,8 @@ def prepare_run_dir(out: str | os.PathLike[str], *, resume: bool, overwrite: boo
     for name in RUN_FILES + RUN_DIRS + (LOCK_NAME,):
         p = path / name
         if p.is_symlink():
-            raise RunFolderError(f"{str(p)!r} is a symbolic link planted in the run folder; refusing to write through it")
+            raise RunFolderError(f"{str(p)!r} is a symbolic link planted in the run folder; "
+                                 f"refusing to write through it")
     holder = RunLock(path).holder()
     if holder is not None:
         raise RunFolderError(_busy(path, holder))

@@ -22,13 +22,17 @@ def resolve_device(spec: str) -> torch.device:
     try:
         dev = torch.device(spec)
     except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(f"field `run.device`: {spec!r} is not a device (expected auto, cpu, cuda, cuda:N or mps)") from None
+        raise ConfigError(f"field `run.device`: {spec!r} is not a device "
+                          "(expected auto, cpu, cuda, cuda:N or mps)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"field `run.device`: {spec!r} requested but CUDA is not available here (use device=cpu or auto)")
+        raise ConfigError(f"field `run.device`: {spec!r} requested but CUDA is not available here "
+                          f"(use device=cpu or auto)")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"field `run.device`: {spec!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise ConfigError(f"field `run.device`: {spec!r} requested but this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ConfigError(f"field `run.device`: {spec!r} requested but MPS is not available here (use device=cpu or auto)")
+        raise ConfigError(f"field `run.device`: {spec!r} requested but MPS is not available here "
+                          f"(use device=cpu or auto)")
     return dev
 
 
@@ -48,10 +52,12 @@ def resolve_precision(spec: str, device: torch.device) -> str:
     if spec not in _DTYPES:
         raise ConfigError(f"field `run.precision`: {spec!r} is not one of fp32, bf16, fp16, auto")
     if device.type == "cuda" and spec == "bf16" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("field `run.precision`: bf16 is not supported by this GPU; use fp16 (with loss scaling) or fp32")
+        raise ConfigError("field `run.precision`: bf16 is not supported by this GPU; use fp16 "
+                          "(with loss scaling) or fp32")
     available = getattr(torch.amp, "is_autocast_available", None)
     if available is not None and not available(device.type):
-        raise ConfigError(f"field `run.precision`: {spec} needs autocast, which torch {torch.__version__} does not offer "
+        raise ConfigError(f"field `run.precision`: {spec} needs autocast, which torch "
+                          f"{torch.__version__} does not offer "
                           f"on device {device.type!r}; use precision=fp32")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -91,7 +91,8 @@ def afd_loss(attention: Tensor, distances: Tensor) -> Tensor:
     ``mean_b Σ_{i,j} α·D``.)
     """
     if attention.shape != distances.shape or attention.dim() != 3:
-        raise ValueError(f"afd_loss: attention {tuple(attention.shape)} and distances {tuple(distances.shape)} must be equal [B, T, S] shapes")
+        raise ValueError(f"afd_loss: attention {tuple(attention.shape)} and distances {tuple(distances.shape)} must be "
+                         f"equal [B, T, S] shapes")
     return (attention * distances).sum(2).mean(0).sum()
 
 

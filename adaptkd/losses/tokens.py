@@ -72,7 +72,8 @@ def unic_token_loss(student_tokens: Tensor, teacher_tokens: Tensor) -> Tensor:
         [B]: ``0.5·L_cls + 0.5·mean_n L_patch_n`` with the per-token loss of :func:`token_loss`.
     """
     if student_tokens.dim() != 3 or student_tokens.shape[1] < 2:
-        raise ValueError(f"unic_token_loss: expected tokens [B, 1 + N, D] with N >= 1, got {tuple(student_tokens.shape)}")
+        raise ValueError(f"unic_token_loss: expected tokens [B, 1 + N, D] with N >= 1, got "
+                         f"{tuple(student_tokens.shape)}")
     if student_tokens.shape != teacher_tokens.shape:
         raise ValueError(
             f"unic_token_loss: student {tuple(student_tokens.shape)} and teacher {tuple(teacher_tokens.shape)} differ"

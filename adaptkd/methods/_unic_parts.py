@@ -133,7 +133,8 @@ def token_grid(net: nn.Module, num_patches: int) -> tuple[int, int]:
             return grid
     side = int(math.isqrt(num_patches))
     if side * side != num_patches:
-        raise ValueError(f"cannot tell the patch grid of {num_patches} tokens (no `patch_grid` attribute, not a square)")
+        raise ValueError(f"cannot tell the patch grid of {num_patches} tokens (no `patch_grid` "
+                         f"attribute, not a square)")
     return (side, side)
 
 

@@ -201,7 +201,8 @@ class Compose(Method):
     def check_networks(cls, params: ComposeParams, roster: Roster) -> None:
         users = [t.key for t in params.terms if t.needs_teacher]
         if users and not roster.teachers:
-            raise ConfigError(f"field `teachers`: the compose terms {', '.join(users)} need a teacher; add one under `teachers`")
+            raise ConfigError(f"field `teachers`: the compose terms {', '.join(users)} need a teacher; "
+                              f"add one under `teachers`")
 
     def forward(self, inp: StepIn) -> StepOut:
         s = inp.logits["student"]

@@ -26,7 +26,8 @@ class DKDParams(MethodParams):
 @register_method("dkd")
 class DKD(Method):
     Params = DKDParams
-    spec = MethodSpec(example=Example({"warmup_epochs": 2}), family="logit", cacheable=LOGITS, speed_target=("floor", 1.05))
+    spec = MethodSpec(example=Example({"warmup_epochs": 2}), family="logit", cacheable=LOGITS,
+                      speed_target=("floor", 1.05))
 
     def forward(self, inp: StepIn) -> StepOut:
         p = self.params

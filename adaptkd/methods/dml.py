@@ -9,7 +9,6 @@ for K > 2 networks; with two networks both forms are the same).
 
 from __future__ import annotations
 
-
 from adaptkd.constraints import Temperature
 from adaptkd.errors import ConfigError
 from adaptkd.methods.base import MethodContext, MethodParams, register_method
@@ -36,6 +35,7 @@ class DML(OnlineMethod):
         super().__init__(params, ctx)
         ln = list(ctx.learners)
         if ctx.frozen or len(ln) < 2:
-            raise ConfigError(f"method dml needs two or more learners and no frozen teacher, got learners {ln}, frozen {ctx.frozen}")
+            raise ConfigError(f"method dml needs two or more learners and no frozen teacher, got learners "
+                              f"{ln}, frozen {ctx.frozen}")
         weight = 1.0 / (len(ln) - 1) if params.peer_average else 1.0
         self._wire({n: [m for m in ln if m != n] for n in ln}, [], kl_weight=weight)

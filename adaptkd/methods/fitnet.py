@@ -46,7 +46,8 @@ def middle_tap(ctx: MethodContext, network: str, given: str | None, option: str)
         return given
     blocks = getattr(ctx.networks[network], "tap_blocks", None)
     if not blocks:
-        raise ValueError(f"method option `{option}`: network {network!r} has no `tap_blocks`; name the module path to tap")
+        raise ValueError(f"method option `{option}`: network {network!r} has no `tap_blocks`; name "
+                         f"the module path to tap")
     return blocks[(len(blocks) - 1) // 2]
 
 
@@ -86,7 +87,8 @@ class FitNet(Method):
         if stage1 and stage1 >= epochs:
             raise ConfigError(f"field `method.stage1_epochs`: {stage1} leaves no second stage (optim.epochs={epochs})")
         if stage1 and balancer != "fixed":
-            raise ConfigError(f"field `balance.name`: two-stage fitnet (stage1_epochs={stage1}) has no task term in stage 1; use balance fixed")
+            raise ConfigError(f"field `balance.name`: two-stage fitnet (stage1_epochs={stage1}) has no task term in "
+                              f"stage 1; use balance fixed")
 
     def taps(self) -> dict[str, list[str]]:
         return {"student": [self.s_tap], self.teacher: [self.t_tap]}

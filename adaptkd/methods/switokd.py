@@ -29,7 +29,6 @@ machinery with no pairs, i.e. always in learning mode.
 from __future__ import annotations
 
 from dataclasses import replace
-
 from typing import Any, Literal
 
 import torch

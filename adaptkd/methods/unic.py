@@ -93,7 +93,8 @@ class UNIC(Method):
         teachers = list(roster.teachers)
         unknown = sorted(set(params.teacher_taps) - set(teachers))
         if unknown:
-            raise _config_error(f"field `method.teacher_taps`: unknown teacher(s) {unknown}; the teachers are {teachers}")
+            raise _config_error(f"field `method.teacher_taps`: unknown teacher(s) {unknown}; the "
+                                f"teachers are {teachers}")
 
     def __init__(self, params: UNICParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
@@ -116,7 +117,8 @@ class UNIC(Method):
         if feats[0].dim() == 3:
             ns = {f.shape[1] - 1 for f in feats}
             if len(ns) != 1 or 0 in ns:
-                raise _config_error(f"field `method.student_blocks`: token counts differ or are empty: {[tuple(f.shape) for f in feats]}")
+                raise _config_error(f"field `method.student_blocks`: token counts differ or are empty: "
+                                    f"{[tuple(f.shape) for f in feats]}")
             self.grid = token_grid(student, ns.pop())
             self.student_grid: tuple[int, int] | None = self.grid
         else:
@@ -199,7 +201,8 @@ class UNIC(Method):
             return "norm"
         taps = list(getattr(net, "tap_blocks", []) or [])
         if not taps:
-            raise _config_error(f"field `method.teacher_taps`: teacher {name!r} has no `tap_blocks`; name the module to tap")
+            raise _config_error(f"field `method.teacher_taps`: teacher {name!r} has no `tap_blocks`; "
+                                f"name the module to tap")
         return taps[-1]
 
     # -- the method -------------------------------------------------------------------------

@@ -15,8 +15,8 @@ Taps: the 13 blocks, output after their last ReLU.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ._common import check_positive, init_cnn
 from .registry import register_model

@@ -115,7 +115,8 @@ class ShuffleV2Block(nn.Module):
 
 
 class ShuffleV2Down(nn.Module):
-    """Stride-2 block: left 3x3 dw(s2)-BN, 1x1-BN-ReLU; right 1x1-BN-ReLU, 3x3 dw(s2)-BN, 1x1-BN-ReLU; concat; shuffle(2)."""
+    """Stride-2 block: left 3x3 dw(s2)-BN, 1x1-BN-ReLU; right 1x1-BN-ReLU, 3x3 dw(s2)-BN, 1x1-BN-ReLU; concat;
+    shuffle(2)."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()

@@ -21,7 +21,6 @@ from adaptkd.config import Config, ConfigError, load_config
 from adaptkd.data import build_pipeline
 from adaptkd.data.loader import epoch_indices
 from adaptkd.engine.networks import build_network, freeze
-from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
 from adaptkd.engine.runtime import (
     autocast,
     configure_backends,
@@ -30,6 +29,7 @@ from adaptkd.engine.runtime import (
     resolve_device,
     resolve_precision,
 )
+from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
 from adaptkd.replay.identity import augment_generator, run_identity, steps_per_epoch, train_augment
 from adaptkd.replay.store import CacheWriter, array_specs, cache_file, encode_topk
 

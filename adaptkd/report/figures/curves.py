@@ -162,7 +162,7 @@ def draw_curves(runs: list[RunData], rss: list[RunSeries], models: list[ModelEnt
         f.notes.append("learning rate constant: " + ", ".join(f"{v:g}" for v in values) + " (not drawn)")
     if has_ips:
         for t in tracks:
-            for j, (run, rs) in enumerate(t.members):
+            for j, (_, rs) in enumerate(t.members):
                 if "images_per_s" in rs.step:
                     xs, ys = rs.step["images_per_s"]
                     f.line(ax["ips"], xs, ys, t.label if compare else "train", "images/s", key="images_per_s",

@@ -30,7 +30,6 @@ import tempfile
 import time
 
 import torch
-
 from _harness import add_pair_args, step_config  # noqa: E402  (puts the repository root on sys.path)
 
 from adaptkd.balance import BackwardContext, build_balancer  # noqa: E402
@@ -49,7 +48,8 @@ SETTINGS = {
 def step_times(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     names = list(SETTINGS)
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {n: Trainer(step_config(args, f"{tmp}/{i}", method={"name": "kd"}, balance=SETTINGS[n]), log=lambda s: None) for i, n in enumerate(names)}
+        trainers = {n: Trainer(step_config(args, f"{tmp}/{i}", method={"name": "kd"}, balance=SETTINGS[n]),
+                               log=lambda s: None) for i, n in enumerate(names)}
         first = trainers[names[0]]
         xb, yb = first.data.train.x[: args.batch], first.data.train.y[: args.batch]
         for tr in trainers.values():
@@ -126,9 +126,12 @@ def main() -> None:
         ho = head_overhead(args)
         hm = {n: statistics.median(v) for n, v in ho.items()}
         fixed_step = statistics.median(cpu["fixed"])
-        print(f"isolated (kd losses + balancer backward on leaf logits [{args.batch}, {args.classes}], process CPU time, "
-              f"median of {len(ho['fixed'])}): fixed {hm['fixed'] * 1e6:.0f} µs, gradient/logits {hm['logits'] * 1e6:.0f} µs; "
-              f"added {(hm['logits'] - hm['fixed']) * 1e6:.0f} µs = {(hm['logits'] - hm['fixed']) / fixed_step * 100:.2f}% "
+        print(f"isolated (kd losses + balancer backward on leaf logits [{args.batch}, "
+              f"{args.classes}], process CPU time, "
+              f"median of {len(ho['fixed'])}): fixed {hm['fixed'] * 1e6:.0f} µs, gradient/logits "
+              f"{hm['logits'] * 1e6:.0f} µs; "
+              f"added {(hm['logits'] - hm['fixed']) * 1e6:.0f} µs = "
+              f"{(hm['logits'] - hm['fixed']) / fixed_step * 100:.2f}% "
               "of the fixed training step above")
 
 

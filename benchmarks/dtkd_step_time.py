@@ -22,7 +22,6 @@ import tempfile
 import time
 
 import torch
-
 from _harness import add_pair_args, step_config  # noqa: E402  (puts the repository root on sys.path)
 
 from adaptkd.balance import weighted_sum  # noqa: E402
@@ -46,7 +45,8 @@ def timed_both(fn) -> tuple[float, float]:
 
 def step_times(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {m: Trainer(step_config(args, f"{tmp}/{m}", method={"name": m}), log=lambda s: None) for m in ("kd", "dtkd")}
+        trainers = {m: Trainer(step_config(args, f"{tmp}/{m}", method={"name": m}),
+                               log=lambda s: None) for m in ("kd", "dtkd")}
         data = trainers["kd"].data.train
         xb, yb = data.x[: args.batch], data.y[: args.batch]
         for tr in trainers.values():
@@ -114,7 +114,8 @@ def main() -> None:
               f"| {cmed[m] * 1e3:.1f} | {lmed[m] * 1e6:.0f} |")
     paired = statistics.median(d / k for d, k in zip(st["dtkd"], st["kd"]))
     print(f"\nDTKD / KD step time: ratio of medians {med['dtkd'] / med['kd']:.4f}, "
-          f"median of paired (adjacent-step) ratios {paired:.4f}, ratio of minima {min(st['dtkd']) / min(st['kd']):.4f}; "
+          f"median of paired (adjacent-step) ratios {paired:.4f}, ratio of minima "
+          f"{min(st['dtkd']) / min(st['kd']):.4f}; "
           f"CPU time: ratio of medians {cmed['dtkd'] / cmed['kd']:.4f}")
     print(f"DTKD − KD loss time: {(lmed['dtkd'] - lmed['kd']) * 1e6:.0f} µs per step "
           f"= {(lmed['dtkd'] - lmed['kd']) / med['kd'] * 100:.3f}% of the KD step")

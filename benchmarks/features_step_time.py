@@ -21,7 +21,6 @@ import statistics
 import tempfile
 
 import torch
-
 from _harness import add_pair_args, step_config, timed  # noqa: E402  (puts the repository root on sys.path)
 
 from adaptkd.balance import weighted_sum  # noqa: E402
@@ -32,7 +31,8 @@ from adaptkd.methods import StepIn  # noqa: E402
 def measure(args: argparse.Namespace) -> tuple[dict, dict]:
     methods = args.methods
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {m: Trainer(step_config(args, f"{tmp}/{m}", method={"name": m}), log=lambda s: None) for m in methods}
+        trainers = {m: Trainer(step_config(args, f"{tmp}/{m}", method={"name": m}),
+                               log=lambda s: None) for m in methods}
         first = trainers[methods[0]]
         xb, yb = first.data.train.x[: args.batch], first.data.train.y[: args.batch]
         for tr in trainers.values():
@@ -61,7 +61,8 @@ def measure(args: argparse.Namespace) -> tuple[dict, dict]:
             for m in methods[i % len(methods):] + methods[: i % len(methods)]:
                 x, y, lg, ft = fixed[m]
                 lg = {k: (v.clone().requires_grad_() if k == "student" else v) for k, v in lg.items()}
-                ft = {n: {k: (v.clone().requires_grad_() if n == "student" else v) for k, v in f.items()} for n, f in ft.items()}
+                ft = {n: {k: (v.clone().requires_grad_() if n == "student" else v) for k,
+                          v in f.items()} for n, f in ft.items()}
 
                 def one(meth=trainers[m].method, x=x, y=y, lg=lg, ft=ft):
                     out = meth(StepIn(x=x, y=y, epoch=1, step=0, logits=lg, feats=ft))
@@ -92,7 +93,8 @@ def main() -> None:
     print(f"{args.teacher} -> {args.student}, batch {args.batch}, {args.classes} classes, {args.image_size}px, "
           f"device {args.device}, {args.threads} thread(s), {args.steps} timed steps per method after "
           f"{args.warmup} warm-up rounds (rotating order), torch {torch.__version__}\n")
-    print("| method | step wall median (ms) | step CPU median (ms) | CPU ratio to kd | method alone fwd+bwd CPU median (ms) |")
+    print("| method | step wall median (ms) | step CPU median (ms) | CPU ratio to kd | method alone "
+          "fwd+bwd CPU median (ms) |")
     print("|---|---:|---:|---:|---:|")
     kd_cpu = med(steps["kd"], 1)
     for m in args.methods:

@@ -39,7 +39,8 @@ def config(pair: str, method: str, out: str, cache: str | None, args: argparse.N
         "teachers": [{"arch": teacher, "random_init": True}] if method != "ce" else [],
         "method": {"name": method},
         "optim": {"name": "sgd", "lr": 0.01, "epochs": args.rounds + 1, "schedule": "constant", "milestones": []},
-        "run": {"out": out, "seed": 0, "device": args.device, "precision": "fp32", "progress": False, "latency": False, "tensorboard": False,
+        "run": {"out": out, "seed": 0, "device": args.device, "precision": "fp32", "progress": False,
+                "latency": False, "tensorboard": False,
                 "log_every": 10**9, "threads": 1, "overwrite": True},
     }
     if cache is not None:

@@ -7,8 +7,8 @@ Three parts, each writing into ``--out`` (raw numbers in ``results.json``):
               network, and SwitOKD's per-epoch expert-mode fraction. Prints a mean ± std table
               and draws ``--plot`` (expert fraction per epoch, one line per seed).
 ``timing``    DML and SwitOKD trained side by side on the same batches, one epoch of each in
-              turn (which one goes first alternates), timing every epoch with the process CPU clock (single thread, so other
-              jobs on the machine do not inflate it) and the wall clock; SwitOKD's expert
+              turn (which one goes first alternates), timing every epoch with the process CPU clock
+              (single thread, so other jobs on the machine do not inflate it) and the wall clock; SwitOKD's expert
               fraction of the same epoch is recorded beside its time.
 ``steps``     The per-step cost of each mode: one SwitOKD trainer with the decision forced to
               learning, then to expert, in alternating blocks (CPU time per step).
@@ -238,7 +238,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     res = json.loads(path.read_text()) if path.is_file() else {}
-    res.setdefault("base", {})[args.part] = {"name": name, "overrides": list(args.set), "epochs": base["optim"].get("epochs")}
+    res.setdefault("base", {})[args.part] = {"name": name, "overrides": list(args.set),
+                                             "epochs": base["optim"].get("epochs")}
     {"accuracy": accuracy, "timing": timing, "steps": steps}[args.part](args, base, res)
     path.write_text(json.dumps(res, indent=1))
 

@@ -27,7 +27,6 @@ import statistics
 import tempfile
 
 import torch
-
 from _harness import step_config, timed  # noqa: E402  (puts the repository root on sys.path)
 
 from adaptkd.balance import weighted_sum  # noqa: E402
@@ -103,12 +102,14 @@ def main() -> None:
         for n in alone:
             tr = trainers[n]
             logits, feats = tr.forward_all(tr.eval_aug(xb.to(tr.device)))
-            fixed[n] = ({k: v.detach() for k, v in logits.items()}, {m: {k: v.detach() for k, v in f.items()} for m, f in feats.items()})
+            fixed[n] = ({k: v.detach() for k, v in logits.items()},
+                        {m: {k: v.detach() for k, v in f.items()} for m, f in feats.items()})
         for i in range(args.warmup + args.method_reps):
             for n in list(alone)[i % len(alone):] + list(alone)[: i % len(alone)]:
                 tr, (lg, ft) = trainers[n], fixed[n]
                 lg = {k: (v.clone().requires_grad_() if k == "student" else v) for k, v in lg.items()}
-                ft = {m: {k: (v.clone().requires_grad_() if m == "student" else v) for k, v in f.items()} for m, f in ft.items()}
+                ft = {m: {k: (v.clone().requires_grad_() if m == "student" else v) for k,
+                          v in f.items()} for m, f in ft.items()}
 
                 def one(tr=tr, lg=lg, ft=ft):
                     out = tr.method(StepIn(x=xb, y=yb.to(tr.device), epoch=1, step=0, logits=lg, feats=ft))
@@ -123,7 +124,8 @@ def main() -> None:
     def med(n: str, k: int) -> float:
         return statistics.median(t[k] for t in times[n])
 
-    vit = f", ViT patch {args.patch}, depth {args.depth}" if any(a in VITS for a in [args.student, *args.teachers]) else ""
+    vit = f", ViT patch {args.patch}, depth {args.depth}" if any(a in VITS for a in [args.student,
+                                                                                     *args.teachers]) else ""
     print(f"{' + '.join(args.teachers)} -> {args.student}, batch {args.batch}, {args.image_size}px{vit}, "
           f"{args.classes} classes, device {args.device}, {args.threads} thread(s), {args.steps} timed steps per "
           f"variant after {args.warmup} warm-up rounds (rotating order), torch {torch.__version__}\n")
@@ -135,7 +137,8 @@ def main() -> None:
     for n in names:
         opts = ", ".join(f"{k}={v}" for k, v in vs[n].items() if k != "name") or "defaults"
         a = statistics.median(alone[n]) if n in alone else 0.0
-        print(f"| {n} | {vs[n]['name']}: {opts} | {sizes[n] / 1e6:.2f} | {1e3 * med(n, 0):.0f} | {1e3 * med(n, 1):.0f} | "
+        print(f"| {n} | {vs[n]['name']}: {opts} | {sizes[n] / 1e6:.2f} | {1e3 * med(n, 0):.0f} | "
+              f"{1e3 * med(n, 1):.0f} | "
               f"{med(n, 1) / floor:.3f} | {1e3 * a:.0f} | {(floor + a) / floor:.3f} |")
 
 

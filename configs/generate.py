@@ -101,9 +101,11 @@ def main() -> None:
             lr = pair_lr(method, pair)
             teacher = None if method == "ce" else t
             write(ROOT / method / f"{pair}.yaml", recipe(section, s, teacher, lr, f"runs/cifar100/{method}/{pair}"),
-                  f"CIFAR-100 {method}: {t} -> {s}" if teacher else f"CIFAR-100 {s} trained alone (baseline for {pair})")
+                  f"CIFAR-100 {method}: {t} -> {s}" if teacher else f"CIFAR-100 {s} trained "
+                                                                    f"alone (baseline for {pair})")
     for arch in sorted({p[0] for p in PAIRS.values()}):
-        write(ROOT / "teachers" / f"{arch}.yaml", recipe({"name": "ce"}, arch, None, 0.05, f"runs/cifar100/teachers/{arch}"),
+        write(ROOT / "teachers" / f"{arch}.yaml",
+              recipe({"name": "ce"}, arch, None, 0.05, f"runs/cifar100/teachers/{arch}"),
               f"CIFAR-100 teacher {arch} (method ce); copy its best.pt to {teacher_ckpt(arch)}")
 
 

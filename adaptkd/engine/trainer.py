@@ -130,7 +130,10 @@ class Trainer:
         seed_everything(rc.seed + self.dist.rank, rc.deterministic)
         configure_backends(self.device, rc.deterministic)
         # Checked now, created only after every input below is validated (a refused config writes nothing).
-        self.out = prepare_run_dir(rc.out, resume=resume, overwrite=rc.overwrite, create=False) if self.dist.is_main else Path(rc.out)
+        if self.dist.is_main:
+            self.out = prepare_run_dir(rc.out, resume=resume, overwrite=rc.overwrite, create=False)
+        else:
+            self.out = Path(rc.out)
 
         self.comm = communicator()  # methods and balancers reduce across ranks through it
         # Data: in memory or streamed; the resolved settings (augment, cache, ...) go into the run's config
@@ -258,7 +261,8 @@ class Trainer:
                 logits[name] = self.forward_nets[name](x)
         feats: dict[str, dict[str, Any]] = {}
         for name, tp in self.taps.items():
-            feats[name] = {k: (v.float() if isinstance(v, Tensor) and v.is_floating_point() else v) for k, v in tp.outputs.items()}
+            feats[name] = {k: (v.float() if isinstance(v, Tensor) and v.is_floating_point() else v)
+                           for k, v in tp.outputs.items()}
         logits = {k: v.float() for k, v in logits.items()}
         return logits, feats
 
@@ -564,13 +568,16 @@ class Trainer:
         if not isinstance(saved_arch, dict) or not isinstance(meta.get("num_classes", 0), int):
             raise CheckpointError(f"checkpoint {str(path)!r} cannot be resumed: its metadata (`meta`) is malformed")
         if meta.get("method", self.cfg.method.name) != self.cfg.method.name:
-            raise CheckpointError(f"checkpoint {str(path)!r} is a run of method {meta['method']!r}, but the config says "
+            raise CheckpointError(f"checkpoint {str(path)!r} is a run of method "
+                                  f"{meta['method']!r}, but the config says "
                                   f"{self.cfg.method.name!r}; resume with the run's config.yaml or start a new run.out")
         if int(meta.get("num_classes", self.num_classes)) != self.num_classes:
-            raise CheckpointError(f"checkpoint {str(path)!r} was trained for {meta['num_classes']} classes, but the data has {self.num_classes}")
+            raise CheckpointError(f"checkpoint {str(path)!r} was trained for {meta['num_classes']} classes, but the "
+                                  f"data has {self.num_classes}")
         for n in self.learners:
             if saved_arch.get(n) != self.net_cfgs[n].arch:
-                raise CheckpointError(f"checkpoint {str(path)!r}: network {n!r} is {saved_arch.get(n)!r}, config says {self.net_cfgs[n].arch!r}")
+                raise CheckpointError(f"checkpoint {str(path)!r}: network {n!r} is {saved_arch.get(n)!r}, config says "
+                                      f"{self.net_cfgs[n].arch!r}")
         if isinstance(ckpt.get("config"), dict):
             changes = self._resume_config_changes(ckpt["config"], int(ckpt["epoch"]))
             if changes:
@@ -593,7 +600,8 @@ class Trainer:
         try:
             self.method.load_state_dict(ckpt["method"])
         except RuntimeError as exc:  # the method's options changed the shape of its state
-            raise CheckpointError(f"checkpoint {str(path)!r}: the state of method {self.cfg.method.name!r} does not fit "
+            raise CheckpointError(f"checkpoint {str(path)!r}: the state of method "
+                                  f"{self.cfg.method.name!r} does not fit "
                                   f"its options in this config: {str(exc).splitlines()[0]}") from None
         extra_ranks = ckpt.get("method_extra_ranks")
         if self.dist.enabled and extra_ranks and len(extra_ranks) == self.dist.world_size:
@@ -760,7 +768,8 @@ class Trainer:
                                      nn.Sequential(self.eval_aug, self.teacher_inputs.view(name)),
                                      device=self.device, num_classes=self.num_classes, autocast_ctx=self.autocast)
             card = model_card(net, (len(spec.mean), *spec.size), latency=self.cfg.run.latency and self.dist.is_main)
-            summary["teachers"][name] = {"arch": self.net_cfgs[name].arch, "final_acc": m["top1"], "final_top5": m["top5"],
+            summary["teachers"][name] = {"arch": self.net_cfgs[name].arch, "final_acc": m["top1"],
+                                         "final_top5": m["top5"],
                                          "input": spec.describe(), **card}
         summary["final_acc"] = summary["learners"]["student"]["final_acc"]
         if self.dist.is_main:

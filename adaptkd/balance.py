@@ -148,7 +148,7 @@ class FixedBalance(Balancer):
 
 
 # ----------------------------------------------------------------------------------------------
-# Dynamic balancing (specs/balance.md §4–§6): adaptkd's own first-order analysis, motivated by
+# Dynamic balancing (docs/methods/balance.md): adaptkd's own first-order analysis, motivated by
 # Kim et al. 2025 ("Importance Analysis for Dynamic Control of Balancing Parameter in a Simple
 # Knowledge Distillation Setting"), whose body was not available. Not the paper's rule.
 #
@@ -265,7 +265,7 @@ _CONTROLLER_OPTIONS = {
 
 
 class GradientParams(BalanceParams):
-    """Options of ``balance: {name: gradient, ...}`` (see docs/balance.md)."""
+    """Options of ``balance: {name: gradient, ...}`` (see docs/methods/balance.md)."""
 
     controller: Literal["safe", "task_max", "ratio", "cosine_gate"] = "safe"
     over: Literal["logits", "head", "params"] = "logits"
@@ -360,7 +360,7 @@ class GradientBalance(Balancer):
     within each group, s = W_T + W_D is the method's total weight, so λ replaces only the
     method's group balance W_D/(W_T+W_D). Statistics a, b, c come from gradients with respect to
     the learner's logits (``over: logits``), its last Linear layer (``head``) or all its network
-    parameters (``params``, exact). See docs/balance.md.
+    parameters (``params``, exact). See docs/methods/balance.md.
     """
 
     Params = GradientParams

@@ -1,6 +1,6 @@
 """Write the CIFAR-100 recipes (configs/cifar100/<method>/<pair>.yaml) from the per-pair tables.
 
-The tables restate specs/logit.md (mdistiller and DTKD repository configs). Run
+The tables restate docs/methods/logit.md (mdistiller and DTKD repository configs). Run
 ``python configs/generate.py`` after editing a table; the YAML files are committed.
 """
 
@@ -28,7 +28,7 @@ PAIRS = {
 }
 
 # DTKD repository configs (JinYu1998/DTKD configs/cifar100/dtkd/): pair: (lr, ALPHA, BETA).
-# Common to all: T 4, warm-up 20 epochs, CE weight 1 (specs/logit.md §3).
+# Common to all: T 4, warm-up 20 epochs, CE weight 1 (docs/methods/logit.md).
 DTKD = {
     "res56_res20": (0.05, 1.0, 0.5),
     "res110_res32": (0.05, 1.0, 0.5),

@@ -1,4 +1,4 @@
-"""Balancers: FixedBalance and GradientBalance (specs/balance.md §4–§6).
+"""Balancers: FixedBalance and GradientBalance (docs/methods/balance.md).
 
 The §4 identities and the controllers are checked on explicit random gradient vectors in
 float64 against dense grids; the balancer itself on tiny float64 models against direct autograd

@@ -1,4 +1,4 @@
-"""DTKD: losses against an independent float64 reading of specs/logit.md §3, the temperatures'
+"""DTKD: losses against an independent float64 reading of docs/methods/logit.md, the temperatures'
 properties, gradients through the temperatures, the guard, the method, composition, a tiny run."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Feature distillation: AFD (verified reference), RTK (reconstruction), FitNet hints.
 
-Losses are checked against independent float64 computations written from specs/rtk.md (loops,
+Losses are checked against independent float64 computations written from docs/methods/features.md (loops,
 no library helpers), against their properties, on plain nn.Modules tapped by module path, on
 heterogeneous zoo pairs, and end to end on tiny digits runs.
 """

@@ -1,4 +1,4 @@
-"""KD and DKD against independent float64 computations written from specs/logit.md, and their
+"""KD and DKD against independent float64 computations written from docs/methods/logit.md, and their
 mathematical properties."""
 
 from __future__ import annotations

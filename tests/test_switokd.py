@@ -23,7 +23,7 @@ TOL = 1e-9
 
 
 # ---------------------------------------------------------------------------------------------
-# Independent float64 reference, written from specs/switokd.md §1–2 (per-sample loops, numpy).
+# Independent float64 reference, written from docs/methods/online.md (per-sample loops, numpy).
 
 def _softmax(row):
     e = np.exp(row - row.max())

@@ -1,7 +1,7 @@
 """Linear probe: a student's frozen features judged by a linear classifier fitted on them.
 
 UNIC-style students are judged downstream by a logistic regression on their frozen features
-(``specs/unic.md`` §7). Here the feature is the network's *penultimate* output — the input of its
+(``docs/methods/unic.md``). Here the feature is the network's *penultimate* output — the input of its
 classifier head (``head_name``): the pooled feature of a CNN, the final-norm class token of a ViT.
 
     from adaptkd.engine.probe import linear_probe

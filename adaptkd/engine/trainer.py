@@ -1,4 +1,4 @@
-"""The training engine: one flat loop that every method runs through (DESIGN.md §2).
+"""The training engine: one flat loop that every method runs through (docs/architecture.md).
 
 Per step: augment on the batch's device → frozen teachers (eval, no grad) → learners (train) →
 ``method(StepIn)`` → ``balancer.backward`` → one optimiser step per stepping learner. The only

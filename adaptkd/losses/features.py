@@ -3,10 +3,10 @@
 Pure functions (tensors in, tensors out). Shapes: ``B`` batch, ``T`` teacher layers, ``S``
 student layers, ``P`` positions (``H·W``) of a teacher layer.
 
-* AFD (Ji et al., AAAI 2021; ``specs/rtk.md`` §2, verified against the authors' code): values are
+* AFD (Ji et al., AAAI 2021; ``docs/methods/features.md``, verified against the authors' code): values are
   spatial attention maps, the distance of a (teacher, student) pair is the mean over the teacher's
   positions of the squared difference, and the loss is ``Σ_t mean_b Σ_s α_{b,t,s}·D_{b,t,s}``.
-* RTK (``specs/rtk.md`` §4, a *reconstruction*: the paper body was not available): influence of
+* RTK (``docs/methods/features.md``, a *reconstruction*: the paper body was not available): influence of
   each teacher key = mean of the top-k attention values it receives, a hard selection of the
   keys at or above a threshold, and the AFD loss restricted to the kept keys.
 * FitNet hint: mean squared error between the regressed student feature and the teacher's.

@@ -4,7 +4,7 @@ Every function follows the library convention: **sum over classes, mean over the
 computed in the input's dtype, finite for any finite input. The teacher logits are used as
 given; call them under ``torch.no_grad()`` (the engine does) so no gradient reaches a teacher.
 
-The arithmetic is that of the reference code described in ``specs/logit.md`` (mdistiller
+The arithmetic is that of the reference code described in ``docs/methods/logit.md`` (mdistiller
 ``KD.py`` and ``DKD.py``), restated stably with ``log_softmax``/``logsumexp`` so that where the
 reference overflows in float32 (the log of an underflowed probability) these stay finite, and
 where the reference is finite they agree with it.
@@ -120,7 +120,7 @@ def dkd_loss(
 
 
 # --------------------------------------------------------------------------------------------
-# DTKD: dynamic temperature KD (JinYu1998/DTKD ``DTKD.py``; ``specs/logit.md`` §3)
+# DTKD: dynamic temperature KD (JinYu1998/DTKD ``DTKD.py``; ``docs/methods/logit.md``)
 
 __all__ += ["DTKDParts", "dtkd_sharpness", "dtkd_guarded", "dtkd_temperatures", "dtkd_loss", "dtkd_loss_parts"]
 

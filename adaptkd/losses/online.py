@@ -1,6 +1,6 @@
 """Online distillation: the SwitOKD switching quantities and the KL to a detached peer.
 
-Arithmetic of the authors' reference code (``specs/switokd.md`` §1–2). For one mini-batch of
+Arithmetic of the authors' reference code (``docs/methods/online.md``). For one mini-batch of
 teacher logits ``z_t``, student logits ``z_s`` [B, C] and labels ``y`` [B], with
 ``p = softmax(z / τ)`` and ``Y`` the one-hot labels:
 

@@ -1,6 +1,6 @@
 """UNIC multi-teacher distillation: token loss, teacher-drop weights, teacher standardisation.
 
-Pure functions (``specs/unic.md`` §4–6; the arithmetic of the authors' reference code):
+Pure functions (``docs/methods/unic.md``; the arithmetic of the authors' reference code):
 
 * :func:`unic_token_loss` — per image, the mean of the class-token loss and the mean patch-token
   loss, where one token's loss is ``0.5·(1 − cos) + 0.5·smoothL1_β=1`` (mean over channels).

@@ -1,4 +1,4 @@
-"""Layer-level query/key attention shared by ``afd`` and ``rtk`` (``specs/rtk.md`` §2.2, §4).
+"""Layer-level query/key attention shared by ``afd`` and ``rtk`` (``docs/methods/features.md``).
 
 One side's layers ask (queries), the other side's layers answer (keys):
 

@@ -1,7 +1,7 @@
 """Building blocks of the ``unic`` method: the ladder of projectors, token views of any network's
 features, and batch statistics gathered over every rank.
 
-Kept apart from ``unic.py`` so that the method file reads like the spec; see ``docs/unic.md``.
+Kept apart from ``unic.py`` so that the method file reads like the spec; see ``docs/methods/unic.md``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class Ladder(nn.Module):
 
     For teacher t and tapped student block k there is one projector
     ``P_{t,k}(x) = W2_{t,k} · GELU(W1_{t,k} · x + b1_{t,k}) + b2_{t,k}`` (exact, erf GELU), and the
-    ladder's output for teacher t is the plain sum ``Σ_k P_{t,k}(x_k)`` (``specs/unic.md`` §2).
+    ladder's output for teacher t is the plain sum ``Σ_k P_{t,k}(x_k)`` (``docs/methods/unic.md``).
 
     Stored fused, with the same arithmetic: block k's first layers of all K teachers are one
     ``Linear(in_k, K·hidden_k)``; teacher t's second layers over all blocks are one matrix

@@ -1,4 +1,4 @@
-"""``afd``: attention-based feature distillation (Ji et al., AAAI 2021; ``specs/rtk.md`` §2).
+"""``afd``: attention-based feature distillation (Ji et al., AAAI 2021; ``docs/methods/features.md``).
 
 Teacher layers query, student layers answer: ``α[b, t, s]`` = softmax over student layers of
 ``(q_t · W_t k_s + p_t · p_s)/√d``; values are spatial attention maps (student maps pooled to the

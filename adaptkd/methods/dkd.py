@@ -1,4 +1,4 @@
-"""``dkd``: decoupled KD (mdistiller ``DKD.py``; ``specs/logit.md`` §2).
+"""``dkd``: decoupled KD (mdistiller ``DKD.py``; ``docs/methods/logit.md``).
 
 Total: ``ce_weight · CE(s, y) + min(epoch / warmup, 1) · (α·TCKD + β·NCKD)``; the CE term is
 not warmed up. Defaults: ce_weight 1, α 1, β 8, T 4, warm-up 20 epochs (epochs from 1).

@@ -1,4 +1,4 @@
-"""``dml``: deep mutual learning (Zhang et al., CVPR 2018), the baseline of ``specs/switokd.md``.
+"""``dml``: deep mutual learning (Zhang et al., CVPR 2018), the baseline of ``docs/methods/online.md``.
 
 The SwitOKD machinery with switching off: every learner (the student, every trainable teacher,
 every peer) minimises ``CE + Σ_{j≠i} KL(p_j ‖ p_i)`` with the peers' outputs detached (τ = 1,

@@ -1,4 +1,4 @@
-"""``dtkd``: dynamic temperature KD (JinYu1998/DTKD ``DTKD.py``; ``specs/logit.md`` §3).
+"""``dtkd``: dynamic temperature KD (JinYu1998/DTKD ``DTKD.py``; ``docs/methods/logit.md``).
 
 Total: ``min(epoch / warmup, 1) · (α·L_dtkd + β·L_kd) + γ·CE`` (epochs from 1; the CE term is
 not warmed up), with L_dtkd = mean_i T^s_i·T^t_i·KL_i at per-sample temperatures from the max

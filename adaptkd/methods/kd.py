@@ -1,4 +1,4 @@
-"""``kd``: Hinton knowledge distillation (mdistiller ``KD.py``; ``specs/logit.md`` §1).
+"""``kd``: Hinton knowledge distillation (mdistiller ``KD.py``; ``docs/methods/logit.md``).
 
 Total: ``ce_weight · CE(s, y) + kd_weight · T² · mean_i KL(p_t ‖ p_s)``; defaults 0.1 / 0.9, T=4.
 """

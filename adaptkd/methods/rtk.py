@@ -1,4 +1,4 @@
-"""``rtk``: representative teacher keys — a **reconstruction** (``specs/rtk.md`` §4).
+"""``rtk``: representative teacher keys — a **reconstruction** (``docs/methods/features.md``).
 
 The RTK paper's body was not available; this follows the reconstruction in the spec, every
 uncertain choice an option. Student layers query teacher keys (``orientation: student_query``):

@@ -1,4 +1,4 @@
-"""``switokd``: switchable online KD (Qian et al., ECCV 2022; ``specs/switokd.md``).
+"""``switokd``: switchable online KD (Qian et al., ECCV 2022; ``docs/methods/online.md``).
 
 Every network trains from scratch. Each learner minimises ``CE + Σ KL(p_peer ‖ p_self)`` with
 the peers' outputs detached (τ = 1, batchmean, weights 1). Once per step, from the pre-update

@@ -1,4 +1,4 @@
-"""``unic``: multi-teacher distillation (UNIC, Sariyildiz et al., ECCV 2024; ``specs/unic.md``).
+"""``unic``: multi-teacher distillation (UNIC, Sariyildiz et al., ECCV 2024; ``docs/methods/unic.md``).
 
 Per frozen teacher t, the student's tapped blocks feed a **ladder of projectors** (separate class-
 and patch-token ladders, one Linear→GELU→Linear per block, outputs summed); the teacher's class

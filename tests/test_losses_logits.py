@@ -93,8 +93,8 @@ def test_dkd_two_classes_has_no_nckd():
 @pytest.mark.parametrize("fn", ["kd", "dkd"])
 def test_properties_nonneg_zero_shift_invariant(fn):
     g = torch.Generator().manual_seed(1)
-    s, t = torch.randn(32, 20, generator=g, dtype=torch.float64) * 3,
-    torch.randn(32, 20, generator=g, dtype=torch.float64) * 3
+    s = torch.randn(32, 20, generator=g, dtype=torch.float64) * 3
+    t = torch.randn(32, 20, generator=g, dtype=torch.float64) * 3
     y = torch.randint(0, 20, (32,), generator=g)
     loss = (lambda a, b: kd_loss(a, b, 4.0)) if fn == "kd" else (lambda a, b: dkd_loss(a, b, y))
     assert loss(s, t).item() >= 0

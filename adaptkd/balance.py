@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -90,15 +90,19 @@ def weighted_sum(terms: dict[str, Tensor], weights: dict[str, Any]) -> Tensor:
     return total
 
 
-class Balancer(nn.Module):
-    """Base class; subclasses implement :meth:`backward`."""
+#: a balancer's option model (``Balancer[GradientParams]`` reads ``self.params`` as ``GradientParams``)
+BP = TypeVar("BP", bound=BalanceParams)
+
+
+class Balancer(nn.Module, Generic[BP]):
+    """Base class, generic in its option model; subclasses implement :meth:`backward`."""
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[BalanceParams]] = BalanceParams
 
-    def __init__(self, params: BalanceParams) -> None:
+    def __init__(self, params: BP) -> None:
         super().__init__()
-        self.params = params
+        self.params: BP = params
 
     def backward(self, out: StepOut, ctx: BackwardContext) -> dict[str, Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -129,7 +133,7 @@ def build_balancer(name: str, options: dict[str, Any]) -> Balancer:
 
 
 @register_balancer("fixed")
-class FixedBalance(Balancer):
+class FixedBalance(Balancer[BalanceParams]):
     """The plain weighted sum ``Σ_k w_k·L_k`` per learner, one backward for all learners."""
 
     def backward(self, out: StepOut, ctx: BackwardContext) -> dict[str, Tensor]:
@@ -353,7 +357,7 @@ def _normalised(terms: dict[str, Tensor], weights: dict[str, Any]) -> tuple[Tens
 
 
 @register_balancer("gradient")
-class GradientBalance(Balancer):
+class GradientBalance(Balancer[GradientParams]):
     """Per learner: loss = s·[(1−λ)·L̂_T + λ·L̂_D] with λ set each update from gradient statistics.
 
     L̂_T / L̂_D are the method's task / distillation terms with the method's weights normalised

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn
+from adaptkd.methods.base import Method, MethodContext, P, StepIn
 
 
 class _Proj(nn.Module):
@@ -123,32 +124,46 @@ def require_batch(x: Tensor) -> None:
         )
 
 
-class LayerPairMethod(Method):
+class LayerPairOptions(Protocol):
+    """The options the layer-attention methods share (fields of both ``AFDParams`` and ``RTKParams``)."""
+
+    student_taps: list[str] | None
+    teacher_taps: list[str] | None
+    kd_weight: float
+    feature_relu: bool
+
+
+class LayerPairMethod(Method[P]):
     """Base of the layer-attention methods (AFD, RTK): one frozen teacher; the student's and the
     teacher's tapped layers (options ``student_taps`` / ``teacher_taps``, default every tap block)
     and their channel counts, probed once at construction. :meth:`pair` reads one step's logits
     and features (teacher features detached)."""
 
-    def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
+    def __init__(self, params: P, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
+        opts = self.pair_options
         self.teacher = ctx.frozen[0]
-        self.s_taps = default_taps(ctx, "student", params.student_taps, "student_taps")
-        self.t_taps = default_taps(ctx, self.teacher, params.teacher_taps, "teacher_taps")
+        self.s_taps = default_taps(ctx, "student", opts.student_taps, "student_taps")
+        self.t_taps = default_taps(ctx, self.teacher, opts.teacher_taps, "teacher_taps")
         self.s_channels = [c for c, _, _ in probe_shapes(ctx, "student", self.s_taps, "student_taps")]
         self.t_channels = [c for c, _, _ in probe_shapes(ctx, self.teacher, self.t_taps, "teacher_taps")]
+
+    @property
+    def pair_options(self) -> LayerPairOptions:
+        return cast(LayerPairOptions, self.params)
 
     def taps(self) -> dict[str, list[str]]:
         return {"student": self.s_taps, self.teacher: self.t_taps}
 
     def logit_networks(self) -> set[str]:
-        return {"student"} | ({self.teacher} if self.params.kd_weight > 0 else set())
+        return {"student"} | ({self.teacher} if self.pair_options.kd_weight > 0 else set())
 
     def pair(self, inp: StepIn) -> tuple[Tensor, Tensor | None, list[Tensor], list[Tensor]]:
         """(student logits, teacher logits (None for a backbone teacher), student features, detached teacher
         features)."""
         s, t = inp.logits["student"], inp.logits.get(self.teacher)
         require_batch(s)
-        relu = self.params.feature_relu
+        relu = self.pair_options.feature_relu
         fs = gather(inp.feats["student"], self.s_taps, relu)
         ft = gather(inp.feats[self.teacher], self.t_taps, relu, detach=True)
         return s, t, fs, ft

@@ -31,7 +31,7 @@ class AFDParams(MethodParams):
 
 
 @register_method("afd")
-class AFD(LayerPairMethod):
+class AFD(LayerPairMethod[AFDParams]):
     Params = AFDParams
     spec = MethodSpec(networks=NetworkNeeds(frozen=(1, 1)), family="feature", speed_target=("kd", 1.15))
 

@@ -10,7 +10,7 @@ weights, the logits to score, every adaptive signal, and which learners step now
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -41,6 +41,10 @@ class MethodParams(BaseModel):
     """Base of every method's options (``method:`` keys other than ``name``)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+#: a method's option model (``Method[KDParams]`` reads ``self.params`` as ``KDParams``)
+P = TypeVar("P", bound=MethodParams)
 
 
 @dataclass
@@ -143,11 +147,12 @@ class MethodContext:
         return dict(t.outputs)
 
 
-class Method(nn.Module):
-    """Base class of every method.
+class Method(nn.Module, Generic[P]):
+    """Base class of every method, generic in its option model.
 
-    Subclasses set ``Params`` (their option model), ``task_terms`` (names of task-loss terms; every
-    other term is a distillation term for the balancer) and implement :meth:`forward`.
+    Subclasses (``class KD(Method[KDParams])``) set ``Params`` (their option model), ``task_terms``
+    (names of task-loss terms; every other term is a distillation term for the balancer) and implement
+    :meth:`forward`.
     """
 
     name: ClassVar[str] = ""
@@ -156,9 +161,9 @@ class Method(nn.Module):
     #: "offline": frozen teachers, the student learns; "online": several learners train together.
     kind: ClassVar[str] = "offline"
 
-    def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
+    def __init__(self, params: P, ctx: MethodContext) -> None:
         super().__init__()
-        self.params = params
+        self.params: P = params
         self.ctx_learners = list(ctx.learners)
         self.ctx_frozen = list(ctx.frozen)
 
@@ -167,22 +172,22 @@ class Method(nn.Module):
     spec: ClassVar[MethodSpec] = MethodSpec()
 
     @classmethod
-    def network_needs(cls, params: MethodParams) -> NetworkNeeds:
+    def network_needs(cls, params: P) -> NetworkNeeds:
         """The networks the method takes with these options (default: ``spec.networks``)."""
         return cls.spec.networks
 
     @classmethod
-    def check_networks(cls, params: MethodParams, roster: Roster) -> None:
+    def check_networks(cls, params: P, roster: Roster) -> None:
         """Method-specific checks of the roster beyond the counts (raise ConfigError naming the field)."""
         return None
 
     @classmethod
-    def check_training(cls, params: MethodParams, *, epochs: int, balancer: str) -> None:
+    def check_training(cls, params: P, *, epochs: int, balancer: str) -> None:
         """Checks of the options against the schedule and the balancer (raise ConfigError)."""
         return None
 
     @classmethod
-    def check(cls, params: MethodParams, roster: Roster, *, epochs: int, balancer: str) -> None:
+    def check(cls, params: P, roster: Roster, *, epochs: int, balancer: str) -> None:
         """Every configuration-time check of the validated ``params``: the method's own, then the counts."""
         cls.check_networks(params, roster)
         check_roster(cls.name, cls.network_needs(params), roster)

@@ -14,7 +14,7 @@ class CEParams(MethodParams):
 
 
 @register_method("ce")
-class CE(Method):
+class CE(Method[CEParams]):
     """Plain cross-entropy on the labels: ``CE(s, y)``."""
 
     Params = CEParams

@@ -177,7 +177,7 @@ class DTKDTerm(LossTerm):
 
 # -- the method ------------------------------------------------------------------------------
 @register_method("compose")
-class Compose(Method):
+class Compose(Method[ComposeParams]):
     """Σ weight·warm-up·term over the configured terms (see the module docstring)."""
 
     Params = ComposeParams

@@ -24,7 +24,7 @@ class DKDParams(MethodParams):
 
 
 @register_method("dkd")
-class DKD(Method):
+class DKD(Method[DKDParams]):
     Params = DKDParams
     spec = MethodSpec(example=Example({"warmup_epochs": 2}), family="logit", cacheable=LOGITS,
                       speed_target=("floor", 1.05))

@@ -22,7 +22,7 @@ class DMLParams(MethodParams):
 
 
 @register_method("dml")
-class DML(OnlineMethod):
+class DML(OnlineMethod[DMLParams]):
     Params = DMLParams
 
     @classmethod

@@ -35,7 +35,7 @@ class DTKDParams(MethodParams):
 
 
 @register_method("dtkd")
-class DTKD(Method):
+class DTKD(Method[DTKDParams]):
     Params = DTKDParams
     spec = MethodSpec(example=Example({"warmup_epochs": 2}),
                       signals={f"dtkd/{k}": v for k, v in DTKD_REDUCTIONS.items()}, family="logit", figures="dtkd",

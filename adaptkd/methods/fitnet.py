@@ -61,7 +61,7 @@ def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 @register_method("fitnet")
-class FitNet(Method):
+class FitNet(Method[FitNetParams]):
     Params = FitNetParams
     spec = MethodSpec(networks=NetworkNeeds(frozen=(1, 1)), example=Example({"hint_weight": 10.0}), family="feature")
 

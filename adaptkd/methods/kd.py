@@ -21,7 +21,7 @@ class KDParams(MethodParams):
 
 
 @register_method("kd")
-class KD(Method):
+class KD(Method[KDParams]):
     Params = KDParams
     spec = MethodSpec(family="logit", cacheable=LOGITS, speed_target=("floor", 1.05))
 

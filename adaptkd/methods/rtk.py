@@ -52,7 +52,7 @@ class RTKParams(MethodParams):
 
 
 @register_method("rtk")
-class RTK(LayerPairMethod):
+class RTK(LayerPairMethod[RTKParams]):
     Params = RTKParams
     spec = MethodSpec(networks=NetworkNeeds(frozen=(1, 1)), signals={"rtk/kept_per_key": "mean"},
                       hidden=("rtk/kept_per_key",), family="feature", figures="rtk", speed_target=("kd", 1.15))

@@ -29,7 +29,7 @@ machinery with no pairs, i.e. always in learning mode.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,13 +37,19 @@ import torch.nn.functional as F
 from adaptkd.constraints import Temperature
 from adaptkd.errors import ConfigError
 from adaptkd.losses.online import distillation_gap, label_distance, online_kl_loss, switokd_mode
-from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
+from adaptkd.methods.base import Method, MethodContext, MethodParams, P, StepIn, StepOut, register_method
 from adaptkd.methods.spec import Example, MethodSpec, NetworkNeeds, Roster
 
 STATS = ("gap", "threshold", "epsilon", "t_dist", "s_dist", "expert")
 
 
-class OnlineMethod(Method):
+class OnlineOptions(Protocol):
+    """The option every online method has (``DMLParams``, ``SwitOKDParams``)."""
+
+    temperature: float
+
+
+class OnlineMethod(Method[P]):
     """Mutual learning among all learners with optional SwitOKD teacher–student pairs."""
 
     kind = "online"
@@ -54,7 +60,7 @@ class OnlineMethod(Method):
         family="online", figures="switokd",
     )
 
-    def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
+    def __init__(self, params: P, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
         self.comm = ctx.comm
 
@@ -68,7 +74,7 @@ class OnlineMethod(Method):
 
     def _decide(self, z: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
         """[pairs, 6] detached rows (G, δ, ε, t, s, expert) from the pre-update logits."""
-        tau = self.params.temperature
+        tau = cast(OnlineOptions, self.params).temperature
         g = torch.stack([distillation_gap(z[t], z[s], tau) for t, s in self.pairs])
         td = torch.stack([label_distance(z[t], y, tau) for t, _ in self.pairs])
         sd = torch.stack([label_distance(z[s], y, tau) for _, s in self.pairs])
@@ -84,7 +90,7 @@ class OnlineMethod(Method):
         return torch.stack([g, delta, eps, td, sd, expert.to(g.dtype)], dim=1)
 
     def forward(self, inp: StepIn) -> StepOut:
-        tau, z, y = self.params.temperature, inp.logits, inp.y
+        tau, z, y = cast(OnlineOptions, self.params).temperature, inp.logits, inp.y
         losses, weights = {}, {}
         for n in self.ctx_learners:
             terms = {"ce": F.cross_entropy(z[n], y)}
@@ -105,7 +111,7 @@ class OnlineMethod(Method):
         stepping = set(self.ctx_learners) - set(self.teacher_pairs)
         for t, ks in self.teacher_pairs.items():
             paused = all(flags[k] for k in ks)
-            if not paused or self.params.reference_paused_step:
+            if not paused or getattr(self.params, "reference_paused_step", False):  # a SwitOKD option
                 stepping.add(t)
             expert_students = {self.pairs[k][1] for k in ks if flags[k]}
             for term in weights[t]:
@@ -140,7 +146,7 @@ SHAPES = {"1T1S": (1, 0), "2T1S": (2, 0), "1T2S": (1, 1)}
 
 
 @register_method("switokd")
-class SwitOKD(OnlineMethod):
+class SwitOKD(OnlineMethod[SwitOKDParams]):
     Params = SwitOKDParams
     spec = replace(OnlineMethod.spec, speed_target=("dml", 1.0))
 

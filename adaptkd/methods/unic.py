@@ -80,7 +80,7 @@ def _probe(net: nn.Module, x: Tensor, tap: str, head: str | None) -> tuple[Tenso
 
 
 @register_method("unic")
-class UNIC(Method):
+class UNIC(Method[UNICParams]):
     Params = UNICParams
     spec = MethodSpec(
         example=Example({"drop_prob": 0.5}, frozen=2),  # two teachers, so that teacher dropping has something to drop

@@ -1,8 +1,9 @@
 """Training engine: train loop, evaluation, checkpoints, distributed, logging."""
 
+from adaptkd.engine.api import train
 from adaptkd.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from adaptkd.engine.evaluate import evaluate, evaluate_model, load_run_model
-from adaptkd.engine.trainer import NonFiniteError, RunFolderError, Trainer, train
+from adaptkd.engine.trainer import NonFiniteError, RunFolderError, Trainer
 
 __all__ = [
     "CheckpointError",

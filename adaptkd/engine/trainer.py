@@ -8,8 +8,6 @@ one boolean that decides it).
 
 from __future__ import annotations
 
-import copy
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,14 +18,9 @@ from torch import Tensor, nn
 
 from adaptkd.balance import BackwardContext, build_balancer
 from adaptkd.config import Config, ConfigError, config_to_dict, load_config, roster_of
-from adaptkd.constraints import short_repr
 from adaptkd.data import Augment, DataBundle, DataError, build_pipeline, describe
 from adaptkd.engine.checkpoint import (
-    FORMAT,
     CheckpointError,
-    atomic_save,
-    load_checkpoint,
-    load_into,
 )
 from adaptkd.engine.distributed import communicator
 from adaptkd.engine.epoch import EpochTotals, epoch_end_values, step_values
@@ -37,6 +30,7 @@ from adaptkd.engine.meter import SignalMeter
 from adaptkd.engine.networks import check_logit_sources
 from adaptkd.engine.nonfinite import NonFiniteWatch, first_nonfinite
 from adaptkd.engine.optim import set_lr
+from adaptkd.engine.resume import load_resume, run_state, save_run
 from adaptkd.engine.roster import (
     attach_taps,
     build_networks,
@@ -44,7 +38,7 @@ from adaptkd.engine.roster import (
     check_class_counts,
     forward_networks,
 )
-from adaptkd.engine.rundir import write_config, write_summary
+from adaptkd.engine.rundir import write_config
 from adaptkd.engine.runfolder import RUN_FILES, RunLock, prepare_run_dir
 from adaptkd.engine.runtime import (
     autocast,
@@ -54,38 +48,15 @@ from adaptkd.engine.runtime import (
     resolve_precision,
     seed_everything,
 )
+from adaptkd.engine.summary import run_summary
 from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
-from adaptkd.errors import AdaptkdError, NonFiniteError, RunFolderError
+from adaptkd.errors import NonFiniteError, RunFolderError
 from adaptkd.methods import MethodContext, StepIn, StepOut, build_method, check_method
 from adaptkd.replay import Replay, ReplayedBatch
 from adaptkd.replay.identity import augment_generator, steps_per_epoch, train_augment
 from adaptkd.taps import FeatureTaps
 
-__all__ = ["Trainer", "NonFiniteError", "RunFolderError", "train", "prepare_run_dir", "RUN_FILES"]
-
-
-#: what a resumed run's checkpoint must hold
-RESUME_KEYS = ("epoch", "global_step", "best_acc", "meta", "models", "method", "balancer", "optims", "rng")
-#: settings that may differ from the run's config on --resume: they change no number of the run
-#: (``optim.epochs`` may change too, to any count not below the epochs completed: the schedules follow
-#: the new length from the next step; and the path of a network's ``checkpoint``, a file that moved)
-SAFE_ON_RESUME = ("run.log_every", "run.eval_every", "run.threads", "run.progress", "run.tensorboard", "run.latency",
-                  "run.overwrite", "run.out", "run.checkpoint_every_steps", "data.eval_batch_size", "data.root",
-                  "data.download")
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out or {prefix[:-1]: {}}
-    if isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
-        out = {}
-        for i, v in enumerate(d):
-            out.update(_flatten(v, f"{prefix}{i}."))
-        return out
-    return {prefix[:-1]: d}
+__all__ = ["Trainer", "NonFiniteError", "RunFolderError", "prepare_run_dir", "RUN_FILES"]
 
 
 class Trainer:
@@ -130,10 +101,8 @@ class Trainer:
         seed_everything(rc.seed + self.dist.rank, rc.deterministic)
         configure_backends(self.device, rc.deterministic)
         # Checked now, created only after every input below is validated (a refused config writes nothing).
-        if self.dist.is_main:
-            self.out = prepare_run_dir(rc.out, resume=resume, overwrite=rc.overwrite, create=False)
-        else:
-            self.out = Path(rc.out)
+        self.out = (prepare_run_dir(rc.out, resume=resume, overwrite=rc.overwrite, create=False)
+                    if self.dist.is_main else Path(rc.out))
 
         self.comm = communicator()  # methods and balancers reduce across ranks through it
         # Data: in memory or streamed; the resolved settings (augment, cache, ...) go into the run's config
@@ -223,7 +192,7 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.dist.is_main,
                                   tensorboard=rc.tensorboard)
         if resume:  # every piece of the saved state is read and checked before any file is touched
-            self._load_resume()
+            self._in_epoch = load_resume(self, self._log)
         self.lock = RunLock(self.out)  # held until fit() ends (one writer per run folder)
         if self.dist.is_main:
             prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True, lock=self.lock)
@@ -446,224 +415,20 @@ class Trainer:
             res[name] = m
         return res
 
-    def _best_checkpoint_test_acc(self) -> float:
-        """Test top-1 of the student in ``best.pt`` (the best validation epoch)."""
-        path = self.out / "best.pt"
-        if self.best_epoch == self.epoch or not path.is_file():
-            return float(self.evaluate()["student"]["top1"])
-        net = copy.deepcopy(self.networks["student"])
-        load_into(net, load_checkpoint(path, map_location=self.device)["models"]["student"], source=str(path),
-                  arch=self.net_cfgs["student"].arch)
-        m = evaluate_batches(net, self.pipe.test_batches(self.cfg.data.eval_batch_size), self.eval_aug,
-                             device=self.device, num_classes=self.num_classes, autocast_ctx=self.autocast)
-        return float(m["top1"])
+    def finish(self) -> dict[str, Any]:
+        """Final evaluation and ``summary.json`` (see :func:`adaptkd.engine.summary.run_summary`)."""
+        return run_summary(self)
 
     # ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        meta = {
-            "arch": {n: c.arch for n, c in self.net_cfgs.items()},
-            "args": {n: dict(c.args) for n, c in self.net_cfgs.items()},
-            "num_classes": self.num_classes,
-            "in_channels": self.pipe.in_channels,
-            "image_size": self.pipe.image_size,
-            "mean": list(self.pipe.mean),
-            "std": list(self.pipe.std),
-            "dataset": self.pipe.name,
-            "class_names": list(self.pipe.class_names),
-            "method": self.cfg.method.name,
-            "learners": list(self.learners),
-        }
-        rng = self._rng_state()
-        return {
-            "format": FORMAT,
-            "epoch": self.epoch,
-            "global_step": self.global_step,
-            "best_acc": self.best_acc,
-            "best_epoch": self.best_epoch,
-            "nonfinite_skipped": self.nonfinite_skipped,
-            "meta": meta,
-            "config": config_to_dict(self.cfg),
-            "models": {n: self.networks[n].state_dict() for n in self.learners},
-            "method": self.method.state_dict(),
-            "method_extra": self.method.extra_state(),
-            "balancer": self.balancer.state_dict(),
-            "optims": {n: o.state_dict() for n, o in self.optims.items()},
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "rng": rng,
-        }
-
-    def _rng_state(self) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state(), "gen": self.gen.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        return rng
-
-    def _resume_config_changes(self, saved: dict[str, Any], completed: int) -> list[str]:
-        """The settings that differ between the run's saved config and this one and that cannot
-        change mid-run (see :data:`SAFE_ON_RESUME`), as ``field: run value -> new value``."""
-        from adaptkd.balance import balancer_params_model
-        from adaptkd.methods import method_class
-
-        def normalised(raw: dict[str, Any]) -> dict[str, Any]:
-            out = dict(raw)
-            for key, params in (("method", lambda n: method_class(n).Params), ("balance", balancer_params_model)):
-                opts = dict(out.get(key) or {})
-                name = opts.pop("name", None)
-                try:
-                    out[key] = {"name": name, **params(name).model_validate(opts).model_dump(mode="json")}
-                except Exception:  # noqa: BLE001 - an unknown or invalid saved section is compared as written
-                    out[key] = {"name": name, **opts}
-            return out
-
-        old, new = _flatten(normalised(saved)), _flatten(normalised(config_to_dict(self.cfg)))
-        changes = []
-        python_data = "python" in (old.get("data.name"), new.get("data.name"))  # a DataBundle passed from Python
-        for key in sorted(set(old) & set(new)):
-            if python_data and key.startswith("data."):
-                continue  # its identity is not in the config: the caller answers for it
-            if old[key] == new[key] or key in SAFE_ON_RESUME or key.endswith(".checkpoint"):
-                continue  # (a network's checkpoint path: a file that moved; a learner's is only its start)
-            if key == "optim.epochs" and isinstance(new[key], int) and new[key] >= completed:
-                continue  # a longer (or shorter, not below what is done) run: schedules follow the new length
-            changes.append(f"`{key}`: {short_repr(old[key], 40)} in the run, {short_repr(new[key], 40)} now")
-        for key in sorted(set(old) ^ set(new)):
-            if key.split(".")[0] in ("method", "balance", "teachers", "peers"):
-                side = "the run" if key in old else "this config"
-                changes.append(f"`{key}`: set only in {side}")
-        return changes
-
-    def _check_optim_state(self, path: Path, ckpt: dict[str, Any]) -> None:
-        """Every saved optimiser state tensor has its parameter's shape (checked before loading)."""
-        for n, opt in self.optims.items():
-            saved = ckpt["optims"].get(n)
-            if not isinstance(saved, dict) or "state" not in saved or "param_groups" not in saved:
-                raise CheckpointError(f"checkpoint {str(path)!r}: no optimiser state for learner {n!r}")
-            params = [p for g in opt.param_groups for p in g["params"]]
-            n_saved = sum(len(g.get("params", [])) for g in saved["param_groups"])
-            if n_saved != len(params) or len(saved["param_groups"]) != len(opt.param_groups):
-                raise CheckpointError(f"checkpoint {str(path)!r}: the optimiser of {n!r} holds {n_saved} parameters "
-                                      f"in {len(saved['param_groups'])} group(s); this config has {len(params)} in "
-                                      f"{len(opt.param_groups)}")
-            names = {id(p): k for k, p in self.networks[n].named_parameters()}
-            for idx, st in saved["state"].items():
-                p = params[int(idx)] if 0 <= int(idx) < len(params) else None
-                for key, t in (st.items() if isinstance(st, dict) else ()):
-                    if p is not None and isinstance(t, Tensor) and t.dim() > 0 and t.shape != p.shape:
-                        what = names.get(id(p), f"method parameter #{idx}")
-                        raise CheckpointError(f"checkpoint {str(path)!r}: optimiser state {key!r} of {n}.{what} has "
-                                              f"shape {tuple(t.shape)}, the parameter {tuple(p.shape)}")
-
-    def _load_resume(self) -> None:
-        path = self.out / "last.pt"
-        ckpt = load_checkpoint(path, map_location=self.device)
-        if ckpt.get("format") != FORMAT:
-            raise CheckpointError(f"checkpoint {str(path)!r} is not an adaptkd run checkpoint")
-        missing = [k for k in RESUME_KEYS if k not in ckpt]
-        missing += [f"models.{n}" for n in self.learners if n not in (ckpt.get("models") or {})]
-        missing += [f"optims.{n}" for n in self.learners if n not in (ckpt.get("optims") or {})]
-        if missing:
-            raise CheckpointError(f"checkpoint {str(path)!r} cannot be resumed exactly: it lacks {', '.join(missing)}")
-        meta = ckpt.get("meta", {})
-        saved_arch = meta.get("arch", {}) if isinstance(meta, dict) else None
-        if not isinstance(saved_arch, dict) or not isinstance(meta.get("num_classes", 0), int):
-            raise CheckpointError(f"checkpoint {str(path)!r} cannot be resumed: its metadata (`meta`) is malformed")
-        if meta.get("method", self.cfg.method.name) != self.cfg.method.name:
-            raise CheckpointError(f"checkpoint {str(path)!r} is a run of method "
-                                  f"{meta['method']!r}, but the config says "
-                                  f"{self.cfg.method.name!r}; resume with the run's config.yaml or start a new run.out")
-        if int(meta.get("num_classes", self.num_classes)) != self.num_classes:
-            raise CheckpointError(f"checkpoint {str(path)!r} was trained for {meta['num_classes']} classes, but the "
-                                  f"data has {self.num_classes}")
-        for n in self.learners:
-            if saved_arch.get(n) != self.net_cfgs[n].arch:
-                raise CheckpointError(f"checkpoint {str(path)!r}: network {n!r} is {saved_arch.get(n)!r}, config says "
-                                      f"{self.net_cfgs[n].arch!r}")
-        if isinstance(ckpt.get("config"), dict):
-            changes = self._resume_config_changes(ckpt["config"], int(ckpt["epoch"]))
-            if changes:
-                raise CheckpointError(
-                    f"cannot resume {str(path)!r} with a different config: " + "; ".join(changes[:6])
-                    + " (only optim.epochs, checkpoint paths and the logging, evaluation, thread and data-location "
-                    "settings may change on resume); resume with the run's config.yaml or start a new run.out")
-        self._check_optim_state(path, ckpt)
-        try:
-            self._apply_resume(path, ckpt)
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
-            if isinstance(exc, AdaptkdError):
-                raise
-            raise CheckpointError(f"checkpoint {str(path)!r} cannot be resumed: {type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
-
-    def _apply_resume(self, path: Path, ckpt: dict[str, Any]) -> None:
-        for n in self.learners:
-            load_into(self.networks[n], ckpt["models"][n], source=str(path), arch=self.net_cfgs[n].arch)
-        try:
-            self.method.load_state_dict(ckpt["method"])
-        except RuntimeError as exc:  # the method's options changed the shape of its state
-            raise CheckpointError(f"checkpoint {str(path)!r}: the state of method "
-                                  f"{self.cfg.method.name!r} does not fit "
-                                  f"its options in this config: {str(exc).splitlines()[0]}") from None
-        extra_ranks = ckpt.get("method_extra_ranks")
-        if self.dist.enabled and extra_ranks and len(extra_ranks) == self.dist.world_size:
-            self.method.load_extra_state(extra_ranks[self.dist.rank])  # e.g. per-rank draw generators
-        else:
-            self.method.load_extra_state(ckpt.get("method_extra", {}))
-        self.balancer.load_state_dict(ckpt["balancer"])
-        for n, o in self.optims.items():
-            o.load_state_dict(ckpt["optims"][n])
-        if self.scaler.is_enabled() and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        rng = ckpt["rng"]
-        ranks = ckpt.get("rng_ranks")
-        if self.dist.enabled:  # each rank continues its own random streams (augmentation, dropout)
-            if ranks and len(ranks) == self.dist.world_size:
-                rng = ranks[self.dist.rank]
-            else:
-                rng = None
-                self._log(f"resume: checkpoint written by {len(ranks) if ranks else 1} process(es), resuming with "
-                          f"{self.dist.world_size}: random streams restart from the seeds (not an exact continuation)")
-        if rng is not None:
-            torch.set_rng_state(rng["torch"].cpu())
-            self.gen.set_state(rng["gen"].cpu() if self.device.type == "cpu" else rng["gen"])
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-        self.epoch = int(ckpt["epoch"])
-        self.global_step = int(ckpt["global_step"])
-        self.best_acc = float(ckpt["best_acc"])
-        self.best_epoch = int(ckpt.get("best_epoch", self.epoch))
-        self.nonfinite_skipped = int(ckpt.get("nonfinite_skipped", 0))
-        part, part_ranks = ckpt.get("in_epoch"), ckpt.get("in_epoch_ranks")
-        if part is not None and self.dist.enabled:
-            if part_ranks and len(part_ranks) == self.dist.world_size:
-                part = part_ranks[self.dist.rank]
-            else:
-                raise CheckpointError(f"checkpoint {str(path)!r} was written inside epoch {self.epoch + 1} by "
-                                      f"{len(part_ranks) if part_ranks else 1} process(es); resume it with that many")
-        self._in_epoch = part
-        self.metrics.check_resumable(self.epoch)
+        """The state ``last.pt`` holds (see :func:`adaptkd.engine.resume.run_state`)."""
+        return run_state(self)
 
     def save(self, best: bool, in_epoch: dict[str, Any] | None = None) -> None:
-        """Write ``last.pt`` (and ``best.pt`` when ``best``) atomically. ``in_epoch``: written inside an
-        epoch (``run.checkpoint_every_steps``): the steps done and this rank's running sums, so that
-        ``--resume`` continues with exactly the batches still to come."""
-        ranks = None
-        if self.dist.enabled:  # collective: every rank hands rank 0 its RNG, method extra state, epoch sums
-            from adaptkd.engine.distributed import gather_objects
-
-            ranks = gather_objects({"rng": self._rng_state(), "method_extra": self.method.extra_state(),
-                                    "in_epoch": in_epoch})
-        if not self.dist.is_main:
-            return
-        state = self.state_dict()
-        state["in_epoch"] = in_epoch
-        if ranks is not None:
-            state["rng_ranks"] = [r["rng"] for r in ranks]
-            state["method_extra_ranks"] = [r["method_extra"] for r in ranks]
-            state["in_epoch_ranks"] = [r["in_epoch"] for r in ranks]
-        if best:
-            atomic_save(state, self.out / "best.pt")
-        atomic_save(state, self.out / "last.pt")
-        self._saved = (self.epoch, self.global_step if in_epoch is not None else None)
+        """Write ``last.pt`` (and ``best.pt`` when ``best``); ``in_epoch``: where inside an epoch (see
+        :func:`adaptkd.engine.resume.save_run`)."""
+        if save_run(self, best, in_epoch):
+            self._saved = (self.epoch, self.global_step if in_epoch is not None else None)
 
     # ------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -735,89 +500,6 @@ class Trainer:
         where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
         return f"the last checkpoint is {str(last)!r} ({where}); resume with --resume"
 
-    def finish(self) -> dict[str, Any]:
-        """Final evaluation and ``summary.json``."""
-        from adaptkd.engine.measure import model_card
-
-        ev = self.evaluate()
-        summary: dict[str, Any] = {
-            "method": self.cfg.method.name,
-            "dataset": self.pipe.name,
-            "num_classes": self.num_classes,
-            "epochs": self.epoch,
-            "steps": self.global_step,
-            "best_acc": ev["student"]["top1"],
-            "best_epoch": self.best_epoch,
-            "selection": "validation" if self.pipe.n_val else "last epoch (no validation split)",
-            "learners": {},
-            "teachers": {},
-        }
-        if self.pipe.n_val:
-            summary["best_val_acc"] = self.best_acc
-            summary["best_acc"] = self._best_checkpoint_test_acc()
-        shape = (self.pipe.in_channels, self.pipe.image_size, self.pipe.image_size)
-        for name in self.learners:
-            card = model_card(self.networks[name], shape, latency=self.cfg.run.latency and self.dist.is_main)
-            summary["learners"][name] = {"arch": self.net_cfgs[name].arch, "final_acc": ev[name]["top1"],
-                                         "final_top5": ev[name]["top5"], **card}
-        for name in self.frozen:
-            net, spec = self.networks[name], self.teacher_inputs.specs[name]
-            m = {"top1": None, "top5": None}
-            if getattr(net, "has_logits", True):  # a backbone has no accuracy
-                m = evaluate_batches(net, self.pipe.test_batches(self.cfg.data.eval_batch_size),
-                                     nn.Sequential(self.eval_aug, self.teacher_inputs.view(name)),
-                                     device=self.device, num_classes=self.num_classes, autocast_ctx=self.autocast)
-            card = model_card(net, (len(spec.mean), *spec.size), latency=self.cfg.run.latency and self.dist.is_main)
-            summary["teachers"][name] = {"arch": self.net_cfgs[name].arch, "final_acc": m["top1"],
-                                         "final_top5": m["top5"],
-                                         "input": spec.describe(), **card}
-        summary["final_acc"] = summary["learners"]["student"]["final_acc"]
-        if self.dist.is_main:
-            write_summary(self.out, summary)
-        self.pipe.close()  # data worker processes end with the run (a later evaluate() starts new ones)
-        return summary
-
-
-def train(config: Config | str | dict, overrides: list[str] | None = None, *, resume: bool = False,
-          student: nn.Module | None = None, teachers: list[nn.Module] | None = None,
-          networks: dict[str, nn.Module] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train the experiment ``config`` (path, dict or Config) and return its summary.
-
-    Bring your own model: ``student=`` and ``teachers=[...]`` take any ``nn.Module`` mapping images
-    ``[B, C, H, W]`` to logits ``[B, num_classes]`` (``networks={name: module}`` does the same by
-    network name). Their config entries are optional — a missing ``student`` section or missing
-    teacher entries are added with ``arch: custom`` — and their ``arch`` is only a label; they
-    take no ``checkpoint`` (load the weights into the module). A passed teacher is frozen (eval
-    mode, ``requires_grad=False``) unless its entry says ``trainable: true``.
-    """
-    import copy
-
-    from adaptkd.config import CUSTOM_ARCH, apply_overrides, read_yaml
-
-    teachers = list(teachers or [])
-    if isinstance(config, Config):
-        raw = config_to_dict(config)
-    elif isinstance(config, dict):
-        raw = copy.deepcopy(config)
-    else:
-        raw = read_yaml(config)
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-    if student is not None and isinstance(raw.get("student", {}), dict):
-        raw["student"] = {"arch": CUSTOM_ARCH, **(raw.get("student") or {})}
-    if teachers:
-        entries = list(raw.get("teachers") or [])
-        entries += [{} for _ in range(len(teachers) - len(entries))]
-        raw["teachers"] = [{"arch": CUSTOM_ARCH, **e} if isinstance(e, dict) and i < len(teachers) else e
-                           for i, e in enumerate(entries)]
-    order = list(load_config(raw, check=False).network_names())
-    nets = dict(networks or {})
-    if student is not None:
-        nets[order[0]] = student
-    for i, t in enumerate(teachers):
-        nets[order[1 + i]] = t
-    cfg = load_config(raw, provided=set(nets))
-    return Trainer(cfg, resume=resume, networks=nets, log=log).fit()
 
 
 def _describe_python_data(data: Any, pipe: Any) -> str:
@@ -825,7 +507,3 @@ def _describe_python_data(data: Any, pipe: Any) -> str:
     kind = f"DataBundle {data.name!r}" if isinstance(data, DataBundle) else \
         " / ".join(type(part).__name__ for part in data)
     return f"{kind}: {pipe.n_train} train / {pipe.n_test} test images, {pipe.num_classes} classes"
-
-
-def _finite_or_none(v: float) -> float | None:
-    return v if math.isfinite(v) else None

@@ -98,6 +98,13 @@ WeightDecay = real(ge=0, le=10)
 Eps = real(gt=0, le=1)  #: Adam's epsilon
 Gamma = real(gt=0, le=1)  #: a decay factor
 Threads = Annotated[int, BeforeValidator(_no_bool), Field(ge=1), AfterValidator(_max_threads)]
+CacheBudgetMB = integer(ge=0, le=16 * 2**20)  #: a memory budget in MiB (at most 16 TiB)
+Workers = integer(ge=0, le=MAX_THREADS)  #: DataLoader worker processes
+Prefetch = integer(ge=1, le=1024)  #: batches prefetched per worker
+ChannelMean = real(ge=-1e3, le=1e3)  #: a per-channel normalisation mean
+ChannelStd = real(gt=0, le=1e3)  #: a per-channel normalisation std
+TopK = integer(ge=1, le=100_000)  #: classes kept per cached teacher output
+Threshold = real(ge=0, le=1e3)  #: a non-negative threshold or multiplier
 
 
 _REPR = reprlib.Repr()

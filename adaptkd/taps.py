@@ -44,7 +44,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
     ``module`` is left alone.
     """
     while _is_wrapper(model):
-        model = model.module if hasattr(model, "module") and not hasattr(model, "_orig_mod") else model._orig_mod
+        inner = model.module if hasattr(model, "module") and not hasattr(model, "_orig_mod") else model._orig_mod
+        assert isinstance(inner, nn.Module)
+        model = inner
     return model
 
 

@@ -23,9 +23,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from adaptkd.constraints import (
     MAX_BATCH_BYTES,
-    MAX_THREADS,
     AspectRatio,
     BatchSize,
+    CacheBudgetMB,
+    ChannelMean,
+    ChannelStd,
     ClassCount,
     Count,
     CropPadding,
@@ -39,12 +41,13 @@ from adaptkd.constraints import (
     Milestone,
     NonNegative,
     NonNegativeInt,
+    Prefetch,
     Ratio,
     Seed,
     Threads,
+    TopK,
     WeightDecay,
-    integer,
-    real,
+    Workers,
     short_repr,
 )
 from adaptkd.errors import ConfigError
@@ -94,12 +97,12 @@ class DataConfig(_Strict):
     drop_last: bool = False
     # reading: in memory or streamed through DataLoader workers
     cache: Literal["auto", "memory", "none"] = "auto"
-    cache_budget_mb: integer(ge=0, le=16 * 2**20) = 2048  # (at most 16 TiB)
-    workers: integer(ge=0, le=MAX_THREADS) | None = None
-    prefetch: integer(ge=1, le=1024) = 2
+    cache_budget_mb: CacheBudgetMB = 2048
+    workers: Workers | None = None
+    prefetch: Prefetch = 2
     channels: Literal[1, 3] | None = None
-    mean: list[real(ge=-1e3, le=1e3)] | None = Field(None, min_length=1, max_length=4)
-    std: list[real(gt=0, le=1e3)] | None = Field(None, min_length=1, max_length=4)
+    mean: list[ChannelMean] | None = Field(None, min_length=1, max_length=4)
+    std: list[ChannelStd] | None = Field(None, min_length=1, max_length=4)
     stats_samples: Count = 10000
     on_bad_image: Literal["stop", "skip"] = "stop"
     # sources: hf (hub id or local path in root), webdataset (shard patterns in root / test_root)
@@ -179,8 +182,8 @@ class NetConfig(_Strict):
     name: str | None = None
     #: what a frozen teacher was trained for (overrides its model's own spec; see docs/ecosystem.md)
     input_size: ImageSize | list[ImageSize] | None = None
-    mean: list[real(ge=-1e3, le=1e3)] | None = Field(None, min_length=1, max_length=4)
-    std: list[real(gt=0, le=1e3)] | None = Field(None, min_length=1, max_length=4)
+    mean: list[ChannelMean] | None = Field(None, min_length=1, max_length=4)
+    std: list[ChannelStd] | None = Field(None, min_length=1, max_length=4)
 
     @field_validator("input_size")
     @classmethod
@@ -264,7 +267,7 @@ class TeachersCacheConfig(_Strict):
     path: str
     epochs: EpochCount | None = None
     dtype: Literal["fp16", "fp32"] = "fp16"
-    topk: integer(ge=1, le=100_000) | None = None
+    topk: TopK | None = None
 
 
 class Config(_Strict):

@@ -7,7 +7,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["MetricsLog", "read_metrics", "to_jsonable"]
 
@@ -32,8 +32,8 @@ class MetricsLog:
     def __init__(self, path: Path, *, enabled: bool = True, tensorboard: bool = False) -> None:
         self.path = path
         self.enabled = enabled
-        self._fh = None
-        self._tb = None
+        self._fh: IO[str] | None = None
+        self._tb: Any = None  # a TensorBoard SummaryWriter once opened
         # The TensorBoard writer is created at the first record, so a run refused while it
         # starts (a bad resume checkpoint) leaves no event file behind.
         self._tb_wanted = enabled and tensorboard
@@ -41,7 +41,7 @@ class MetricsLog:
     def _open_tb(self) -> None:
         self._tb_wanted = False
         try:
-            from torch.utils.tensorboard import SummaryWriter  # type: ignore
+            from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(self.path.parent / "tb"))
         except Exception:  # noqa: BLE001 - tensorboard is an optional extra
@@ -163,7 +163,7 @@ class MetricsLog:
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """All records of a ``metrics.jsonl`` (torn lines skipped)."""
-    out = []
+    out: list[dict[str, Any]] = []
     p = Path(path)
     if not p.exists():
         return out

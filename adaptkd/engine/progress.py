@@ -20,8 +20,8 @@ class Progress:
         self.enabled = enabled
         self.total_epochs = total_epochs
         self.log = log
-        self._bar = None
-        self._task = None
+        self._bar: Any = None  # a rich Progress while an epoch bar is shown
+        self._task: Any = None
         self._rich = enabled and sys.stdout.isatty()
 
     def __enter__(self) -> "Progress":

@@ -103,6 +103,9 @@ class _CompileFallback(torch.nn.Module):
     compiler, unsupported Python or platform, a backend error), warns once and runs the eager
     module from then on. The two share parameters; only the forward differs."""
 
+    _compiled: torch.nn.Module
+    _eager: torch.nn.Module
+
     def __init__(self, compiled: torch.nn.Module, eager: torch.nn.Module, name: str) -> None:
         super().__init__()
         # Plain attributes, not submodules: the engine owns (saves, moves, switches train/eval on)
@@ -113,7 +116,7 @@ class _CompileFallback(torch.nn.Module):
         self._ok: bool | None = None
 
     @property
-    def compiled(self) -> bool:
+    def compiled(self) -> bool | None:
         """True once a compiled forward ran, False after falling back, None before the first call."""
         return self._ok
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import model_validator
 
-from adaptkd.constraints import Temperature, Weight, Width, real
+from adaptkd.constraints import Temperature, Threshold, Weight, Width
 from adaptkd.losses import attention_map_distances, kd_loss, rtk_influence, rtk_loss, select_keys
 from adaptkd.methods._attention import LayerAttention, LayerPairMethod
 from adaptkd.methods.base import MethodContext, MethodParams, StepIn, StepOut, register_method
@@ -39,7 +39,7 @@ class RTKParams(MethodParams):
     k: Width = 2  # top-k values averaged per teacher key (min(k, S) used)
     influence_scope: Literal["batch", "sample"] = "batch"
     threshold_rule: Literal["fixed", "relative", "top_m"] = "fixed"
-    threshold: real(ge=0, le=1e3) | None = None  # fixed: τ (None → 1/T); relative: multiplier (None → 1)
+    threshold: Threshold | None = None  # fixed: τ (None → 1/T); relative: multiplier (None → 1)
     relative_to: Literal["mean", "median"] = "mean"
     top_m: Width | None = None  # keys kept by the top_m rule
     renormalise: bool = False

@@ -13,7 +13,7 @@ must carry the zoo's feature contract (checked by :func:`build_model`):
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, TypeVar, overload
+from typing import Any, Callable, TypeVar, cast, overload
 
 from torch import nn
 
@@ -47,7 +47,8 @@ def register_model(name=None):
         raise ValueError(f"register_model: name must be a non-empty string or None, got {name!r}")
 
     def decorator(fn: F) -> F:
-        return MODELS.add(name if name is not None else fn.__name__, fn)
+        MODELS.add(name if name is not None else fn.__name__, fn)
+        return fn
 
     return decorator
 
@@ -119,7 +120,7 @@ def _check_contract(name: str, model: nn.Module) -> None:
     if missing:
         raise TypeError(f"model {name!r} lacks the zoo attributes {missing}")
     modules = dict(model.named_modules())
-    unknown = [t for t in model.tap_blocks if t not in modules]
+    unknown = [t for t in cast("list[str]", model.tap_blocks) if t not in modules]
     if unknown:
         raise TypeError(f"model {name!r}: tap_blocks name modules that do not exist: {unknown}")
     head = modules.get(model.head_name)

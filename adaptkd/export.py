@@ -108,10 +108,20 @@ def preprocessing(info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def real_test_inputs(config: dict[str, Any], n: int = 64) -> tuple[torch.Tensor | None, str]:
-    """Up to ``n`` normalised test images of the run's dataset, or ``(None, why not)``."""
+def real_test_inputs(config: dict[str, Any], n: int = 64, *, mean: list[float] | None = None,
+                     std: list[float] | None = None) -> tuple[torch.Tensor | None, str]:
+    """Up to ``n`` normalised test images of the run's dataset, or ``(None, why not)``.
+
+    Only those ``n`` images are decoded: a dataset read from image files is streamed
+    (``cache: none``), and with the run's ``mean``/``std`` given no statistics pass runs."""
     from adaptkd.data import Augment, DataError, test_pipeline
 
+    config = copy.deepcopy(config)
+    data = config.setdefault("data", {})
+    if data.get("name") in _FILE_DATASETS:
+        data.update(cache="none", val_size=0)
+        if mean and std:
+            data.update(mean=list(mean), std=list(std))
     try:
         pipe = test_pipeline(config, workers=0)
         x = next(iter(pipe.test_batches(n)))[0]
@@ -363,7 +373,8 @@ def export_run(
         if folder.is_symlink():
             raise ExportError(f"{str(folder)!r} is a symbolic link; refusing to write through it")
         out = folder / f"{learner}{FORMATS[format]}"
-    x_real, why = real_test_inputs(info["config"], real) if real > 0 else (None, "real inputs disabled")
+    x_real, why = (real_test_inputs(info["config"], real, mean=info["mean"], std=info["std"]) if real > 0
+                   else (None, "real inputs disabled"))
     shape = (info["in_channels"], info["image_size"], info["image_size"])
     meta = {k: info[k] for k in ("arch", "args", "num_classes", "in_channels", "image_size", "mean", "std",
                                  "dataset", "method", "epoch", "checkpoint")}

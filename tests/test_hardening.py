@@ -357,3 +357,28 @@ def test_onnx_sidecar_classifies_an_image_file_without_adaptkd(tmp_path, finishe
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\t")[0] == side["class_names"][want], out.stdout
+
+
+def test_export_decodes_only_its_sample_images(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    from PIL import Image
+
+    from adaptkd.export import export_run
+
+    root = tmp_path / "images"
+    for split, n in (("train", 3), ("val", 30)):
+        for c, color in (("cat", 40), ("dog", 200)):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (12, 10), (color, i, 0)).save(root / split / c / f"{i}.png")
+    cfg = _cfg(tmp_path / "r")
+    cfg["data"] = {"name": "imagefolder", "root": str(root), "image_size": 8, "batch_size": 4, "workers": 0}
+    cfg["optim"]["epochs"] = 1
+    Trainer(cfg, log=lambda s: None).fit()
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: (opened.append(a[0]), real_open(*a, **k))[1])
+    res = export_run(tmp_path / "r", "onnx", real=4)
+    assert res.parity["real"]["n"] == 4
+    assert len(opened) <= 8, f"{len(opened)} images decoded for 4 samples (the test split holds 60)"

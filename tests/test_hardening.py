@@ -382,3 +382,21 @@ def test_export_decodes_only_its_sample_images(tmp_path, monkeypatch):
     res = export_run(tmp_path / "r", "onnx", real=4)
     assert res.parity["real"]["n"] == 4
     assert len(opened) <= 8, f"{len(opened)} images decoded for 4 samples (the test split holds 60)"
+
+
+def test_a_metrics_link_planted_mid_run_is_detected(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("must stay untouched")
+    tr = Trainer(_cfg(tmp_path / "r"), log=lambda s: None)
+    orig = tr.train_epoch
+
+    def plant(epoch, progress=None):
+        if epoch == 2:
+            (tmp_path / "r" / "metrics.jsonl").unlink()
+            (tmp_path / "r" / "metrics.jsonl").symlink_to(victim)
+        return orig(epoch, progress)
+
+    tr.train_epoch = plant
+    with pytest.raises(RunFolderError, match="metrics.jsonl' was replaced during the run"):
+        tr.fit()
+    assert victim.read_text() == "must stay untouched"

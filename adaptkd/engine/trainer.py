@@ -133,7 +133,7 @@ class Trainer:
         check_class_counts(self.networks, self.teacher_inputs.view, self.eval_aug_probe(), self.num_classes,
                            self.net_cfgs, self.pipe.name)
 
-        if d.augment != "none" and d.crop_padding > self.pipe.image_size:  # streamed data has no self.data
+        if d.crop_padding is not None and d.crop_padding > self.pipe.image_size:
             raise ConfigError(f"field `data.crop_padding`: {d.crop_padding} exceeds the image side "
                               f"({self.pipe.image_size} pixels) of dataset {self.pipe.name!r}")
         # Augmentation (batched, on the device)

@@ -26,6 +26,9 @@ class Augment(torch.nn.Module):
     (they follow ``.to(device)`` but stay out of ``state_dict``).
     """
 
+    scale: torch.Tensor  #: buffer [1, C, 1, 1]: 1 / (255·std)
+    shift: torch.Tensor  #: buffer [1, C, 1, 1]: -mean / std
+
     def __init__(
         self,
         mean: Sequence[float],
@@ -92,7 +95,8 @@ class Augment(torch.nn.Module):
             flips = torch.zeros(batch, dtype=torch.long, device=device)
         return torch.cat([offsets, flips[None]]).t()
 
-    def apply(self, x_uint8: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+    # Augment.apply means "apply the augmentation"; nn.Module.apply(fn) is never called on an Augment
+    def apply(self, x_uint8: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
         """The views of ``x_uint8`` that ``params`` (from :meth:`draw`, any integer dtype) describe,
         normalised; ``params=None`` only normalises."""
         x = self._check(x_uint8)

@@ -118,8 +118,8 @@ def build_pipeline(d: Any, *, dataset: Any = None, pin_memory: bool = False, nee
         if bundle.val is not None:
             raise DataError("field `data.val_size`: a validation split needs the dataset in memory, but these "
                             "settings stream it (augment=imagenet or cache=none); use cache=memory or val_size=0")
-        train = TensorSource(bundle.train.x, bundle.train.y, f"{bundle.name} train")
-        test = TensorSource(bundle.test.x, bundle.test.y, f"{bundle.name} test")
+        train: Source = TensorSource(bundle.train.x, bundle.train.y, f"{bundle.name} train")
+        test: Source = TensorSource(bundle.test.x, bundle.test.y, f"{bundle.name} test")
         pipe = _stream(bundle.name, train, test, bundle.image_size, bundle.in_channels, bundle.num_classes,
                        bundle.class_names, aug, d, settings, given=(bundle.mean, bundle.std))
         return pipe, {**aug, "cache": "none", "image_size": bundle.image_size, "workers": workers,

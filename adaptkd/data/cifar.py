@@ -11,7 +11,7 @@ import pickle
 import tarfile
 import urllib.request
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -23,8 +23,25 @@ log = logging.getLogger(__name__)
 DEFAULT_ROOT = "data"
 
 # Official archives and their MD5 sums, as listed on https://www.cs.toronto.edu/~kriz/cifar.html
-CIFAR = {
-    "cifar10": dict(
+class CifarSpec(TypedDict):
+    """Where a CIFAR variant's files are and what they hold."""
+
+    title: str
+    folder: str
+    url: str
+    md5: str
+    train: list[str]
+    test: list[str]
+    meta: str
+    label_key: str
+    names_key: str
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+CIFAR: dict[str, CifarSpec] = {
+    "cifar10": CifarSpec(
         title="CIFAR-10",
         folder="cifar-10-batches-py",
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
@@ -39,7 +56,7 @@ CIFAR = {
         mean=(0.4914, 0.4822, 0.4465),
         std=(0.2470, 0.2435, 0.2616),
     ),
-    "cifar100": dict(
+    "cifar100": CifarSpec(
         title="CIFAR-100",
         folder="cifar-100-python",
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
@@ -178,7 +195,7 @@ def _read_names(path: Path, key: str, num_classes: int) -> list[str] | None:
 # ------------------------------------------------------------------------------ locating files
 
 
-def _find_folder(root: Path, spec: dict) -> tuple[Path | None, list[str]]:
+def _find_folder(root: Path, spec: CifarSpec) -> tuple[Path | None, list[str]]:
     """The folder (``root`` or ``root/<archive folder>``) holding every batch file, else
     (None, files missing from the better candidate)."""
     needed = spec["train"] + spec["test"]

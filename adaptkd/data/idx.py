@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -24,8 +25,20 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 
+class IdxSpec(TypedDict):
+    """Where an IDX dataset is found and downloaded, and what it holds."""
+
+    title: str
+    url: str
+    md5: dict[str, str]  #: {file key: MD5 of the official ``.gz``}
+    system_folder: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str]
+
+
 # Official download locations and the MD5 of each official ``.gz`` file.
-IDX_DATASETS = {
+IDX_DATASETS: dict[str, IdxSpec] = {
     "mnist": {
         "title": "MNIST",
         "url": "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -72,7 +85,7 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
         with open(path, "rb") as f:
             head = f.read(2)
         opener = gzip.open if head == b"\x1f\x8b" else open
-        with opener(path, "rb") as f:  # type: ignore[operator]
+        with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read ({type(e).__name__}: {e}); the file is damaged or truncated") from e
@@ -121,9 +134,9 @@ def _find_files(name: str, root: str | os.PathLike | None) -> tuple[dict[str, Pa
 def _download(name: str, root: str | os.PathLike | None) -> Path:
     spec = IDX_DATASETS[name]
     folder = _locate(name, root)[0]
-    for key, md5 in spec["md5"].items():  # type: ignore[attr-defined]
+    for key, md5 in spec["md5"].items():
         filename = FILES[key] + ".gz"
-        fetch_verified(str(spec["url"]) + filename, folder / filename, md5)
+        fetch_verified(spec["url"] + filename, folder / filename, md5)
     return folder
 
 
@@ -192,7 +205,7 @@ def load_idx_dataset(
         num_classes=10,
         in_channels=1,
         image_size=size,
-        mean=spec["mean"],  # type: ignore[arg-type]
-        std=spec["std"],  # type: ignore[arg-type]
-        class_names=list(spec["classes"]),  # type: ignore[call-overload]
+        mean=spec["mean"],
+        std=spec["std"],
+        class_names=list(spec["classes"]),
     )

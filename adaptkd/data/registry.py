@@ -31,47 +31,47 @@ def list_datasets() -> list[str]:
 
 
 @register_dataset("digits")
-def _digits(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+def _digits(*, data_seed: int, root: str | None, download: bool, **sizes: Any) -> DataBundle:
     return load_digits_bundle(data_seed=data_seed, **sizes)
 
 
 @register_dataset("synthetic")
-def _synthetic(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+def _synthetic(*, data_seed: int, root: str | None, download: bool, **sizes: Any) -> DataBundle:
     return make_synthetic(seed=data_seed, **{k: v for k, v in sizes.items() if v is not None})
 
 
 @register_dataset("imagefolder")
-def _imagefolder(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+def _imagefolder(*, data_seed: int, root: str | None, download: bool, **sizes: Any) -> DataBundle:
     return load_files_in_memory("imagefolder", root=root, data_seed=data_seed, **sizes)
 
 
 @register_dataset("hf")
-def _hf(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+def _hf(*, data_seed: int, root: str | None, download: bool, **sizes: Any) -> DataBundle:
     return load_files_in_memory("hf", root=root, data_seed=data_seed, **sizes)
 
 
 @register_dataset("webdataset")
-def _webdataset(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+def _webdataset(*, data_seed: int, root: str | None, download: bool, **sizes: Any) -> DataBundle:
     return load_files_in_memory("webdataset", root=root, data_seed=data_seed, **sizes)
 
 
 @register_dataset("mnist")
-def _mnist(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+def _mnist(*, data_seed: int, root: str | None, download: bool, **sizes: Any) -> DataBundle:
     return load_idx_dataset("mnist", root=root, download=download, data_seed=data_seed, **sizes)
 
 
 @register_dataset("fashion_mnist")
-def _fashion_mnist(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+def _fashion_mnist(*, data_seed: int, root: str | None, download: bool, **sizes: Any) -> DataBundle:
     return load_idx_dataset("fashion_mnist", root=root, download=download, data_seed=data_seed, **sizes)
 
 
 @register_dataset("cifar10")
-def _cifar10(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+def _cifar10(*, data_seed: int, root: str | None, download: bool, **sizes: Any) -> DataBundle:
     return load_cifar("cifar10", root=root, download=download, data_seed=data_seed, **sizes)
 
 
 @register_dataset("cifar100")
-def _cifar100(*, data_seed: int, root: str | None, download: bool, **sizes: int | None) -> DataBundle:
+def _cifar100(*, data_seed: int, root: str | None, download: bool, **sizes: Any) -> DataBundle:
     return load_cifar("cifar100", root=root, download=download, data_seed=data_seed, **sizes)
 
 
@@ -140,7 +140,7 @@ def data_from_config(d: _DataSection, **over: Any) -> DataBundle:
 
 
 def load_files_in_memory(name: str, *, root: str | None, data_seed: int = 0, test_root: str | None = None,
-                         **sizes: int | None) -> DataBundle:
+                         **sizes: Any) -> DataBundle:
     """An image folder, HF dataset or shard set decoded whole into memory at ``image_size``
     (default 32) as the eval view (shorter side resized, centred square): the in-memory form
     :func:`build_data` returns (``root`` of ``webdataset``: ``"train-{0..9}.tar::val-{0..1}.tar"``

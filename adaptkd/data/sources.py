@@ -75,7 +75,8 @@ def _scan(class_dir: str) -> tuple[list[str], int]:
     stack = [class_dir]
     while stack:
         d = stack.pop()
-        files, dirs = [], []
+        files: list[str] = []
+        dirs: list[str] = []
         with os.scandir(d) as it:
             for e in it:
                 if _hidden(e.name):

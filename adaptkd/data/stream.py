@@ -60,6 +60,7 @@ class Pipeline:
     class_names: list[str]
     mode: str
     skipped: int = 0
+    resolved_note: str = ""  #: why the data is held in memory or streamed (the data log line)
 
     n_train: int
     n_test: int

@@ -146,13 +146,17 @@ def make_synthetic(
     ).reshape(num_classes * modes, CHANNELS, canvas, canvas)
     r = torch.arange(canvas, dtype=torch.float64) - (canvas - 1) / 2
     window = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * (envelope * s) ** 2))
-    spec = dict(
-        num_classes=num_classes, modes=modes, s=s, shift=shift, flip=flip, fine_freq=fine_freq,
-        clutter=clutter, color_jitter=color_jitter, brightness=brightness, contrast=contrast,
-        occlusion=occlusion, occlusion_size=occlusion_size, noise=noise,
-    )
-    train = _draw_split(appearance, window, train_size, seeded_stream=("synthetic", seed, "train"), **spec)
-    test = _draw_split(appearance, window, test_size, seeded_stream=("synthetic", seed, "test"), **spec)
+
+    def draw(n: int, split: str) -> Split:
+        return _draw_split(
+            appearance, window, n, seeded_stream=("synthetic", seed, split),
+            num_classes=num_classes, modes=modes, s=s, shift=shift, flip=flip, fine_freq=fine_freq,
+            clutter=clutter, color_jitter=color_jitter, brightness=brightness, contrast=contrast,
+            occlusion=occlusion, occlusion_size=occlusion_size, noise=noise,
+        )
+
+    train = draw(train_size, "train")
+    test = draw(test_size, "test")
     mean, std = channel_stats(train.x)
     per = [int((coarse_map[:k] == coarse_map[k]).sum()) for k in range(num_classes)]
     names = [f"coarse{int(coarse_map[k])}_fine{per[k]}" for k in range(num_classes)]

@@ -79,7 +79,8 @@ def open_image(data: Any, where: str, *, reduce_to: tuple[int, int] | None = Non
             img = data
         else:
             img = Image.open(io.BytesIO(data))
-            _check_pixels(*img.size, where)
+            w, h = img.size
+            _check_pixels(w, h, where)
             if reduce_to is not None and img.format == "JPEG":
                 img.draft(img.mode if img.mode in ("L", "RGB") else "RGB", reduce_to)
         img.load()
@@ -176,7 +177,8 @@ class Geometry:
         """The crop ``(left, top, w, h)`` in source pixels for this sample and epoch."""
         if self.kind == "random_resized_crop":
             rng = random.Random(derive_seed("rrc", self.seed, epoch, index))
-            return tuple(float(v) for v in random_resized_crop_box(width, height, rng, self.scale, self.ratio))
+            left, top, w, h = random_resized_crop_box(width, height, rng, self.scale, self.ratio)
+            return float(left), float(top), float(w), float(h)
         return center_crop_box(width, height, self.size, self.crop_ratio)
 
     def __call__(self, data: Any, where: str, epoch: int, index: int) -> torch.Tensor:

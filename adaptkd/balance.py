@@ -12,7 +12,7 @@ synchronised to the host).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -184,7 +184,7 @@ def importance(a: Tensor, b: Tensor, c: Tensor, lam: Tensor) -> tuple[Tensor, Te
     return i_t, i_d
 
 
-def update_norm(a: Tensor, b: Tensor, c: Tensor, lam: Tensor) -> Tensor:
+def update_norm(a: Tensor, b: Tensor, c: Tensor, lam: Tensor | float) -> Tensor:
     """‖g_λ‖ = sqrt((1−λ)²a² + 2λ(1−λ)·abc + λ²b²)."""
     sq = (1 - lam) ** 2 * a * a + 2 * lam * (1 - lam) * a * b * c + lam * lam * b * b
     return sq.clamp_min(0).sqrt()
@@ -314,7 +314,7 @@ class GradientParams(BalanceParams):
         return self
 
 
-def _grads(loss: Tensor, inputs: list[Tensor], retain: bool) -> list[Tensor | None]:
+def _grads(loss: Tensor, inputs: Sequence[Tensor], retain: bool) -> list[Tensor | None]:
     """∂loss/∂inputs, None for an input the loss does not reach (no error)."""
     if not loss.requires_grad:
         return [None] * len(inputs)
@@ -343,16 +343,18 @@ def _normalised(terms: dict[str, Tensor], weights: dict[str, Any]) -> tuple[Tens
     """(Σ w_k L_k / W, W) with W = Σ w_k; the plain mean of the terms where W = 0."""
     ws = [weights.get(k, 1.0) for k in terms]
     total_w: Tensor | float = sum(ws)
+    norm: list[Any]
     if isinstance(total_w, Tensor):
         ok = total_w > 0
         safe = torch.where(ok, total_w, torch.ones_like(total_w))
         norm = [torch.where(ok, w / safe, torch.full_like(safe, 1.0 / len(ws))) for w in ws]
     else:
         norm = [w / total_w for w in ws] if total_w > 0 else [1.0 / len(ws)] * len(ws)
-    loss = None
+    loss: Tensor | None = None
     for v, w in zip(terms.values(), norm):
         part = v * w
         loss = part if loss is None else loss + part
+    assert loss is not None, "no terms to normalise"  # the groups are never empty (_split)
     return loss, total_w
 
 
@@ -396,6 +398,7 @@ class GradientBalance(Balancer[GradientParams]):
         lt, wt = _normalised({k: terms[k] for k in t_names}, weights)
         ld, wd = _normalised({k: terms[k] for k in d_names}, weights)
         s = wt + wd
+        lam_m: Tensor | float
         if isinstance(s, Tensor):
             lam_m = _div(wd * torch.ones_like(s), s, 0.0)
         else:
@@ -420,7 +423,7 @@ class GradientBalance(Balancer[GradientParams]):
                 if not isinstance(head, nn.Linear):
                     raise ConfigError(f"field `balance.over`: 'head' needs learner {learner!r}'s network with a "
                                       f"`head_name` naming its last nn.Linear; use over: logits or params")
-                self._heads[learner] = (head_name, [p for p in head.parameters() if p.requires_grad])
+                self._heads[learner] = (str(head_name), [p for p in head.parameters() if p.requires_grad])
             head_name, inputs = self._heads[learner]
             what = f"last layer `{head_name}` of {learner!r}"
         key = (learner, frozenset(terms))
@@ -450,7 +453,7 @@ class GradientBalance(Balancer[GradientParams]):
             sm = torch.where(ok, p.ema * prev + (1 - p.ema) * cur if p.ema > 0 else cur, prev)
         a, b, d = sm.unbind()
         c = _ratio(d, a * b, 0.0).clamp(-1, 1)
-        lam0 = g.lam_method if p.lambda0 == "method" else p.lambda0
+        lam0: Tensor | float = g.lam_method if p.lambda0 == "method" else p.lambda0
         if isinstance(lam0, Tensor):
             lam0 = lam0.to(a.dtype)
         res = controller_lambda(p, a, b, c, lam0)
@@ -526,6 +529,7 @@ class GradientBalance(Balancer[GradientParams]):
                 loss = ct * g.task + cd * g.distill
                 signals[f"loss/{learner}"] = loss.detach()
                 total = loss if total is None else total + loss
+            assert total is not None, "a backward without any loss"  # the engine calls it with losses only
             ctx.scale(total).backward()
         for learner in groups:
             self._signals(learner, signals)
@@ -559,10 +563,14 @@ class GradientBalance(Balancer[GradientParams]):
                         own.setdefault(learner, []).append(seen[id(prm)])
         unit = ctx.scale(torch.ones((), device=inputs[0].device)) if inputs else 1.0
         acc: list[Tensor | None] = [None] * len(inputs)
+        def add(j: int, x: Tensor) -> None:
+            prev = acc[j]
+            acc[j] = x if prev is None else prev + x
+
         for loss in plain.values():  # one plain gradient each, accumulated like a backward
             for j, x in enumerate(_grads(ctx.scale(loss), inputs, True)):
                 if x is not None:
-                    acc[j] = x if acc[j] is None else acc[j] + x
+                    add(j, x)
         names = list(groups)
         for i, learner in enumerate(names):
             g = groups[learner]
@@ -571,26 +579,28 @@ class GradientBalance(Balancer[GradientParams]):
             gd = _grads(ctx.scale(g.distill), inputs, not last)
             if learner in due:
                 idx = own.get(learner, [])
-                ft = _flat([gt[j] if gt[j] is not None else torch.zeros_like(inputs[j]) for j in idx]) / unit
-                fd = _flat([gd[j] if gd[j] is not None else torch.zeros_like(inputs[j]) for j in idx]) / unit
+                ft = _flat([x if (x := gt[j]) is not None else torch.zeros_like(inputs[j]) for j in idx]) / unit
+                fd = _flat([x if (x := gd[j]) is not None else torch.zeros_like(inputs[j]) for j in idx]) / unit
                 self._update(learner, g, ft.dot(ft), fd.dot(fd), ft.dot(fd), ctx.comm)
             ct, cd = self._coefs(learner, g)
             # s·r·[(1−λ)·g_T + λ·g_D], with foreach kernels where both gradients exist (the usual case)
-            both = [j for j in range(len(inputs))
-                    if gt[j] is not None and gd[j] is not None and gt[j].dtype == ct.dtype]
+            pairs = [(j, xt, xd) for j, (xt, xd) in enumerate(zip(gt, gd))
+                     if xt is not None and xd is not None and xt.dtype == ct.dtype]
+            both = [j for j, _, _ in pairs]
             if both:
-                parts = torch._foreach_mul([gt[j] for j in both], ct)
-                torch._foreach_add_(parts, torch._foreach_mul([gd[j] for j in both], cd))
-                for j, part in zip(both, parts):
-                    acc[j] = part if acc[j] is None else acc[j] + part
+                parts = torch._foreach_mul([xt for _, xt, _ in pairs], ct)
+                torch._foreach_add_(parts, torch._foreach_mul([xd for _, _, xd in pairs], cd))
+                for j, fused in zip(both, parts):
+                    add(j, fused)
             done = set(both)
             for j, (xt, xd) in enumerate(zip(gt, gd)):
                 if j in done or (xt is None and xd is None):
                     continue
-                part = xt * ct.to(xt.dtype) if xt is not None else None
+                part: Tensor | None = xt * ct.to(xt.dtype) if xt is not None else None
                 if xd is not None:
                     part = xd * cd.to(xd.dtype) if part is None else part + xd * cd.to(xd.dtype)
-                acc[j] = part if acc[j] is None else acc[j] + part
+                assert part is not None  # one of the two gradients exists here
+                add(j, part)
         for prm, grad in zip(inputs, acc):
             if grad is None:
                 continue

@@ -511,13 +511,15 @@ class Distiller(nn.Module):
         nor ``steps_per_epoch`` says it)."""
         self.epoch = int(epoch)
 
-    def forward_all(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, dict[str, Any]]]:
+    def forward_all(self, x: Tensor, teacher_logits: Mapping[str, Tensor] | None = None,
+                    ) -> tuple[dict[str, Tensor], dict[str, dict[str, Any]]]:
         """Every network once: frozen teachers under ``no_grad`` (each fed its own input view when
         ``teacher_inputs`` converts the batch for it), learners with autograd, under the caller's
         autocast, if any. Returns float32 logits (none for a backbone without a classifier) and the
-        tapped features."""
-        logits: dict[str, Tensor] = {}
-        if self.frozen_names:
+        tapped features. ``teacher_logits`` ({teacher: [B, C]}, e.g. replayed from a teacher
+        cache) replaces the teachers' forward: then no teacher runs."""
+        logits: dict[str, Tensor] = dict(teacher_logits or {})
+        if self.frozen_names and teacher_logits is None:
             with torch.no_grad():
                 xt = self.teacher_inputs(x) if self.teacher_inputs is not None else {}
                 for name in self.frozen_names:
@@ -532,7 +534,8 @@ class Distiller(nn.Module):
                            for k, v in tp.outputs.items()}
         return {k: v.float() for k, v in logits.items()}, feats
 
-    def forward(self, x: Tensor, y: Tensor, *, epoch: int | None = None, step: int | None = None) -> DistillOutput:
+    def forward(self, x: Tensor, y: Tensor, *, epoch: int | None = None, step: int | None = None,
+                teacher_logits: Mapping[str, Tensor] | None = None) -> DistillOutput:
         """One step's losses: inputs ``x`` [B, ...], int64 targets ``y`` [B].
 
         ``step`` (from 0) defaults to the Distiller's own counter, which each call in training
@@ -542,13 +545,15 @@ class Distiller(nn.Module):
         (an option named ``*epochs*`` set above 0: DTKD's warm-up, FitNet's stages) raises an error
         that says what to pass; a method without one sees epoch 1.
         The networks run under the caller's autocast; the method always runs in float32.
+        ``teacher_logits``: precomputed teacher outputs for this batch (no teacher runs; methods
+        that tap teacher features need the live forward).
         """
         step = self.global_step if step is None else int(step)
         if epoch is not None:
             self.epoch = int(epoch)
         elif self.steps_per_epoch:
             self.epoch = step // self.steps_per_epoch + 1
-        logits, feats = self.forward_all(x)
+        logits, feats = self.forward_all(x, teacher_logits)
         epoch_in = self.epoch if self.epoch is not None or self._epoch_scheduled else 1
         cls = StepIn if epoch_in is not None else _StepInNoEpoch
         inp = cls(x=x, y=y, epoch=epoch_in, step=step, logits=logits, feats=feats)  # type: ignore[arg-type]

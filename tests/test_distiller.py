@@ -328,3 +328,14 @@ def test_prepare_distributed_matches_one_process(world, tmp_path):
         assert res[0]["wrapped"] == "DistributedDataParallel"
         assert all(torch.equal(a, b) for a, b in zip(res[0]["regressor"], res[1]["regressor"]))
     assert os.environ.get("RANK") is None
+
+
+def test_precomputed_teacher_logits_replace_the_teacher_forward():
+    t = mlp(32, seed=1)
+    d = Distiller(mlp(), [t], "kd")
+    live = d(X, Y)
+    calls = []
+    t.register_forward_hook(lambda *a: calls.append(1))
+    replayed = d(X, Y, teacher_logits={"teacher0": live.logits["teacher0"]})
+    assert not calls
+    torch.testing.assert_close(replayed.loss, live.loss, rtol=0, atol=0)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from adaptkd.balance import BackwardContext, Balancer, FixedBalance, build_balancer, weighted_sum
 from adaptkd.engine.distributed import communicator
 from adaptkd.engine.meter import SignalMeter
+from adaptkd.engine.roster import attach_taps
 from adaptkd.errors import AdaptkdError
 from adaptkd.methods import MethodContext, StepIn, StepOut, build_method, method_class
 from adaptkd.taps import FeatureTaps, _unwrap
@@ -387,15 +388,17 @@ class Distiller(nn.Module):
         balance: str = "fixed",
         balance_options: Mapping[str, Any] | None = None,
         teacher_inputs: nn.Module | None = None,
+        meter: bool = True,
     ) -> Distiller:
         """The engine's constructor: networks already built, placed and (teachers) frozen, and the
         method's context prepared. Errors of the method's own checks propagate unchanged
-        (``ValueError``/``KeyError``); taps on unknown modules raise ``ConfigError``."""
+        (``ValueError``/``KeyError``); taps on unknown modules raise ``ConfigError``. ``meter=False``:
+        the caller reduces the method's signals itself (the engine keeps skipped steps out)."""
         self = cls.__new__(cls)
         nn.Module.__init__(self)
         self._setup(dict(networks), learners=list(learners), frozen=list(frozen), method=method, options=dict(options),
                     balance=balance, balance_options=dict(balance_options or {}), ctx=ctx, checkpoint_teachers=False,
-                    teacher_inputs=teacher_inputs)
+                    teacher_inputs=teacher_inputs, meter=meter)
         self.steps_per_epoch = ctx.steps_per_epoch
         self.optim_config = None
         self.optim_overrides = {}
@@ -403,7 +406,7 @@ class Distiller(nn.Module):
 
     def _setup(self, networks: dict[str, nn.Module], *, learners: list[str], frozen: list[str], method: str,
                options: dict[str, Any], balance: str, balance_options: dict[str, Any], ctx: MethodContext,
-               checkpoint_teachers: bool, teacher_inputs: nn.Module | None = None) -> None:
+               checkpoint_teachers: bool, teacher_inputs: nn.Module | None = None, meter: bool = True) -> None:
         from adaptkd.config import ConfigError
 
         self.method_name = method
@@ -420,15 +423,7 @@ class Distiller(nn.Module):
         self.forward_nets: dict[str, nn.Module] = {n: networks[n] for n in list(learners) + list(frozen)}
         self.method = build_method(method, options, ctx).to(ctx.device)
         self.balancer: Balancer = build_balancer(balance, balance_options).to(ctx.device)
-        self.taps: dict[str, FeatureTaps] = {}
-        for name, names in self.method.taps().items():
-            if name not in networks:
-                raise ConfigError(f"method {method!r} asks for taps on unknown network {name!r}")
-            if names:
-                try:
-                    self.taps[name] = FeatureTaps(networks[name], names, detach=name in frozen).attach()
-                except KeyError as exc:
-                    raise ConfigError(f"method {method!r}: tap on {name}: {exc.args[0]}") from None
+        self.taps: dict[str, FeatureTaps] = attach_taps(self.method, networks, list(frozen), method_name=method)
         extra = self.method.param_groups()
         unknown = set(extra) - set(learners)
         if unknown:
@@ -446,7 +441,8 @@ class Distiller(nn.Module):
         self._checked_optims: set[int] = set()
         self._needs_own_backward = not isinstance(self.balancer, FixedBalance)
         self._epoch_scheduled = _has_epoch_schedule(self.method.params.model_dump())
-        self.meter = SignalMeter(self.method.spec)  # the method's signals reduced over the epoch
+        #: the method's signals reduced over the epoch (None: the caller meters them, as the engine does)
+        self.meter: SignalMeter | None = SignalMeter(self.method.spec) if meter else None
 
     # -- what trains ----------------------------------------------------------------------------
     @property
@@ -565,7 +561,8 @@ class Distiller(nn.Module):
             out = self.method(inp)
         if self.training:
             self.global_step = step + 1
-            self.meter.update(out.signals)
+            if self.meter is not None:
+                self.meter.update(out.signals)
         stepping = [n for n in self.learner_names if out.stepping is None or n in out.stepping]
         guard = None
         if self._needs_own_backward:
@@ -637,13 +634,15 @@ class Distiller(nn.Module):
 
         ``epoch`` is accepted for symmetry with :meth:`set_epoch`; the summary covers the training
         steps since the last call."""
+        if self.meter is None:
+            raise DistillerError("this Distiller was built with meter=False: its caller reduces the signals")
         return self.method.epoch_summary(self.meter.summary())
 
     # -- state ----------------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"format": FORMAT, "method": self.method_name, "step": self.global_step,
                                  "epoch": self.epoch, "method_extra": self.method.extra_state(),
-                                 "meter": self.meter.state_dict()}
+                                 "meter": self.meter.state_dict() if self.meter is not None else None}
         if self.checkpoint_teachers:
             state["teachers"] = {n: t.state_dict() for n, t in self._teachers.items()}
         return state
@@ -657,7 +656,8 @@ class Distiller(nn.Module):
         self.epoch = state["epoch"]
         self.method.load_extra_state(state.get("method_extra", {}))
         device = next(iter(self.params.values()))[0].device if any(self.params.values()) else "cpu"
-        self.meter.load_state_dict(state.get("meter"), device)  # an epoch's signal reductions continue
+        if self.meter is not None:
+            self.meter.load_state_dict(state.get("meter"), device)  # an epoch's signal reductions continue
         for n, sd in state.get("teachers", {}).items():
             if n in self._teachers:
                 self._teachers[n].load_state_dict(sd)

@@ -1,9 +1,10 @@
 """The training engine: one flat loop that every method runs through (docs/architecture.md).
 
-Per step: augment on the batch's device → frozen teachers (eval, no grad) → learners (train) →
-``method(StepIn)`` → ``balancer.backward`` → one optimiser step per stepping learner. The only
-host synchronisation is at the logging interval (and, for methods that pause a learner, the
-one boolean that decides it).
+Per step: augment on the batch's device → the :class:`~adaptkd.distiller.Distiller` (frozen
+teachers under no_grad, learners, ``method(StepIn)``, ``balancer.backward``, one optimiser step
+per stepping learner; the same module a hand-written loop uses) with the engine's finiteness checks
+and learning-rate schedule around it. The only host synchronisation is at the logging interval
+(and, for methods that pause a learner, the one boolean that decides it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from adaptkd.balance import BackwardContext, build_balancer
 from adaptkd.config import Config, ConfigError, config_to_dict, load_config, roster_of
 from adaptkd.data import Augment, DataBundle, DataError, build_pipeline, describe
 from adaptkd.engine.checkpoint import (
@@ -32,7 +32,6 @@ from adaptkd.engine.nonfinite import NonFiniteWatch, first_nonfinite
 from adaptkd.engine.optim import set_lr
 from adaptkd.engine.resume import load_resume, run_state, save_run
 from adaptkd.engine.roster import (
-    attach_taps,
     build_networks,
     build_optimisers,
     check_class_counts,
@@ -51,7 +50,7 @@ from adaptkd.engine.runtime import (
 from adaptkd.engine.summary import run_summary
 from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
 from adaptkd.errors import NonFiniteError, RunFolderError
-from adaptkd.methods import MethodContext, StepIn, StepOut, build_method, check_method
+from adaptkd.methods import MethodContext, StepOut, check_method
 from adaptkd.replay import Replay, ReplayedBatch
 from adaptkd.replay.identity import augment_generator, steps_per_epoch, train_augment
 from adaptkd.taps import FeatureTaps
@@ -157,24 +156,32 @@ class Trainer:
             inputs=self.teacher_inputs(sample), seed=rc.seed, rank=self.dist.rank, world_size=self.dist.world_size,
             device=self.device, comm=self.comm,
         )
+        from adaptkd.distiller import Distiller  # (adaptkd.distiller imports adaptkd.engine)
+
         try:
             check_method(self.cfg.method.name, self.cfg.method.options(), roster_of(self.cfg),
                          epochs=self.cfg.optim.epochs, balancer=self.cfg.balance.name)
-            self.method = build_method(self.cfg.method.name, self.cfg.method.options(), self.ctx).to(self.device)
+            # Method, balancer and taps: the Distiller, the module a hand-written loop uses too
+            self.distiller = Distiller.from_networks(
+                self.networks, learners=self.learners, frozen=self.frozen, method=self.cfg.method.name,
+                options=self.cfg.method.options(), ctx=self.ctx, balance=self.cfg.balance.name,
+                balance_options=self.cfg.balance.options(), teacher_inputs=self.teacher_inputs, meter=False)
         except (ConfigError, CheckpointError, DataError):
             raise
         except (ValueError, KeyError) as exc:  # a method refusing its options/networks: a config error
             msg = exc.args[0] if exc.args else str(exc)
             raise ConfigError(f"method {self.cfg.method.name!r} cannot be built from this config: {msg}") from None
+        self.method = self.distiller.method
         check_logit_sources(self.method, self.networks, self.net_cfgs)
-        self.balancer = build_balancer(self.cfg.balance.name, self.cfg.balance.options()).to(self.device)
+        self.balancer = self.distiller.balancer
         self.meter = SignalMeter(self.method.spec)  # the method's signals reduced over each epoch
 
-        # Persistent feature taps, the modules the step calls (DDP, compile), one optimiser per learner
-        self.taps: dict[str, FeatureTaps] = attach_taps(self.method, self.networks, self.frozen,
-                                                        method_name=self.cfg.method.name)
-        self.forward_nets = forward_networks(nets, self.method, self.device, distributed=self.dist.enabled,
-                                             compile=rc.compile)
+        # The Distiller's persistent feature taps; the modules its step calls (DDP, compile); one optimiser per learner
+        self.taps: dict[str, FeatureTaps] = self.distiller.taps
+        self.forward_nets = self.distiller.forward_nets
+        self.forward_nets.update(forward_networks(nets, self.method, self.device, distributed=self.dist.enabled,
+                                                  compile=rc.compile))
+        self.distiller.distributed = self.dist.enabled  # its backward averages the method's own gradients
         opt = build_optimisers(self.cfg, self.networks, self.learners, self.method.param_groups())
         self.optim_cfgs, self.optims = opt.cfgs, opt.optims
         self.params, self.extra_params = opt.params, opt.extra_params
@@ -217,23 +224,8 @@ class Trainer:
                     ) -> tuple[dict[str, Tensor], dict[str, dict[str, Any]]]:
         """Every network once: frozen teachers under no_grad (or their replayed ``teachers``
         logits, then no teacher runs), learners with autograd."""
-        logits: dict[str, Tensor] = dict(teachers or {})
         with self.autocast():
-            with torch.no_grad():
-                xt = self.teacher_inputs(x) if teachers is None else {}
-            for name in self.frozen if teachers is None else ():
-                with torch.no_grad():
-                    out = self.forward_nets[name](xt.get(name, x))
-                if getattr(self.networks[name], "has_logits", True):
-                    logits[name] = out
-            for name in self.learners:
-                logits[name] = self.forward_nets[name](x)
-        feats: dict[str, dict[str, Any]] = {}
-        for name, tp in self.taps.items():
-            feats[name] = {k: (v.float() if isinstance(v, Tensor) and v.is_floating_point() else v)
-                           for k, v in tp.outputs.items()}
-        logits = {k: v.float() for k, v in logits.items()}
-        return logits, feats
+            return self.distiller.forward_all(x, teachers)
 
     def train_step(self, xb: Tensor, yb: Tensor, epoch: int, frac: float,
                    replayed: ReplayedBatch | None = None) -> tuple[StepOut, dict[str, Tensor]]:
@@ -247,9 +239,10 @@ class Trainer:
         skip_mode = self.cfg.run.nonfinite == "skip"
         if skip_mode:  # a skipped step leaves no trace: the forward's buffer updates are undone
             saved = [(b, b.detach().clone()) for b in self._step_buffers()]
-        logits, feats = self.forward_all(x, None if replayed is None else replayed.logits)
-        out = self.method(StepIn(x=x, y=y, epoch=epoch, step=self.global_step, logits=logits, feats=feats))
-        stepping = [n for n in self.learners if out.stepping is None or n in out.stepping]
+        with self.autocast():  # the networks under autocast; the method runs in float32 (as the Distiller does)
+            step = self.distiller(x, y, epoch=epoch, step=self.global_step,
+                                  teacher_logits=None if replayed is None else replayed.logits)
+        out, stepping, logits = step.step_out, step.stepping, step.logits
         for opt in self.optims.values():
             opt.zero_grad(set_to_none=True)
         if self.dist.enabled and out.stepping is not None:
@@ -261,18 +254,10 @@ class Trainer:
                 for b, v in saved:
                     b.copy_(v)
             return out, {}
-        ctx = BackwardContext(params=self.params, extra_params=self.extra_params,
-                              task_terms=self.method.task_terms, stepping=stepping, step=self.global_step,
-                              scale=self.scaler.scale, networks=self.networks, comm=self.comm)
-        signals = self.balancer.backward(out, ctx)
-        if self.dist.enabled:  # DDP averages its learners' gradients; the method's own parameters here
-            from adaptkd.engine.distributed import average_grads
-
-            average_grads([p for n in stepping for p in self.extra_params[n]])
+        signals = self.distiller.backward(step, scaler=self.scaler)  # balancer; method grads averaged under DDP
         for name in stepping:
             set_lr(self.optims[name], self.optim_cfgs[name], epoch, frac)
-            self.scaler.step(self.optims[name])
-        self.scaler.update()
+        self.distiller.step(self.optims, step, scaler=self.scaler)
         return out, signals
 
     def _all_ranks(self, flag: Tensor) -> Tensor:

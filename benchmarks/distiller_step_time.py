@@ -23,7 +23,6 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-
 from _harness import add_pair_args, timed  # noqa: E402  (puts the repository root on sys.path)
 
 from adaptkd.distiller import Distiller  # noqa: E402
@@ -93,7 +92,8 @@ def main() -> None:
     med = {n: statistics.median(cpu[n]) for n in names}
     medw = {n: statistics.median(wall[n]) for n in names}
     print(f"{args.teacher} -> {args.student}, batch {args.batch}, {args.image_size} px, {args.classes} classes, "
-          f"{args.threads} thread(s), {args.steps} timed interleaved rounds after {args.warmup}; torch {torch.__version__}")
+          f"{args.threads} thread(s), {args.steps} timed interleaved rounds after {args.warmup}; "
+          f"torch {torch.__version__}")
     print()
     print("| variant | median CPU ms | ×floor | ×same loss by hand | median wall ms |")
     print("|---|---|---|---|---|")

@@ -175,7 +175,7 @@ class FloorVariant(_Variant):
 
         def fresh(n: str) -> nn.Module:  # the same architecture, built anew (no hooks of the method's taps)
             net = build_network(trainer.net_cfgs[n], trainer.num_classes, trainer.data.in_channels, field=n).to(dev)
-            return net.to(memory_format=torch.channels_last) if trainer.cfg.run.channels_last else net
+            return net.to(memory_format=torch.channels_last) if trainer.cfg.run.channels_last else net  # type: ignore[call-overload]  # Module.to takes memory_format; torch's stub omits it
 
         self.frozen = [freeze(fresh(n)) for n in trainer.frozen]
         self.learners = [fresh(n).train() for n in trainer.learners]
@@ -198,7 +198,9 @@ class FloorVariant(_Variant):
                 with torch.no_grad():
                     net(self.x)
             outs = [net(self.x) for net in self.fwd_learners]
-        loss = sum(F.cross_entropy(o.float(), self.y) for o in outs)
+        loss = F.cross_entropy(outs[0].float(), self.y)
+        for o in outs[1:]:
+            loss = loss + F.cross_entropy(o.float(), self.y)
         for opt in self.opts:
             opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -445,15 +447,15 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", FutureWarning)
                     tr = Trainer(raw, data=data, log=lambda s: None)
-                v = MethodVariant(label, m, b, setup, tr, xb, yb, cfg.epoch)
-                v.step()  # the first step builds lazy state; errors surface here
-                v.check()
+                mv = MethodVariant(label, m, b, setup, tr, xb, yb, cfg.epoch)
+                mv.step()  # the first step builds lazy state; errors surface here
+                mv.check()
             except Exception as exc:  # noqa: BLE001 - one method's failure must not end the bench
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 skipped.append({"name": label, "reason": reason})
                 log(f"bench: {label} failed: {reason}")
                 continue
-            variants.append(v)
+            variants.append(mv)
             key = setup_key(tr)
             meta[label] = {"method": m, "balancer": _balancer_label(b), "kind": kinds.get(m, method_class(m).kind),
                            "setup": key, "taps": bool(tr.taps),

@@ -159,7 +159,8 @@ def plan(recipe: dict[str, Any], out: str | Path, overrides: list[str] | None = 
 
     default_seeds = [int(apply_overrides(common, over).get("run", {}).get("seed", 0))]
     all_seeds = _seeds(recipe.get("seeds"), "seeds", default_seeds)
-    students, baselines, seed_lists, used = [], {}, {}, set()
+    students, baselines, seed_lists = [], {}, {}
+    used: set[str] = set()
     for label, entry in entries.items():
         overlay = {k: v for k, v in entry.items() if k not in RESERVED}
         base = merge_config(merge_config(common, recipe.get("student", {})), overlay)

@@ -231,7 +231,8 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, tmp: Path, opset: int 
     in_name = ev.input_names[0]
 
     def run_ref(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(ev.run(None, {in_name: x.numpy()})[0]).float()
+        outputs = ev.run(None, {in_name: x.numpy()})  # a list (all outputs): onnx annotates it as a dict
+        return torch.from_numpy(outputs[0]).float()  # type: ignore[index]
 
     return run_ref, "onnx.reference.ReferenceEvaluator (onnxruntime not installed: pip install 'adaptkd[onnx]')"
 

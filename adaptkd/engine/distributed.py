@@ -87,9 +87,9 @@ def wrap_learners(learners: dict[str, nn.Module], device: torch.device) -> dict[
     gradient); a learner whose loss is not backpropagated in a step (SwitOKD's paused teacher)
     is fine as long as every rank makes the same decision.
     """
-    out = {}
+    out: dict[str, nn.Module] = {}
     for name, net in learners.items():
-        kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        kw: dict[str, Any] = {"device_ids": [device.index]} if device.type == "cuda" else {}
         out[name] = nn.parallel.DistributedDataParallel(net, find_unused_parameters=False, **_ddp_kwargs(), **kw)
     return out
 

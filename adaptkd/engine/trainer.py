@@ -293,7 +293,7 @@ class Trainer:
         """Stop the run (NonFiniteError naming the earliest offender) if anything went non-finite; one host read."""
         if self.cfg.run.nonfinite == "skip":
             return
-        earliest = None
+        earliest: Callable[[torch.Tensor], torch.Tensor] | None = None
         if self.dist.enabled:  # every rank stops at once (no rank left waiting in a collective)
             from adaptkd.engine.distributed import earliest_across_ranks as earliest
         self.nonfinite.raise_if_any(epoch=self.epoch, out=self.out, earliest=earliest)

@@ -144,7 +144,7 @@ def select_keys(
     with torch.no_grad():
         infl = influence.detach()
         if rule == "fixed":
-            thr = 1.0 / n if threshold is None else float(threshold)  # a Python float: no host-to-device copy
+            thr: Tensor | float = 1.0 / n if threshold is None else float(threshold)  # a float: no host-to-device copy
         elif rule == "relative":
             factor = 1.0 if threshold is None else float(threshold)
             if relative_to == "mean":

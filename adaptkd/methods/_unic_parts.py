@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +54,9 @@ class Ladder(nn.Module):
         self.fc2_weight = nn.ParameterList(nn.Parameter(torch.empty(d, total)) for d in self.out_dims)
         self.fc2_bias = nn.ParameterList(nn.Parameter(torch.zeros(len(self.in_dims), d)) for d in self.out_dims)
         for fc in self.fc1:
-            nn.init.trunc_normal_(fc.weight, std=init_std)
-            nn.init.zeros_(fc.bias)
+            lin = cast(nn.Linear, fc)
+            nn.init.trunc_normal_(lin.weight, std=init_std)
+            nn.init.zeros_(lin.bias)
         for w in self.fc2_weight:
             nn.init.trunc_normal_(w, std=init_std)
 
@@ -80,9 +82,9 @@ class Ladder(nn.Module):
         """A detached copy of projector P_{teacher, block} as ``Linear → GELU → Linear``."""
         c, h, d = self.in_dims[block], self.hidden_dims[block], self.out_dims[teacher]
         off = sum(self.hidden_dims[:block])
-        src = self.fc1[block]
-        kw = {"dtype": src.weight.dtype, "device": src.weight.device}
-        fc1, fc2 = nn.Linear(c, h, **kw), nn.Linear(h, d, **kw)
+        src = cast(nn.Linear, self.fc1[block])
+        dtype, device = src.weight.dtype, src.weight.device
+        fc1, fc2 = nn.Linear(c, h, dtype=dtype, device=device), nn.Linear(h, d, dtype=dtype, device=device)
         with torch.no_grad():
             fc1.weight.copy_(src.weight[teacher * h:(teacher + 1) * h])
             fc1.bias.copy_(src.bias[teacher * h:(teacher + 1) * h])
@@ -138,7 +140,7 @@ def token_grid(net: nn.Module, num_patches: int) -> tuple[int, int]:
     return (side, side)
 
 
-def gathered_moments(x: Tensor, all_reduce: Callable[[Tensor], None] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def gathered_moments(x: Tensor, all_reduce: Callable[[Tensor], object] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Per-channel mean and unbiased std (+ 1e-6) of ``x`` [..., D] over every dim but the last,
     over the batches of *all* ranks, and the number of rows they cover.
 

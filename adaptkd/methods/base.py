@@ -157,7 +157,7 @@ class Method(nn.Module, Generic[P]):
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
-    task_terms: ClassVar[frozenset[str]] = frozenset({"ce"})
+    task_terms: frozenset[str] = frozenset({"ce"})  # an instance may set its own (compose)
     #: "offline": frozen teachers, the student learns; "online": several learners train together.
     kind: ClassVar[str] = "offline"
 

@@ -86,7 +86,7 @@ def _validate_term(value: Any, _handler: Any) -> LossTerm:
         raise _error("term_mapping", "expected a mapping with a `loss` key, such as {loss: kd, weight: 1.0}", (), value)
     if "loss" not in value:
         raise _error("missing", "required, but missing", ("loss",), None)
-    name = value.get("loss")
+    name = value["loss"]
     if name not in _TERMS:
         close = _TERMS.closest(name, n=2)
         hint = f"; closest: {', '.join(close)}" if close else ""

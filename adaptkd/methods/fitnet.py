@@ -68,9 +68,10 @@ class FitNet(Method[FitNetParams]):
     def __init__(self, params: FitNetParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
         self.teacher = ctx.frozen[0]
-        s_given, t_given = params.student_taps or [None], params.teacher_taps or [None]
-        self.s_tap = middle_tap(ctx, "student", s_given[0], "student_taps")
-        self.t_tap = middle_tap(ctx, self.teacher, t_given[0], "teacher_taps")
+        s_given = params.student_taps[0] if params.student_taps else None
+        t_given = params.teacher_taps[0] if params.teacher_taps else None
+        self.s_tap = middle_tap(ctx, "student", s_given, "student_taps")
+        self.t_tap = middle_tap(ctx, self.teacher, t_given, "teacher_taps")
         (cs, _, _), = probe_shapes(ctx, "student", [self.s_tap], "student_taps")
         (ct, ht, wt), = probe_shapes(ctx, self.teacher, [self.t_tap], "teacher_taps")
         self.size = (ht, wt)

@@ -60,7 +60,7 @@ class RTK(LayerPairMethod[RTKParams]):
     def __init__(self, params: RTKParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
         s_ch, t_ch = self.s_channels, self.t_channels
-        if params.threshold_rule == "top_m" and params.top_m > len(t_ch):
+        if params.threshold_rule == "top_m" and params.top_m is not None and params.top_m > len(t_ch):
             raise ValueError(f"method option `top_m`: {params.top_m} exceeds the {len(t_ch)} teacher taps")
         self.student_queries = params.orientation == "student_query"
         q, k = (s_ch, t_ch) if self.student_queries else (t_ch, s_ch)

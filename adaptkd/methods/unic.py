@@ -148,7 +148,7 @@ class UNIC(Method[UNICParams]):
             elif out.dim() == 4:
                 use_head = head_in is not None and head_in.dim() == 2
                 self.t_grid[name], self.t_head[name] = None, head if use_head else None
-                cls_dims.append(int(head_in.shape[1]) if use_head else int(out.shape[1]))
+                cls_dims.append(int(head_in.shape[1]) if use_head and head_in is not None else int(out.shape[1]))
                 patch_dims.append(int(out.shape[1]))
             else:
                 raise _config_error(f"teacher {name!r}: tap {tap!r} gives {tuple(out.shape)}; need tokens [B, 1+N, D] "
@@ -196,7 +196,7 @@ class UNIC(Method[UNICParams]):
     def _default_tap(name: str, net: nn.Module) -> str:
         modules = dict(net.named_modules())
         if getattr(net, "final_tokens", None):  # an adapted ViT-style model's final normalised tokens
-            return net.final_tokens
+            return str(net.final_tokens)
         if hasattr(net, "patch_grid") and isinstance(modules.get("norm"), nn.LayerNorm):
             return "norm"
         taps = list(getattr(net, "tap_blocks", []) or [])
@@ -208,7 +208,7 @@ class UNIC(Method[UNICParams]):
     # -- the method -------------------------------------------------------------------------
     def taps(self) -> dict[str, list[str]]:
         return {"student": list(self.blocks),
-                **{n: [t] + ([input_of(self.t_head[n])] if self.t_head[n] else []) for n, t in self.t_tap.items()}}
+                **{n: [t] + ([input_of(h)] if (h := self.t_head[n]) else []) for n, t in self.t_tap.items()}}
 
     def logit_networks(self) -> set[str]:
         return set(self.ctx_learners) | (set(self.teachers) if self.params.kd_weight > 0 else set())

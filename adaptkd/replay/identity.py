@@ -24,6 +24,7 @@ def train_augment(pipe: Any, cfg: Config, device: torch.device) -> Augment:
     """The on-device training augmentation of ``cfg`` (its ``data`` settings resolved by the
     pipeline): pad-crop and flip, or only the flip after a streamed random-resized crop."""
     d = cfg.data
+    assert d.crop_padding is not None and d.flip is not None, "data settings not resolved by the pipeline"
     return Augment(pipe.mean, pipe.std, crop_padding=d.crop_padding, flip=d.flip,
                    train=d.augment != "none").to(device)
 
@@ -114,7 +115,7 @@ def check_identity(cached: dict[str, Any], run: dict[str, Any], path: str) -> No
             if [t.get("name") for t in have or []] != names:
                 what = f"teachers {[t.get('name') for t in have or []]}, this run has {names}"
             else:
-                i, (h, w) = next((i, hw) for i, hw in enumerate(zip(have, want)) if hw[0] != hw[1])
+                i, (h, w) = next((i, hw) for i, hw in enumerate(zip(have or [], want)) if hw[0] != hw[1])
                 field = next(f for f in ("arch", "args", "weights_sha256") if h.get(f) != w.get(f))
                 what = (f"teachers.{i}.{field}: the cache's teacher {h.get('name')!r} has "
                         f"{'other weights (checkpoint)' if field == 'weights_sha256' else repr(h.get(field))}"

@@ -76,6 +76,7 @@ class Replay:
         if self.topk is None:
             out = self.file.rows("logits", start, stop).to(dev, non_blocking=True).float()
         else:
-            rows = [self.file.rows(name, start, stop).to(dev) for name in ("values", "indices", "rest")]
-            out = decode_topk(*rows, self.classes)
+            values, indices, rest = (self.file.rows(name, start, stop).to(dev)
+                                     for name in ("values", "indices", "rest"))
+            out = decode_topk(values, indices, rest, self.classes)
         return ReplayedBatch(params, {n: out[:, j] for j, n in enumerate(self.names)})

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ MAX_PER_CLASS = 20
 
 
 def build_report(
-    runs: list[str | os.PathLike[str]] | str | os.PathLike[str],
+    runs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
     *,
     which: str = "best",

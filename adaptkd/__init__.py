@@ -14,7 +14,7 @@ _LAZY = {
     "build_model": ("adaptkd.models", "build_model"),
     "list_models": ("adaptkd.models", "list_models"),
     "load_config": ("adaptkd.config", "load_config"),
-    "train": ("adaptkd.engine.trainer", "train"),
+    "train": ("adaptkd.engine.api", "train"),
     "evaluate": ("adaptkd.engine.evaluate", "evaluate"),
     "Trainer": ("adaptkd.engine.trainer", "Trainer"),
     "FeatureTaps": ("adaptkd.taps", "FeatureTaps"),

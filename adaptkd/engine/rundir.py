@@ -3,7 +3,8 @@
 A run folder (``run.out``) holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON
 record per logging interval and per epoch), ``last.pt`` / ``best.pt`` (checkpoints) and
 ``summary.json`` (final metrics and model cards); ``tb/`` (TensorBoard) and ``report/`` are
-optional. The trainer, ``eval``, ``export`` and the report read and write them through this module.
+optional. The trainer, ``eval``, ``export`` and the report read and write them through this module;
+:mod:`adaptkd.engine.runfolder` checks, locks and creates the folder (``prepare_run_dir``, re-exported here).
 """
 
 from __future__ import annotations
@@ -20,56 +21,12 @@ from adaptkd.config import NetConfig
 from adaptkd.engine.checkpoint import FORMAT, atomic_write_text, load_checkpoint, load_into
 from adaptkd.engine.logger import read_metrics as _read_metrics_file
 from adaptkd.engine.networks import build_network
+from adaptkd.engine.runfolder import RUN_FILES, prepare_run_dir  # the folder's checks and lock live there
 from adaptkd.errors import CheckpointError, RunFolderError
 from adaptkd.models import model_exists
 
 __all__ = ["RUN_FILES", "prepare_run_dir", "write_config", "write_summary", "read_config", "read_summary",
            "read_metrics", "checkpoint_path", "read_checkpoint", "build_arch", "load_model"]
-
-RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
-
-
-def prepare_run_dir(out: str | os.PathLike[str], *, resume: bool, overwrite: bool, create: bool = True) -> Path:
-    """Check, then (``create=True``) create or reopen a run folder without following symlinks planted in it.
-
-    ``create=False`` only checks and touches nothing: the engine checks before it loads data and
-    builds networks and creates the folder once every input is validated, so a refused config
-    leaves no files behind. Creating removes the temp files of writes interrupted by a crash
-    (``.last.pt.*.tmp``, ...) and, for a fresh start, what a run stopped before its first
-    checkpoint left (``metrics.jsonl``, ``best.pt``, ``summary.json``; with ``overwrite``, ``last.pt`` too).
-    """
-    path = Path(os.path.expanduser(str(out)))
-    if path.is_symlink():
-        raise RunFolderError(f"run folder {str(path)!r} is a symbolic link; refusing to write through it")
-    if path.exists() and not path.is_dir():
-        raise RunFolderError(f"run folder {str(path)!r} exists and is not a folder")
-    for name in RUN_FILES + ("tb", "report"):
-        p = path / name
-        if p.is_symlink():
-            raise RunFolderError(f"{str(p)!r} is a symbolic link planted in the run folder; "
-                                 f"refusing to write through it")
-    if resume and not (path / "last.pt").is_file():
-        raise RunFolderError(
-            f"nothing to resume: {str(path / 'last.pt')!r} does not exist (the run stopped before its first "
-            "checkpoint, or run.out is wrong); start it again without --resume"
-        )
-    if not resume and (path / "last.pt").exists() and not overwrite:
-        raise RunFolderError(
-            f"run folder {str(path)!r} already holds a run (last.pt); resume it with --resume, "
-            "choose another run.out, or set run.overwrite=true"
-        )
-    if not create:
-        return path
-    path.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        for stale in path.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-    if not resume:
-        for name in ("metrics.jsonl", "last.pt", "best.pt", "summary.json"):
-            (path / name).unlink(missing_ok=True)
-    return path
-
-
 
 def write_config(out: Path, cfg: dict[str, Any]) -> None:
     """``config.yaml``: the resolved config of the run (atomic)."""

@@ -75,3 +75,4 @@ def test_summary_without_used_steps_is_empty_but_counts_images(skipped):
     t.seen += skipped
     summary, seen = t.summary(1, False)
     assert summary == {} and seen == float(skipped)
+

@@ -87,3 +87,4 @@ def test_forward_networks_on_one_process_are_the_networks(tmp_path):
     nets = build_networks(_cfg(tmp_path), PIPE, CPU, {"teacher0": _teacher()}, print)
     fwd = forward_networks(nets, nn.Identity(), CPU, distributed=False, compile=False)
     assert fwd == nets.networks and fwd is not nets.networks
+

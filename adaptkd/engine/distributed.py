@@ -46,6 +46,7 @@ __all__ = [
     "earliest_across_ranks",
     "barrier",
     "active",
+    "check_same_stepping",
 ]
 
 
@@ -191,3 +192,15 @@ def communicator() -> Communicator:
     """The communicator of this process: the process group's when one of several ranks is active, else LOCAL."""
     return ProcessGroupComm() if active() else LOCAL
 
+
+def check_same_stepping(learners: list[str], stepping: list[str], device: torch.device, method: str) -> None:
+    """Under DDP every rank must step the same learners (else the gradient all-reduce of a
+    learner stepped on one rank only would wait forever): a clear error instead of a hang."""
+    mask = torch.tensor([float(n in stepping) for n in learners], device=device)
+    agreed = mean_across_ranks(mask).tolist()
+    if any(0.0 < v < 1.0 for v in agreed):
+        split = [n for n, v in zip(learners, agreed) if 0.0 < v < 1.0]
+        raise RuntimeError(
+            f"method {method!r} chose to step {split} on some ranks but not on others; under DDP "
+            "the decision must be identical on every rank (reduce its statistics across ranks before deciding)"
+        )

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from adaptkd.errors import NonFiniteError
 from adaptkd.methods import StepOut
 
-__all__ = ["NonFiniteWatch", "first_nonfinite"]
+__all__ = ["NonFiniteWatch", "first_nonfinite", "raise_if_state_nonfinite"]
 
 
 class NonFiniteWatch:
@@ -153,3 +153,22 @@ def first_nonfinite(modules: dict[str, nn.Module], *, all_ranks: bool = False) -
     i = int((flags == 0).nonzero()[0, 0])
     name, t = named[i]
     return name, int((~torch.isfinite(t)).sum())
+
+
+def raise_if_state_nonfinite(modules: dict[str, nn.Module], *, all_ranks: bool, epoch: int, step: int, last: Path,
+                             saved_epoch: int, skipped: int = 0) -> None:
+    """``NonFiniteError`` when a parameter or floating buffer of ``modules`` is NaN/Inf (checked before every
+    checkpoint, so none is ever saved): names the tensor, ``epoch`` / ``step``, the checkpoint ``last``
+    that is kept (written at epoch ``saved_epoch``) and the ``skipped`` non-finite steps, if any."""
+    bad = first_nonfinite(modules, all_ranks=all_ranks)
+    if bad is None:
+        return
+    name, count = bad
+    kept = (f"the last good checkpoint {str(last)!r} (epoch {saved_epoch}) is kept" if last.is_file()
+            else "no checkpoint had been written yet")
+    skipped_note = f" ({skipped} step(s) were skipped as non-finite)" if skipped else ""
+    raise NonFiniteError(
+        f"non-finite weights: `{name}` holds {count} NaN/Inf value(s) in epoch {epoch} at step {step}"
+        f"{skipped_note}; training stopped before writing a checkpoint; {kept}. The model diverged: lower the "
+        "learning rate (or the loss weights), then resume or start again."
+    )

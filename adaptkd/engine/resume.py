@@ -25,7 +25,8 @@ from adaptkd.errors import AdaptkdError
 if TYPE_CHECKING:
     from adaptkd.engine.trainer import Trainer
 
-__all__ = ["RESUME_KEYS", "SAFE_ON_RESUME", "apply_resume", "check_optim_state", "config_changes", "load_resume",
+__all__ = ["RESUME_KEYS", "SAFE_ON_RESUME", "apply_resume", "check_optim_state", "config_changes", "kept_line",
+           "load_resume",
            "rng_state", "run_state", "save_run"]
 
 
@@ -272,3 +273,16 @@ def save_run(tr: Trainer, best: bool, in_epoch: dict[str, Any] | None = None) ->
         atomic_save(state, tr.out / "best.pt")
     atomic_save(state, tr.out / "last.pt")
     return True
+
+
+def kept_line(out: Path, saved: tuple[int, int | None] | None) -> str:
+    """What an interrupted run keeps in run folder ``out``; ``saved``: (epoch, step inside it or None) of
+    the last checkpoint this process wrote (None: none yet)."""
+    last = out / "last.pt"
+    if saved is None:
+        return (f"no checkpoint had been written yet (run folder {str(out)!r}); start again without "
+                "--resume" if not last.is_file() else f"{str(last)!r} is as it was when the run started "
+                "(resume with --resume)")
+    epoch, step = saved
+    where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
+    return f"the last checkpoint is {str(last)!r} ({where}); resume with --resume"

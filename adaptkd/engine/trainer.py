@@ -28,9 +28,9 @@ from adaptkd.engine.evaluate import evaluate_batches
 from adaptkd.engine.logger import MetricsLog
 from adaptkd.engine.meter import SignalMeter
 from adaptkd.engine.networks import check_logit_sources
-from adaptkd.engine.nonfinite import NonFiniteWatch, first_nonfinite
+from adaptkd.engine.nonfinite import NonFiniteWatch, raise_if_state_nonfinite
 from adaptkd.engine.optim import set_lr
-from adaptkd.engine.resume import load_resume, run_state, save_run
+from adaptkd.engine.resume import kept_line, load_resume, run_state, save_run
 from adaptkd.engine.roster import (
     build_networks,
     build_optimisers,
@@ -246,7 +246,9 @@ class Trainer:
         for opt in self.optims.values():
             opt.zero_grad(set_to_none=True)
         if self.dist.enabled and out.stepping is not None:
-            self._check_stepping(stepping)
+            from adaptkd.engine.distributed import check_same_stepping
+
+            check_same_stepping(self.learners, stepping, self.device, self.cfg.method.name)
         finite = self.nonfinite.check(x, logits, out, self.global_step)
         if self.cfg.run.nonfinite == "skip" and not bool(self._all_ranks(finite)):
             self.nonfinite_skipped += 1
@@ -267,20 +269,6 @@ class Trainer:
 
         return all_ranks_true(flag)
 
-    def _check_stepping(self, stepping: list[str]) -> None:
-        """Under DDP every rank must step the same learners (else the gradient all-reduce of a
-        learner stepped on one rank only would wait forever): a clear error instead of a hang."""
-        from adaptkd.engine.distributed import mean_across_ranks
-
-        mask = torch.tensor([float(n in stepping) for n in self.learners], device=self.device)
-        agreed = mean_across_ranks(mask).tolist()
-        if any(0.0 < v < 1.0 for v in agreed):
-            split = [n for n, v in zip(self.learners, agreed) if 0.0 < v < 1.0]
-            raise RuntimeError(
-                f"method {self.cfg.method.name!r} chose to step {split} on some ranks but not on others; under DDP "
-                "the decision must be identical on every rank (reduce its statistics across ranks before deciding)"
-            )
-
     def _step_buffers(self) -> list[Tensor]:
         """Buffers a training forward may update (learners' BN statistics and counters, the
         method's running state); restored when ``run.nonfinite: skip`` skips a step."""
@@ -299,24 +287,11 @@ class Trainer:
         self.nonfinite.raise_if_any(epoch=self.epoch, out=self.out, earliest=earliest)
 
     def _raise_if_state_nonfinite(self, epoch: int) -> None:
-        """Stop (whatever ``run.nonfinite`` says) when a parameter or floating buffer of a learner or
-        of the method is NaN/Inf: checked before every checkpoint, so none is ever saved."""
-        modules = {n: self.networks[n] for n in self.learners}
-        modules["method"] = self.method
-        bad = first_nonfinite(modules, all_ranks=self.dist.enabled)
-        if bad is None:
-            return
-        name, count = bad
-        last = self.out / "last.pt"
-        kept = (f"the last good checkpoint {str(last)!r} (epoch {self.epoch}) is kept" if last.is_file()
-                else "no checkpoint had been written yet")
-        skipped = (f" ({self.nonfinite_skipped} step(s) were skipped as non-finite)"
-                   if self.cfg.run.nonfinite == "skip" and self.nonfinite_skipped else "")
-        raise NonFiniteError(
-            f"non-finite weights: `{name}` holds {count} NaN/Inf value(s) in epoch {epoch} at step {self.global_step}"
-            f"{skipped}; training stopped before writing a checkpoint; {kept}. The model diverged: lower the "
-            "learning rate (or the loss weights), then resume or start again."
-        )
+        """Stop (whatever ``run.nonfinite`` says) when a learner's or the method's state is NaN/Inf."""
+        modules = {**{n: self.networks[n] for n in self.learners}, "method": self.method}
+        skipped = self.nonfinite_skipped if self.cfg.run.nonfinite == "skip" else 0
+        raise_if_state_nonfinite(modules, all_ranks=self.dist.enabled, epoch=epoch, step=self.global_step,
+                                 last=self.out / "last.pt", saved_epoch=self.epoch, skipped=skipped)
 
     # ------------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -470,21 +445,10 @@ class Trainer:
                     prog.end_epoch(rec)
             return self.finish()
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: one line saying what is kept
-            raise type(exc)(self._kept_line()) from None
+            raise type(exc)(kept_line(self.out, self._saved)) from None
         finally:
             self.metrics.close()
             self.lock.release()
-
-    def _kept_line(self) -> str:
-        last = self.out / "last.pt"
-        if self._saved is None:
-            return (f"no checkpoint had been written yet (run folder {str(self.out)!r}); start again without "
-                    "--resume" if not last.is_file() else f"{str(last)!r} is as it was when the run started "
-                    "(resume with --resume)")
-        epoch, step = self._saved
-        where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
-        return f"the last checkpoint is {str(last)!r} ({where}); resume with --resume"
-
 
 
 def _describe_python_data(data: Any, pipe: Any) -> str:

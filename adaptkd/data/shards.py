@@ -202,11 +202,7 @@ class ShardPipeline(Pipeline):
                                              prefetch_factor=self.settings.prefetch if workers else None)
         for x, y, bad in loader:
             if bad:
-                if self.settings.on_bad_image != "skip":
-                    raise DataError(f"{bad[0]} (set data.on_bad_image=skip to skip such images)")
-                self.skipped += len(bad)
-                log.warning("skipped %d unreadable image(s), %d so far (data.on_bad_image=skip): %s",
-                            len(bad), self.skipped, bad[0])
+                self._bad_images(bad, self.settings.on_bad_image)
             if x.shape[0]:
                 yield x, y
 

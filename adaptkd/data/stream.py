@@ -89,6 +89,15 @@ class Pipeline:
         """The first ``n`` train images (eval geometry), uint8 ``[n, C, S, S]``."""
         raise NotImplementedError
 
+    def _bad_images(self, bad: list[str], policy: str) -> None:
+        """Refuse a batch with unreadable images (``bad``: their descriptions), or with
+        ``data.on_bad_image=skip`` count them and log the first."""
+        if policy != "skip":
+            raise DataError(f"{bad[0]} (set data.on_bad_image=skip to skip such images)")
+        self.skipped += len(bad)
+        log.warning("skipped %d unreadable image(s), %d so far (data.on_bad_image=skip): %s",
+                    len(bad), self.skipped, bad[0])
+
     def close(self) -> None:
         """Stop worker processes (a no-op in memory)."""
 
@@ -234,11 +243,7 @@ class StreamPipeline(Pipeline):
                                 f"{str(e).splitlines()[0]}") from e
             k += 1
             if bad:
-                if self.settings.on_bad_image != "skip":
-                    raise DataError(f"{bad[0]} (set data.on_bad_image=skip to skip such images)")
-                self.skipped += len(bad)
-                log.warning("skipped %d unreadable image(s), %d so far (data.on_bad_image=skip): %s",
-                            len(bad), self.skipped, bad[0])
+                self._bad_images(bad, self.settings.on_bad_image)
             if x.shape[0]:
                 yield x, y
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -63,6 +64,12 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
 
     A crash at any moment leaves either the old file or the new one, never a partial file.
     """
+    _atomic_write(path, "wb", lambda fh: torch.save(obj, fh))
+
+
+def _atomic_write(path: str | os.PathLike[str], mode: str, write: Callable[[IO[Any]], object]) -> None:
+    """``write`` into a temporary file in ``path``'s folder, fsync, rename over ``path``, fsync the folder;
+    a failed write (disk full, quota, permissions) raises one :class:`RunFolderError` line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -70,8 +77,8 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     except OSError as exc:
         raise _write_failed(path, exc) from None
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -96,26 +103,7 @@ def _write_failed(path: Path, exc: BaseException) -> RunFolderError:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write a text file atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    except OSError as exc:
-        raise _write_failed(path, exc) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise _write_failed(path, exc) from None
-        raise
+    _atomic_write(path, "w", lambda fh: fh.write(text))
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -22,7 +22,7 @@ import torch
 
 from ._core import DataError, derive_seed
 from .loader import num_batches
-from .sources import TAR_IMAGE_KEYS, array_to_image
+from .sources import TAR_IMAGE_KEYS, array_to_image, tar_sample_key
 from .stream import Pipeline, StreamSettings, _Bad, _collate
 from .transforms import Geometry, read_file
 
@@ -58,9 +58,7 @@ class TarShards:
                 for m in tf:
                     if not m.isfile():
                         continue
-                    base = os.path.basename(m.name)
-                    k, _, ext = base.partition(".")
-                    k = os.path.join(os.path.dirname(m.name), k)
+                    k, ext = tar_sample_key(m.name)
                     if k != key and key is not None:
                         yield self._sample(shard, key, parts, pos)
                         pos += 1

@@ -248,6 +248,14 @@ def expand_shards(pattern: str) -> list[str]:
 TAR_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm")
 
 
+def tar_sample_key(member: str) -> tuple[str, str]:
+    """(sample key, extension) of a tar member: its folder and base name up to the first dot
+    (``a/b/x.y.jpg`` → ``("a/b/x", "y.jpg")``), as WebDataset groups the members of one sample."""
+    base = os.path.basename(member)
+    key, _, ext = base.partition(".")
+    return os.path.join(os.path.dirname(member), key), ext
+
+
 class TarSource(Source):
     """Samples of WebDataset-style ``.tar`` shards: members ``<key>.<jpg|png|...>`` and
     ``<key>.cls`` (the class index as text). Indexed once (member offsets); a sample is then
@@ -268,9 +276,7 @@ class TarSource(Source):
                     for m in tf:
                         if not m.isfile():
                             continue
-                        base = os.path.basename(m.name)
-                        key, _, ext = base.partition(".")
-                        key = os.path.join(os.path.dirname(m.name), key)
+                        key, ext = tar_sample_key(m.name)
                         if key not in members:
                             members[key] = {}
                             order.append(key)

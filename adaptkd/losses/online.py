@@ -63,6 +63,13 @@ def _check(logits: Tensor, temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
+def _check_pair(a: Tensor, b: Tensor, names: str, temperature: float) -> None:
+    """``a`` as :func:`_check`, and ``b`` of the same shape (``names``: "teacher and student", ...)."""
+    _check(a, temperature)
+    if a.shape != b.shape:
+        raise ValueError(f"expected {names} logits of the same shape [B, C], got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
 def label_distance(logits: Tensor, target: Tensor, temperature: float = 1.0) -> Tensor:
     """Batch mean of the L1 distance between ``softmax(logits / τ)`` and the one-hot labels.
 
@@ -77,12 +84,7 @@ def label_distance(logits: Tensor, target: Tensor, temperature: float = 1.0) -> 
 
 def distillation_gap(teacher_logits: Tensor, student_logits: Tensor, temperature: float = 1.0) -> Tensor:
     """G: batch mean of ‖softmax(z_s/τ) − softmax(z_t/τ)‖₁ (detached), in [0, 2]."""
-    _check(teacher_logits, temperature)
-    if teacher_logits.shape != student_logits.shape:
-        raise ValueError(
-            "expected teacher and student logits of the same shape [B, C], got "
-            f"{tuple(teacher_logits.shape)} and {tuple(student_logits.shape)}"
-        )
+    _check_pair(teacher_logits, student_logits, "teacher and student", temperature)
     p_t = F.softmax(teacher_logits.detach() / temperature, dim=1)
     p_s = F.softmax(student_logits.detach() / temperature, dim=1)
     return (p_s - p_t).abs().sum(dim=1).mean()
@@ -146,12 +148,7 @@ def online_kl_loss(learner_logits: Tensor, target_logits: Tensor, temperature: f
     ``learner_logits``. No τ² factor (the reference uses τ = 1, where it makes no difference).
     Shapes: [B, C], [B, C] → 0-d tensor.
     """
-    _check(learner_logits, temperature)
-    if learner_logits.shape != target_logits.shape:
-        raise ValueError(
-            "expected learner and target logits of the same shape [B, C], got "
-            f"{tuple(learner_logits.shape)} and {tuple(target_logits.shape)}"
-        )
+    _check_pair(learner_logits, target_logits, "learner and target", temperature)
     log_p_target = F.log_softmax(target_logits.detach() / temperature, dim=1)
     log_p_learner = F.log_softmax(learner_logits / temperature, dim=1)
     return kl_rows(log_p_target, log_p_learner).mean()

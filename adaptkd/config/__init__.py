@@ -8,20 +8,20 @@ the field, the value and what was expected.
 """
 
 from adaptkd.config.schema import (
-                                   CUSTOM_ARCH,
-                                   BalanceConfig,
-                                   Config,
-                                   DataConfig,
-                                   MethodConfig,
-                                   NetConfig,
-                                   OptimConfig,
-                                   RunConfig,
-                                   TeachersCacheConfig,
-                                   apply_overrides,
-                                   config_to_dict,
-                                   format_validation_error,
-                                   merge_config,
-                                   read_yaml,
+    CUSTOM_ARCH,
+    BalanceConfig,
+    Config,
+    DataConfig,
+    MethodConfig,
+    NetConfig,
+    OptimConfig,
+    RunConfig,
+    TeachersCacheConfig,
+    apply_overrides,
+    config_to_dict,
+    format_validation_error,
+    merge_config,
+    read_yaml,
 )
 from adaptkd.config.validate import check_config, load_config, roster_of
 from adaptkd.errors import ConfigError

@@ -400,3 +400,21 @@ def test_a_metrics_link_planted_mid_run_is_detected(tmp_path):
     with pytest.raises(RunFolderError, match="metrics.jsonl' was replaced during the run"):
         tr.fit()
     assert victim.read_text() == "must stay untouched"
+
+
+def test_a_signal_while_the_trainer_is_built_says_what_is_kept(tmp_path, capsys):
+    # the race the SIGTERM test above can hit under load: the signal lands after config.yaml is written but
+    # before training starts; the line must still say what is kept, not end after "terminated (SIGTERM); "
+    import argparse
+
+    from adaptkd.commands.common import Terminated, run_guarded
+    from adaptkd.engine.resume import says_what_is_kept
+
+    def build(args: argparse.Namespace) -> int:
+        with says_what_is_kept(tmp_path / "r"):
+            raise Terminated()
+        return 0
+
+    assert run_guarded(build, argparse.Namespace()) == 143
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("adaptkd: terminated (SIGTERM); no checkpoint had been written yet"), line

@@ -49,7 +49,7 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return exit_code(exc)
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"adaptkd: {what}; {exc or 'stopped before any run file was written'}", file=sys.stderr)
+        print(f"adaptkd: {what}; {str(exc) or 'stopped before any run file was written'}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         if previous is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -72,6 +73,7 @@ def check(cfg) -> tuple[list[str], bool]:
 
 def run(args: argparse.Namespace) -> int:
     from adaptkd.config import load_config
+    from adaptkd.engine.resume import says_what_is_kept
     from adaptkd.engine.trainer import Trainer
 
     overrides = list(args.overrides)
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(lines))
         print(f"{args.config}: " + ("ready to train" if ready else "NOT ready (see FAIL above)"))
         return 0 if ready else 2
-    trainer = Trainer(cfg, resume=args.resume)
+    with says_what_is_kept(Path(cfg.run.out)):
+        trainer = Trainer(cfg, resume=args.resume)
     summary = trainer.fit()
     if trainer.dist.is_main:
         s = summary["learners"]["student"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from adaptkd.config import Config, config_to_dict, load_config
+from adaptkd.engine.resume import says_what_is_kept
 from adaptkd.engine.trainer import Trainer
 
 __all__ = ["train"]
@@ -52,4 +54,6 @@ def train(config: Config | str | dict, overrides: list[str] | None = None, *, re
     for i, t in enumerate(teachers):
         nets[order[1 + i]] = t
     cfg = load_config(raw, provided=set(nets))
-    return Trainer(cfg, resume=resume, networks=nets, log=log).fit()
+    with says_what_is_kept(Path(cfg.run.out)):
+        trainer = Trainer(cfg, resume=resume, networks=nets, log=log)
+    return trainer.fit()

@@ -10,7 +10,8 @@ File I/O itself is :mod:`adaptkd.engine.checkpoint`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -286,3 +287,15 @@ def kept_line(out: Path, saved: tuple[int, int | None] | None) -> str:
     epoch, step = saved
     where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
     return f"the last checkpoint is {str(last)!r} ({where}); resume with --resume"
+
+
+@contextmanager
+def says_what_is_kept(out: Path) -> Iterator[None]:
+    """Around building a Trainer: an interrupt (Ctrl-C, SIGTERM) that arrives after the run folder was prepared
+    but before training started says what is kept, as an interrupt during training does."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if str(exc):
+            raise
+        raise type(exc)(kept_line(out, None)) from None

@@ -21,6 +21,7 @@ single-process path never pays for them.
 
 from __future__ import annotations
 
+import atexit
 import inspect
 from collections.abc import Iterable
 from typing import Any
@@ -70,7 +71,15 @@ def setup_distributed(info: DistInfo, device: torch.device) -> torch.device:
         device = torch.device("cuda", info.local_rank)
     if not tdist.is_initialized():
         tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # a group left alive at interpreter exit can abort the process in the backend's teardown
+        # ("terminate called without an active exception"): the group adaptkd made, adaptkd ends
+        atexit.register(_end_process_group)
     return device
+
+
+def _end_process_group() -> None:
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
 
 
 def _ddp_kwargs() -> dict[str, Any]:

@@ -175,7 +175,7 @@ class FloorVariant(_Variant):
 
         def fresh(n: str) -> nn.Module:  # the same architecture, built anew (no hooks of the method's taps)
             net = build_network(trainer.net_cfgs[n], trainer.num_classes, trainer.data.in_channels, field=n).to(dev)
-            return net.to(memory_format=torch.channels_last) if trainer.cfg.run.channels_last else net  # type: ignore[call-overload]  # Module.to takes memory_format; torch's stub omits it
+            return net.to(memory_format=torch.channels_last) if trainer.cfg.run.channels_last else net  # type: ignore[call-overload, unused-ignore]  # Module.to takes memory_format; torch's stub omits it
 
         self.frozen = [freeze(fresh(n)) for n in trainer.frozen]
         self.learners = [fresh(n).train() for n in trainer.learners]

@@ -68,7 +68,7 @@ def build_networks(cfg: Config, pipe: Any, device: torch.device, given: dict[str
             out.frozen.append(name)
         out.networks[name] = net.to(device)
         if cfg.run.channels_last:
-            out.networks[name] = out.networks[name].to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            out.networks[name] = out.networks[name].to(memory_format=torch.channels_last)  # type: ignore[call-overload, unused-ignore]
         out.fields[name] = fld
     if given:
         raise ConfigError(f"networks {sorted(given)} were passed but the config has only {list(net_cfgs)}")

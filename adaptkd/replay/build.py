@@ -72,7 +72,7 @@ def build_cache(config: Config | str | dict, *, networks: dict[str, nn.Module] |
         net = given[name] if name in given else build_network(nc, pipe.num_classes, pipe.in_channels,
                                                                 field=fields[name], teacher=True)
         net = freeze(net).to(device)
-        teachers[name] = net.to(memory_format=torch.channels_last) if cfg.run.channels_last else net  # type: ignore[call-overload]  # Module.to takes memory_format; torch's stub omits it
+        teachers[name] = net.to(memory_format=torch.channels_last) if cfg.run.channels_last else net  # type: ignore[call-overload, unused-ignore]  # Module.to takes memory_format; torch's stub omits it
     nets = cfg.network_names()
     inputs = TeacherInputs({n: teacher_spec(nets[n], t, pipe, field=fields[n], name=n) for n, t in teachers.items()},
                            data_spec(pipe)).to(device)

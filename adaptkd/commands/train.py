@@ -32,13 +32,14 @@ def check(cfg) -> tuple[list[str], bool]:
     from adaptkd.engine.networks import build_network, count_params
     from adaptkd.engine.trainer import Trainer
     from adaptkd.errors import AdaptkdError
+    from adaptkd.models.registry import needs_rgb
 
     lines: list[str] = []
     ready = True
     pipe = None
     try:
         d = cfg.data.model_copy(update={"workers": 0, "stats_samples": min(cfg.data.stats_samples, 64)})
-        need_rgb = any(c.arch.startswith(("torchvision:", "timm:", "hf:")) for c in cfg.network_names().values())
+        need_rgb = any(needs_rgb(c.arch) for c in cfg.network_names().values())
         pipe, resolved = build_pipeline(d, need_rgb=need_rgb)
         lines.append(f"ok    {describe(pipe, resolved)}")
     except (AdaptkdError, OSError) as exc:

@@ -51,6 +51,7 @@ from adaptkd.engine.summary import run_summary
 from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
 from adaptkd.errors import NonFiniteError, RunFolderError
 from adaptkd.methods import MethodContext, StepOut, check_method
+from adaptkd.models.registry import needs_rgb
 from adaptkd.replay import Replay, ReplayedBatch
 from adaptkd.replay.identity import augment_generator, steps_per_epoch, train_augment
 from adaptkd.taps import FeatureTaps
@@ -105,7 +106,7 @@ class Trainer:
 
         self.comm = communicator()  # methods and balancers reduce across ranks through it
         # Data: in memory or streamed; the resolved settings (augment, cache, ...) go into the run's config
-        need_rgb = any(c.arch.startswith(("torchvision:", "timm:", "hf:")) for c in self.cfg.network_names().values())
+        need_rgb = any(needs_rgb(c.arch) for c in self.cfg.network_names().values())
         self.pipe, resolved = build_pipeline(self.cfg.data, dataset=data, pin_memory=self.device.type == "cuda",
                                              need_rgb=need_rgb)
         if data is not None:

@@ -78,6 +78,12 @@ def namespace_of(name: str) -> str | None:
     return prefix if sep and prefix in _NAMESPACES else None
 
 
+def needs_rgb(name: str) -> bool:
+    """Whether model ``name`` takes three-channel input whatever the data: a model from a registered namespace
+    (``hf:``, ``timm:``, ``torchvision:``) was built for RGB; a zoo model follows the data's channels."""
+    return namespace_of(name) is not None
+
+
 def model_exists(name: str) -> bool:
     """Whether :func:`build_model` knows ``name``: a zoo model or a name in a registered namespace."""
     return name in MODELS or namespace_of(name) is not None

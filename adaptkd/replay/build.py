@@ -30,6 +30,7 @@ from adaptkd.engine.runtime import (
     resolve_precision,
 )
 from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
+from adaptkd.models.registry import needs_rgb
 from adaptkd.replay.identity import augment_generator, run_identity, steps_per_epoch, train_augment
 from adaptkd.replay.store import CacheWriter, array_specs, cache_file, encode_topk
 
@@ -61,7 +62,7 @@ def build_cache(config: Config | str | dict, *, networks: dict[str, nn.Module] |
         device = setup_distributed(dist, device)
     precision = resolve_precision(cfg.run.precision, device)
     configure_backends(device, cfg.run.deterministic)
-    need_rgb = any(c.arch.startswith(("torchvision:", "timm:")) for c in cfg.network_names().values())
+    need_rgb = any(needs_rgb(c.arch) for c in cfg.network_names().values())
     pipe, resolved = build_pipeline(cfg.data, pin_memory=device.type == "cuda", need_rgb=need_rgb)
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=resolved)})  # as the trainer resolves it
     given = dict(networks or {})

@@ -173,6 +173,7 @@ class _DataCache:
 def load_model(e: ModelEntry, which: str, networks: dict[str, Any] | None):
     from adaptkd.engine.checkpoint import load_into, load_state_dict_for
     from adaptkd.export import build_arch, rebuild_network
+    from adaptkd.models.registry import needs_rgb
 
     if e.model is not None:
         return e.model
@@ -185,7 +186,7 @@ def load_model(e: ModelEntry, which: str, networks: dict[str, Any] | None):
     elif e.weights == "file":
         cfg = dict(next(c for n, _, c in e.run.networks() if n == e.name))
         args = dict(cfg.get("args") or {})
-        if e.in_channels != 3 and not e.arch.startswith(("timm:", "torchvision:", "hf:")):
+        if e.in_channels != 3 and not needs_rgb(e.arch):
             args.setdefault("in_channels", e.in_channels)
         model = build_arch(e.arch, args, e.num_classes, e.in_channels, what=f"network {e.name!r} of {e.run.label!r}")
         state = load_state_dict_for(e.source, arch=e.arch, num_classes=e.num_classes)

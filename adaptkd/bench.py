@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import tempfile
@@ -35,7 +36,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +44,8 @@ from torch import Tensor, nn
 
 from adaptkd.errors import ConfigError
 
-__all__ = ["BenchConfig", "run_bench", "machine_info", "parse_balancer", "method_setup", "render_table",
-           "markdown_table"]
+__all__ = ["BenchConfig", "run_bench", "machine_info", "parse_options", "parse_balancer", "parse_variant",
+           "parse_network", "split_list", "method_setup", "render_table", "markdown_table"]
 
 # Each method runs with the networks and options of its spec's example (``MethodSpec.example``:
 # random-init teachers of the bench's --teacher architecture, peers of its --student) and is held
@@ -60,8 +61,8 @@ BALANCER_TARGETS: list[tuple[dict[str, Any], tuple[str, float]]] = [
 class BenchConfig:
     """What ``adaptkd bench`` measures (the CLI flags of the same names)."""
 
-    teacher: str = "resnet32x4"
-    student: str = "resnet8x4"
+    teacher: str = "resnet32x4"  # comma-separated network specs (several teachers for multi-teacher methods)
+    student: str = "resnet8x4"  # a network spec: ARCH[:key=value:...]
     batch: int = 64
     methods: list[str] | None = None  # None: every registered method
     balancers: list[str] = field(default_factory=lambda: ["fixed"])
@@ -80,20 +81,93 @@ class BenchConfig:
     memory: bool = True
     clock: str = "wall"  # "wall" (perf_counter / CUDA events) or "cpu" (process CPU time; CPU device only)
     epoch: int = 30  # the epoch the step believes it is in (after the usual 20-epoch warm-ups)
+    variants: list[str] = field(default_factory=list)  # "LABEL=METHOD:key=value:..." (fixed balancer)
+    method_alone: bool = False  # also time each method alone on fixed logits/features (forward + backward)
+    distiller: bool = False  # also time each method as a hand-written loop over adaptkd.Distiller
+
+
+_OPTION = re.compile(r":(?=\s*[A-Za-z_][\w.]*\s*=)")  # a ':' that starts a key=value option
+
+
+def parse_options(spec: str, what: str = "spec") -> tuple[str, dict[str, Any]]:
+    """``"NAME:key=value:key=value"`` → ``(NAME, {key: value})``, values read as YAML.
+
+    The one option syntax of ``adaptkd bench`` (balancers, ``--variant`` methods, networks). A
+    ``:`` splits only where ``key=`` follows it, so names (``hf:org/model``) and values (``[1, 2]``,
+    ``{a: 1}``) may hold colons. ``what`` names the option in errors (ValueError).
+    """
+    import yaml
+
+    name, *opts = [p.strip() for p in _OPTION.split(spec.strip())]
+    if not name or "=" in name:
+        raise ValueError(f"{what} {spec!r}: expected NAME:key=value:..., got no name")
+    out: dict[str, Any] = {}
+    for o in opts:
+        k, _, v = o.partition("=")
+        try:
+            out[k.strip()] = yaml.safe_load(v) if v.strip() else None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{what} {spec!r}: option {k.strip()!r}: cannot read value {v!r} "
+                             f"({str(exc).splitlines()[0]})") from None
+        if out[k.strip()] is None:
+            raise ValueError(f"{what} {spec!r}: option {k.strip()!r} has no value (expected key=value)")
+    return name, out
+
+
+def _plain_name(name: str, spec: str, what: str) -> str:
+    """A registry name (method, balancer): no ':' left after the options were split off."""
+    if ":" in name:
+        raise ValueError(f"{what} {spec!r}: expected name:key=value:..., got {name.partition(':')[2]!r}")
+    return name
 
 
 def parse_balancer(spec: str) -> dict[str, Any]:
     """``"gradient:over=params:every=10"`` → ``{"name": "gradient", "over": "params", "every": 10}``."""
-    import yaml
+    name, opts = parse_options(spec, "balancer spec")
+    return {"name": _plain_name(name, spec, "balancer spec"), **opts}
 
-    name, *opts = [p for p in spec.strip().split(":") if p]
-    out: dict[str, Any] = {"name": name}
-    for o in opts:
-        if "=" not in o:
-            raise ValueError(f"balancer spec {spec!r}: expected name:key=value:..., got {o!r}")
-        k, _, v = o.partition("=")
-        out[k.strip()] = yaml.safe_load(v)
-    return out
+
+def parse_variant(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``"LABEL=METHOD:key=value:..."`` → ``(LABEL, METHOD, options)``: method ``METHOD`` with its
+    spec's example options updated by these (``unic_last=unic:student_blocks=[-1]``)."""
+    label, eq, rest = spec.partition("=")
+    label = label.strip()
+    if not eq or not label or not re.fullmatch(r"[\w.-]+", label) or not rest.strip():
+        raise ValueError(f"--variant {spec!r}: expected LABEL=METHOD[:key=value:...] with a LABEL of letters, "
+                         "digits and _.-, e.g. unic_last=unic:student_blocks=[-1]")
+    method, opts = parse_options(rest, f"--variant {label!r}:")
+    return label, _plain_name(method, rest, f"--variant {label!r}:"), opts
+
+
+#: options of a ``--teacher`` / ``--student`` entry that are network fields; any other key is a
+#: builder argument (``args``)
+NET_FIELDS = ("input_size", "mean", "std")
+
+
+def parse_network(spec: str) -> dict[str, Any]:
+    """``"vit_tiny:img_size=16:depth=4"`` → ``{"arch": "vit_tiny", "args": {"img_size": 16, "depth": 4}}``
+    (``input_size``, ``mean`` and ``std`` stay network fields)."""
+    arch, opts = parse_options(spec, "network")
+    net: dict[str, Any] = {"arch": arch, **{k: v for k, v in opts.items() if k in NET_FIELDS}}
+    args = {k: v for k, v in opts.items() if k not in NET_FIELDS}
+    return {**net, "args": args} if args else net
+
+
+def split_list(text: str) -> list[str]:
+    """Comma-separated entries; commas inside brackets or braces (``mean=[0.5,0.5,0.5]``) do not split."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth <= 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [t.strip() for t in out if t.strip()]
 
 
 def _balancer_label(b: dict[str, Any]) -> str:
@@ -131,7 +205,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 class _Variant:
     name: str
-    kind: str  # "method" | "floor"
+    kind: str  # "method" | "floor" | "alone" | "distiller"
 
     def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -185,18 +259,20 @@ class FloorVariant(_Variant):
         if trainer.cfg.run.compile:
             self.fwd_frozen = [maybe_compile(m, f"floor.{n}") for n, m in zip(trainer.frozen, self.frozen)]
             self.fwd_learners = [maybe_compile(m, f"floor.{n}") for n, m in zip(trainer.learners, self.learners)]
-        x = trainer.eval_aug(xb.to(dev))
-        if trainer.cfg.run.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = fixed_input(trainer, xb)
+        views = trainer.distiller.teacher_inputs
+        with torch.no_grad():  # each teacher's own input (size, normalisation), prepared outside the timed step
+            xt = views(x) if views is not None else {}
+        self.x_frozen = [xt.get(n, x) for n in trainer.frozen]
         self.x, self.y = x, yb.to(dev)
         self.autocast = trainer.autocast
         self.scaler = torch.amp.GradScaler(dev.type, enabled=trainer.precision == "fp16")
 
     def step(self) -> None:
         with self.autocast():
-            for net in self.fwd_frozen:
+            for net, xf in zip(self.fwd_frozen, self.x_frozen):
                 with torch.no_grad():
-                    net(self.x)
+                    net(xf)
             outs = [net(self.x) for net in self.fwd_learners]
         loss = F.cross_entropy(outs[0].float(), self.y)
         for o in outs[1:]:
@@ -212,9 +288,89 @@ class FloorVariant(_Variant):
         return None
 
 
+class AloneVariant(_Variant):
+    """The method alone: its forward and the balancer's backward on the logits and features of one
+    step, held fixed (the learners' as leaf tensors, so the backward stops there; no network runs):
+    what the method adds to its floor, free of the networks' noise."""
+
+    kind = "alone"
+
+    def __init__(self, mv: MethodVariant) -> None:
+        tr = mv.trainer
+        self.name, self.of, self.d, self.epoch, self.steps = f"{mv.name}[alone]", mv.name, tr.distiller, mv.epoch, 0
+        self.x, self.y = fixed_input(tr, mv.xb), mv.yb.to(tr.device)
+        with torch.no_grad():
+            logits, feats = tr.forward_all(self.x)
+        learners = set(self.d.learner_names)
+
+        def leaf(v: Any, grad: bool) -> Any:
+            if not isinstance(v, Tensor):
+                return v
+            v = v.detach().clone()
+            return v.requires_grad_() if grad and v.is_floating_point() else v
+
+        self.logits = {k: leaf(v, k in learners) for k, v in logits.items()}
+        self.feats = {n: {k: leaf(v, n in learners) for k, v in f.items()} for n, f in feats.items()}
+        self.params = {n: [t for t in (self.logits.get(n), *self.feats.get(n, {}).values())
+                           if isinstance(t, Tensor) and t.requires_grad] for n in self.d.learner_names}
+        self.zero = [t for ts in self.params.values() for t in ts] + list(self.d.method.parameters())
+
+    def step(self) -> None:
+        from adaptkd.balance import BackwardContext
+        from adaptkd.methods import StepIn
+
+        for t in self.zero:
+            t.grad = None
+        d = self.d
+        out = d.method(StepIn(x=self.x, y=self.y, epoch=self.epoch, step=self.steps, logits=self.logits,
+                              feats=self.feats))
+        stepping = [n for n in d.learner_names if out.stepping is None or n in out.stepping]
+        params = cast(dict[str, list[nn.Parameter]], self.params)  # leaf tensors: only their gradients are read
+        d.balancer.backward(out, BackwardContext(params=params, extra_params=d.extra_params,
+                                                 task_terms=d.method.task_terms, stepping=stepping,
+                                                 step=self.steps, comm=d.comm))
+        self.steps += 1
+
+
+class DistillerVariant(_Variant):
+    """The method in a hand-written loop over :class:`adaptkd.Distiller` (the trainer's, with its
+    optimisers) on the already augmented batch: ``out = distiller(x, y)``, ``distiller.backward(out)``,
+    ``distiller.step(optimisers, out)`` — the engine's step without augmentation, learning-rate
+    schedule and non-finite checks."""
+
+    kind = "distiller"
+
+    def __init__(self, mv: MethodVariant) -> None:
+        tr = mv.trainer
+        self.name, self.of, self.d, self.epoch = f"{mv.name}[distiller]", mv.name, tr.distiller, mv.epoch
+        self.optims, self.autocast, self.scaler = tr.optims, tr.autocast, tr.scaler
+        self.x, self.y = fixed_input(tr, mv.xb), mv.yb.to(tr.device)
+
+    def step(self) -> None:
+        with self.autocast():
+            out = self.d(self.x, self.y, epoch=self.epoch)
+        for opt in self.optims.values():
+            opt.zero_grad(set_to_none=True)
+        self.d.backward(out, scaler=self.scaler)
+        self.d.step(self.optims, out, scaler=self.scaler)
+
+
+def fixed_input(trainer, xb: Tensor) -> Tensor:
+    """The batch as the networks see it (normalised, no random augmentation; channels_last if set)."""
+    x = trainer.eval_aug(xb.to(trainer.device))
+    if trainer.cfg.run.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _net_label(net) -> str:
+    args = ",".join(f"{k}={v}" for k, v in net.args.items())
+    return net.arch + (f"({args})" if args else "")
+
+
 def setup_key(trainer) -> str:
-    frozen = "+".join(trainer.net_cfgs[n].arch for n in trainer.frozen) or "-"
-    learners = "+".join(trainer.net_cfgs[n].arch for n in trainer.learners)
+    frozen = "+".join(_net_label(trainer.net_cfgs[n]) for n in trainer.frozen) or "-"
+    learners = "+".join(_net_label(trainer.net_cfgs[n]) for n in trainer.learners)
     return f"{frozen}→{learners}"
 
 
@@ -222,10 +378,12 @@ def setup_key(trainer) -> str:
 # Timing and memory
 
 
-def _time_block(fn: Callable[[], None], n: int, device: torch.device, clock: str = "wall") -> list[float]:
-    """Seconds of each of ``n`` calls. CUDA: events around each call, one synchronise per block.
-    CPU: ``time.perf_counter`` (``clock="wall"``) or the process's CPU time (``clock="cpu"``:
-    insensitive to how much of the machine other processes take)."""
+def _time_block(fn: Callable[[], None], n: int, device: torch.device,
+                clock: str = "wall") -> tuple[list[float], list[float] | None]:
+    """Seconds of each of ``n`` calls: (by ``clock``, by the other clock or None). CUDA: events
+    around each call, one synchronise per block (no other clock). CPU: ``time.perf_counter``
+    (``clock="wall"``) and the process's CPU time (``clock="cpu"``: insensitive to how much of the
+    machine other processes take), both read around every call."""
     if device.type == "cuda":
         ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
         torch.cuda.synchronize(device)
@@ -234,14 +392,15 @@ def _time_block(fn: Callable[[], None], n: int, device: torch.device, clock: str
             fn()
             end.record()
         torch.cuda.synchronize(device)
-        return [s.elapsed_time(e) / 1000.0 for s, e in ev]
-    timer = time.process_time if clock == "cpu" else time.perf_counter
-    out = []
+        return [s.elapsed_time(e) / 1000.0 for s, e in ev], None
+    wall, cpu = [], []
     for _ in range(n):
-        t0 = timer()
+        w, c = time.perf_counter(), time.process_time()
         fn()
-        out.append(timer() - t0)
-    return out
+        c, w = time.process_time() - c, time.perf_counter() - w
+        wall.append(w)
+        cpu.append(c)
+    return (cpu, wall) if clock == "cpu" else (wall, cpu)
 
 
 @contextlib.contextmanager
@@ -336,30 +495,48 @@ def _random_data(cfg: BenchConfig, in_channels: int = 3):
                       std=(0.25,) * in_channels)
 
 
-def method_setup(method: str) -> dict[str, Any]:
-    """The networks (None: the bench's --teacher / --student architecture) and options of ``method``'s
-    example run (its spec)."""
-    from adaptkd.methods import example_networks, method_class
+def method_setup(method: str, options: dict[str, Any] | None = None, teachers: int = 1) -> dict[str, Any]:
+    """The networks and options of ``method``'s example run (its spec's ``example``), its options
+    updated by ``options`` (a ``--variant``). Network entries are slots (None) that
+    :func:`build_config` fills from ``--teacher`` / ``--student``. With ``teachers`` > 1 (several
+    ``--teacher`` networks) a method that takes frozen teachers gets as many as it accepts, at least
+    its example's count."""
+    from pydantic import ValidationError
 
-    frozen, trainable, peers = example_networks(method)
-    return {"frozen": [None] * frozen, "trainable": [None] * trainable, "peers": [None] * peers,
-            "options": dict(method_class(method).spec.example.options)}
+    from adaptkd.methods import method_class
+
+    cls = method_class(method)
+    ex = cls.spec.example
+    opts = {**ex.options, **(options or {})}
+    try:
+        needs = cls.network_needs(cls.Params.model_validate(opts))
+    except ValidationError:  # bad options: the config check names them (the setup here is never run)
+        needs = cls.network_needs(cls.Params.model_validate(dict(ex.options)))
+    pick = [(ex.frozen, needs.frozen), (ex.trainable, needs.trainable), (ex.peers, needs.peers)]
+    frozen, trainable, peers = (given if given is not None else count[0] for given, count in pick)
+    if frozen and teachers > frozen:
+        most = needs.frozen[1]
+        frozen = teachers if most is None else max(frozen, min(teachers, most))
+    return {"frozen": [None] * frozen, "trainable": [None] * trainable, "peers": [None] * peers, "options": opts}
 
 
-def _net_list(entries: list[Any], default: str, **extra: Any) -> list[dict[str, Any]]:
-    return [{"arch": a if a is not None else default, **extra} for a in entries]
+def _net_list(entries: list[Any], nets: list[dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
+    """Slot i: its own network if given, else ``nets[i]`` (cycling), with ``extra`` fields."""
+    return [{**(a if a is not None else nets[i % len(nets)]), **extra} for i, a in enumerate(entries)]
 
 
 def build_config(cfg: BenchConfig, method: str, setup: dict[str, Any], balancer: dict[str, Any], out: str) -> dict:
     """The experiment config of one variant (random-init teachers, synthetic data, no logging)."""
-    teachers = _net_list(setup.get("frozen", []), cfg.teacher, random_init=True)
-    teachers += _net_list(setup.get("trainable", []), cfg.teacher, trainable=True)
+    tnets = [parse_network(t) for t in split_list(cfg.teacher)]
+    student = parse_network(cfg.student)
+    teachers = _net_list(setup.get("frozen", []), tnets, random_init=True)
+    teachers += _net_list(setup.get("trainable", []), tnets, trainable=True)
     return {
         "data": {"name": "synthetic", "batch_size": cfg.batch, "image_size": cfg.image_size,
                  "num_classes": cfg.num_classes, "augment": True},
-        "student": {"arch": setup.get("student", cfg.student)},
+        "student": dict(setup.get("student", student)),
         "teachers": teachers,
-        "peers": _net_list(setup.get("peers", []), cfg.student),
+        "peers": _net_list(setup.get("peers", []), [student]),
         "method": {"name": method, **setup.get("options", {})},
         "balance": dict(balancer),
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 240,
@@ -370,23 +547,64 @@ def build_config(cfg: BenchConfig, method: str, setup: dict[str, Any], balancer:
     }
 
 
-def _resolve_setup(cfg: BenchConfig, method: str, balancer: dict[str, Any], tmp: str) -> tuple[dict, dict] | str:
-    """(setup, validated config dict) for the first setup the method accepts, or the reasons it refused."""
+def _resolve_setup(cfg: BenchConfig, method: str, balancer: dict[str, Any], tmp: str,
+                   options: dict[str, Any] | None = None) -> tuple[dict, dict] | str:
+    """(setup, validated config dict) of the method's example (updated by ``options``), or why it was refused."""
     from adaptkd.config import load_config
 
-    errors = []
-    for setup in [method_setup(method)]:
-        raw = build_config(cfg, method, setup, balancer, tmp)
-        try:
-            load_config(raw)
-        except ConfigError as exc:
-            errors.append(str(exc).splitlines()[0])
-            continue
-        return setup, raw
-    return "; ".join(dict.fromkeys(errors))
+    setup = method_setup(method, options, teachers=len(split_list(cfg.teacher)))
+    raw = build_config(cfg, method, setup, balancer, tmp)
+    try:
+        load_config(raw)
+    except ConfigError as exc:
+        return str(exc).splitlines()[0]
+    return setup, raw
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def _check_variants(cfg: BenchConfig, known: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The parsed ``--variant`` entries; ConfigError naming the entry, the option and its value."""
+    from pydantic import ValidationError
+
+    from adaptkd.methods import list_methods, method_class
+
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    for spec in cfg.variants:
+        try:
+            label, method, opts = parse_variant(spec)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if method not in list_methods():
+            raise ConfigError(f"--variant {spec!r}: unknown method {method!r}; registered: {', '.join(list_methods())}")
+        if label in list_methods() or label in known or label in [v[0] for v in out]:
+            raise ConfigError(f"--variant {spec!r}: the label {label!r} is already taken (a method or another "
+                              "variant); choose another")
+        cls = method_class(method)
+        try:
+            cls.Params.model_validate({**cls.spec.example.options, **opts})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err.get("loc", ())) or "?"
+            given = opts.get(str(err["loc"][0]), "(missing)") if err.get("loc") else "(missing)"
+            raise ConfigError(f"--variant {spec!r}: method {method!r} option {key}={given!r}: {err.get('msg')}; "
+                              f"its options: {', '.join(cls.Params.model_fields)}") from None
+        out.append((label, method, opts))
+    return out
+
+
+def _check_networks(cfg: BenchConfig) -> None:
+    for flag, text in (("--teacher", cfg.teacher), ("--student", cfg.student)):
+        entries = split_list(text)
+        if not entries or (flag == "--student" and len(entries) > 1):
+            raise ConfigError(f"{flag}: {text!r}: expected {'one network' if flag == '--student' else 'networks'} "
+                              "ARCH[:key=value:...]" + (", comma-separated" if flag == "--teacher" else ""))
+        for e in entries:
+            try:
+                parse_network(e)
+            except ValueError as exc:
+                raise ConfigError(f"{flag}: {exc}") from None
 
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -402,18 +620,25 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     if cfg.clock not in ("wall", "cpu") or (cfg.clock == "cpu" and device.type != "cpu"):
         raise ConfigError(f"--clock: {cfg.clock!r} must be 'wall', or 'cpu' on the CPU device "
                           f"(CUDA is timed with events)")
+    _check_networks(cfg)
     methods = list(cfg.methods) if cfg.methods else list_methods()
     unknown = [m for m in methods if m not in list_methods()]
     if unknown:
         raise ConfigError(f"--methods: unknown method(s) {unknown}; registered: {', '.join(list_methods())}")
-    balancers = [parse_balancer(b) for b in cfg.balancers]
+    balancers = []
+    for spec in cfg.balancers:
+        try:
+            balancers.append(parse_balancer(spec))
+        except ValueError as exc:
+            raise ConfigError(f"--balancers: {exc}") from None
     for b in balancers:
         if b["name"] not in list_balancers():
             raise ConfigError(f"--balancers: unknown balancer {b['name']!r}; registered: {', '.join(list_balancers())}")
     if not any(b["name"] == "fixed" and len(b) == 1 for b in balancers):
         balancers.insert(0, {"name": "fixed"})
+    variant_specs = _check_variants(cfg, methods)
     # references: kd for offline methods, dml for online ones
-    kinds = {m: method_class(m).kind for m in methods}
+    kinds = {m: method_class(m).kind for m in [*methods, *(v[1] for v in variant_specs)]}
     if "kd" in list_methods() and "kd" not in methods and any(k == "offline" for k in kinds.values()):
         methods.insert(0, "kd")
     if "dml" in list_methods() and "dml" not in methods and any(k == "online" for k in kinds.values()):
@@ -427,17 +652,19 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     skipped: list[dict[str, Any]] = []
     meta: dict[str, dict[str, Any]] = {}
     try:
-        plan = []
+        plan: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = []  # label, method, balancer, options
         for m in methods:
             for b in balancers:
                 is_fixed = b["name"] == "fixed" and len(b) == 1
                 if not is_fixed and cfg.balancer_methods is not None and m not in cfg.balancer_methods:
                     continue
-                plan.append((m, b))
-        for m, b in plan:
-            label = m if b == {"name": "fixed"} else f"{m}+{_balancer_label(b)}"
-            res = _resolve_setup(cfg, m, b, os.path.join(tmp, "check"))
+                plan.append((m if is_fixed else f"{m}+{_balancer_label(b)}", m, b, None))
+        plan += [(label, m, {"name": "fixed"}, opts) for label, m, opts in variant_specs]
+        for label, m, b, opts in plan:
+            res = _resolve_setup(cfg, m, b, os.path.join(tmp, "check"), opts)
             if isinstance(res, str):
+                if opts is not None:  # the user's own variant: refused, not skipped
+                    raise ConfigError(f"--variant {label!r}: {res}")
                 skipped.append({"name": label, "reason": res})
                 log(f"bench: skipping {label}: {res}")
                 continue
@@ -459,26 +686,44 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
             key = setup_key(tr)
             meta[label] = {"method": m, "balancer": _balancer_label(b), "kind": kinds.get(m, method_class(m).kind),
                            "setup": key, "taps": bool(tr.taps),
-                           "method_params": sum(p.numel() for p in tr.method.parameters())}
+                           "method_params": sum(p.numel() for p in tr.method.parameters()),
+                           "options": {k: v for k, v in (opts or {}).items()}}
             if key not in floors:
                 floors[key] = FloorVariant(f"floor[{key}]", tr, xb, yb)
                 variants.append(floors[key])
                 meta[floors[key].name] = {"method": None, "balancer": None, "kind": "floor", "setup": key}
+            extras: list[type[_Variant]] = ([AloneVariant] if cfg.method_alone else []) + \
+                ([DistillerVariant] if cfg.distiller else [])
+            for kind in extras:
+                try:
+                    ev = kind(mv)  # type: ignore[call-arg]
+                    ev.step()
+                except Exception as exc:  # noqa: BLE001 - the extra measurement of one method may not apply
+                    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    skipped.append({"name": f"{label}[{kind.kind}]", "reason": reason})
+                    log(f"bench: {label}[{kind.kind}] failed: {reason}")
+                    continue
+                variants.append(ev)
+                meta[ev.name] = {**meta[label], "kind": ev.kind, "of": label}
         if not any(v.kind == "method" for v in variants):
             raise RuntimeError("bench: no method could be benchmarked: " + "; ".join(s["reason"] for s in skipped))
 
-        log(f"bench: {sum(v.kind == 'method' for v in variants)} method variant(s), {len(floors)} floor(s); "
+        log(f"bench: {sum(v.kind != 'floor' for v in variants)} variant(s), {len(floors)} floor(s); "
             f"{cfg.warmup} warm-up + {cfg.steps} timed steps each, blocks of {cfg.block}, interleaved")
         for v in variants:
             for _ in range(cfg.warmup):
                 v.step()
         rounds = max(1, math.ceil(cfg.steps / cfg.block))
         times: dict[str, list[list[float]]] = {v.name: [] for v in variants}
+        other: dict[str, list[list[float]]] = {v.name: [] for v in variants}
         t_start = time.perf_counter()
         for r in range(rounds):
             k = r % len(variants)
             for v in variants[k:] + variants[:k]:
-                times[v.name].append(_time_block(v.step, cfg.block, device, cfg.clock))
+                main, second = _time_block(v.step, cfg.block, device, cfg.clock)
+                times[v.name].append(main)
+                if second is not None:
+                    other[v.name].append(second)
             for v in variants:
                 if isinstance(v, MethodVariant):
                     v.check()
@@ -487,9 +732,10 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         mem: dict[str, tuple[int | None, str]] = {}
         if cfg.memory:
             for v in variants:
-                mem[v.name] = step_peak_memory(v.step, device)
+                if v.kind != "alone":
+                    mem[v.name] = step_peak_memory(v.step, device)
 
-        results = _summarise(cfg, variants, times, mem, meta, floors)
+        results = _summarise(cfg, variants, times, other, mem, meta, floors)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -501,8 +747,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         "process_maxrss_mb": _maxrss_mb(),
         "memory_method": next(iter(mem.values()))[1] if mem else None,
         "timing": ("cuda events, one synchronise per block" if device.type == "cuda" else
-                   "process CPU time (time.process_time) around each step" if cfg.clock == "cpu" else
-                   "time.perf_counter around each step"),
+                   "process CPU time (time.process_time) around each step, wall time beside it"
+                   if cfg.clock == "cpu" else "time.perf_counter around each step, process CPU time beside it"),
+        "other_clock": None if device.type == "cuda" else ("wall" if cfg.clock == "cpu" else "cpu"),
     }
     out = Path(os.path.expanduser(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
@@ -512,33 +759,57 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     return report
 
 
-def _summarise(cfg, variants, times, mem, meta, floors) -> list[dict[str, Any]]:
+def _summarise(cfg, variants, times, other, mem, meta, floors) -> list[dict[str, Any]]:
     by_name = {v.name: v for v in variants}
     med_round = {n: [_median(b) for b in blocks] for n, blocks in times.items()}
+    med_other = {n: [_median(b) for b in blocks] for n, blocks in other.items() if blocks}
+    flat = {n: [t for blk in blocks for t in blk] for n, blocks in times.items()}
 
-    def paired(a: str, b: str) -> tuple[float, float, float] | None:
-        if a not in med_round or b not in med_round:
+    def paired(a: str, b: str, rounds: dict[str, list[float]] = med_round) -> tuple[float, float, float] | None:
+        if a not in rounds or b not in rounds:
             return None
-        rs = [x / y for x, y in zip(med_round[a], med_round[b]) if y > 0]
+        rs = [x / y for x, y in zip(rounds[a], rounds[b]) if y > 0]
         if not rs:
             return None
         lo, hi = _quartiles(rs)
         return _median(rs), lo, hi
 
+    def ratios(row: dict[str, Any], a: str, b: str, key: str) -> None:
+        """x_KEY (+ IQR): paired median ratio; x_KEY_means: ratio of mean step times (steps that are
+        dearer every N-th time count); x_KEY_other: the paired ratio by the other clock (CPU)."""
+        p = paired(a, b)
+        if p is None:
+            return
+        row[f"x_{key}"], row[f"x_{key}_q1"], row[f"x_{key}_q3"] = p
+        row[f"x_{key}_means"] = statistics.fmean(flat[a]) / statistics.fmean(flat[b])
+        q = paired(a, b, med_other)
+        if q is not None:
+            row[f"x_{key}_other"] = q[0]
+
+    alone = {meta[v.name]["of"]: v.name for v in variants if v.kind == "alone"}
     results = []
     for v in variants:
-        flat = [t for blk in times[v.name] for t in blk]
-        med = _median(flat)
-        lo, hi = _quartiles(flat)
+        if v.kind == "alone":
+            continue
+        med = _median(flat[v.name])
+        lo, hi = _quartiles(flat[v.name])
         m = meta[v.name]
         row: dict[str, Any] = {
             "name": v.name, **m,
-            "median_ms": med * 1e3, "mean_ms": statistics.fmean(flat) * 1e3, "q1_ms": lo * 1e3, "q3_ms": hi * 1e3,
-            "timed_steps": len(flat), "images_per_s": cfg.batch / med if med > 0 else None,
+            "median_ms": med * 1e3, "mean_ms": statistics.fmean(flat[v.name]) * 1e3, "q1_ms": lo * 1e3,
+            "q3_ms": hi * 1e3, "timed_steps": len(flat[v.name]), "images_per_s": cfg.batch / med if med > 0 else None,
             "times_s": times[v.name],  # raw step times, one list per round (in the order run)
         }
+        if other[v.name]:
+            other_med = _median([t for blk in other[v.name] for t in blk]) * 1e3
+            row["cpu_median_ms"], row["wall_median_ms"] = ((med * 1e3, other_med) if cfg.clock == "cpu"
+                                                           else (other_med, med * 1e3))
+            row["times_other_s"] = other[v.name]
         if v.name in mem:
             row["peak_mem_mb"] = mem[v.name][0] / 2**20 if mem[v.name][0] is not None else None
+        if isinstance(v, DistillerVariant):
+            ratios(row, v.name, floors[m["setup"]].name, "floor")
+            ratios(row, v.name, v.of, "engine")
         if isinstance(v, MethodVariant):
             fl = floors[m["setup"]].name
             for ref_name, key in ((fl, "floor"), ("kd", "kd"), ("dml", "dml")):
@@ -548,13 +819,14 @@ def _summarise(cfg, variants, times, mem, meta, floors) -> list[dict[str, Any]]:
                     continue
                 if key == "dml" and (m["kind"] != "online" or meta["dml"]["setup"] != m["setup"]):
                     continue
-                p = paired(v.name, ref_name)
-                if p:
-                    row[f"x_{key}"], row[f"x_{key}_q1"], row[f"x_{key}_q3"] = p
+                ratios(row, v.name, ref_name, key)
             if m["balancer"] != "fixed" and m["method"] in by_name:
-                p = paired(v.name, m["method"])
-                if p:
-                    row["x_fixed"], row["x_fixed_q1"], row["x_fixed_q3"] = p
+                ratios(row, v.name, m["method"], "fixed")
+            if v.name in alone:
+                a_name = alone[v.name]
+                row["alone_ms"] = _median(flat[a_name]) * 1e3
+                rs = [(f + x) / f for f, x in zip(med_round[fl], med_round[a_name]) if f > 0]
+                row["x_floor_with_alone"] = _median(rs)  # (floor + the method alone) / floor, paired over rounds
             row["paused_frac"] = v.paused / max(v.steps, 1)
             if m["kind"] == "online" and "dml" in by_name and v.name != "dml":
                 # epoch time ∝ mean step time: SwitOKD's expert steps are cheaper than its learning steps
@@ -587,64 +859,88 @@ def _target(method: str, balancer: dict[str, Any], m: dict[str, Any]) -> tuple[s
     return None
 
 
+def _variant_cell(r: dict[str, Any]) -> str:
+    """The row's label, with the method and options of a ``--variant``."""
+    opts = r.get("options") or {}
+    if not opts:
+        return r["name"]
+    return f"{r['name']} ({r['method']}: {', '.join(f'{k}={v}' for k, v in opts.items())})"
+
+
+def _columns(report: dict[str, Any]) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+    """(header, cell) of every column of the bench table; the other clock's median and the
+    method-alone columns only when measured."""
+
+    def fmt(x: Any, spec: str = ".3f") -> str:
+        return "" if x is None else format(x, spec)
+
+    def ratio(key: str) -> Callable[[dict[str, Any]], str]:
+        def cell(r: dict[str, Any]) -> str:
+            if f"x_{key}" not in r:
+                return ""
+            return f"{r[f'x_{key}']:.3f} ({r[f'x_{key}_q1']:.3f}–{r[f'x_{key}_q3']:.3f})"
+        return cell
+
+    rows = report["results"]
+    cols: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("variant", _variant_cell), ("networks (frozen→learners)", lambda r: r["setup"]),
+        ("median ms", lambda r: fmt(r["median_ms"], ".1f"))]
+    oc = report.get("other_clock")
+    if oc and any(f"{oc}_median_ms" in r for r in rows):
+        cols.append((f"{'CPU' if oc == 'cpu' else 'wall'} ms", lambda r: fmt(r.get(f"{oc}_median_ms"), ".1f")))
+    cols += [("×floor (IQR)", ratio("floor")), ("×kd (IQR)", ratio("kd")), ("×dml (IQR)", ratio("dml")),
+             ("×fixed (IQR)", ratio("fixed"))]
+    if any("x_engine" in r for r in rows):
+        cols.append(("×engine (IQR)", ratio("engine")))
+    if any("alone_ms" in r for r in rows):
+        cols += [("alone ms", lambda r: fmt(r.get("alone_ms"), ".2f")),
+                 ("(floor+alone)/floor", lambda r: fmt(r.get("x_floor_with_alone")))]
+    cols += [("peak MB", lambda r: fmt(r.get("peak_mem_mb"), ".1f")),
+             ("img/s", lambda r: fmt(r.get("images_per_s"), ".1f")),
+             ("target", lambda r: r.get("target", "")),
+             ("met", lambda r: "" if r.get("met") is None else ("yes" if r["met"] else "no"))]
+    return cols
+
+
 def render_table(report: dict[str, Any]):
     """A rich Table of a bench report."""
+    from rich.markup import escape
     from rich.table import Table
 
     mi = report["machine"]
     st = report["settings"]
     t = Table(title=f"adaptkd bench — {st['teacher']}→{st['student']}, batch {st['batch']}, {mi['device']}, "
                     f"{st['precision']}, {mi['threads']} thread(s), {mi['cpu']}")
-    for col in ("variant", "networks (frozen→learners)", "median ms", "×floor", "×kd", "×dml", "×fixed", "peak MB",
-                "img/s", "target", "met"):
-        t.add_column(col, justify="left" if col in ("variant", "networks (frozen→learners)", "target") else "right",
+    cols = _columns(report)
+    for col, _ in cols:
+        head = col.replace(" (IQR)", "")
+        t.add_column(head, justify="left" if col in ("variant", "networks (frozen→learners)", "target") else "right",
                      no_wrap=col != "networks (frozen→learners)")
-
-    def fmt(x, spec=".3f"):
-        return "" if x is None else format(x, spec)
-
-    from rich.markup import escape
-
     for r in report["results"]:
-        met = r.get("met")
-        t.add_row(
-            escape(r["name"]), escape(r["setup"]), fmt(r["median_ms"], ".1f"),
-            fmt(r.get("x_floor")), fmt(r.get("x_kd")),
-            fmt(r.get("x_dml")), fmt(r.get("x_fixed")), fmt(r.get("peak_mem_mb"), ".1f"),
-            fmt(r.get("images_per_s"), ".1f"),
-            r.get("target", ""), "" if met is None else ("yes" if met else "NO"),
-        )
+        cells = [cell(r) for _, cell in cols]
+        cells = [c.split(" (")[0] if h.endswith("(IQR)") else c for (h, _), c in zip(cols, cells)]
+        cells[-1] = {"no": "NO"}.get(cells[-1], cells[-1])
+        t.add_row(*[escape(c) for c in cells])
     for s in report.get("skipped", []):
-        t.add_row(escape(s["name"]), escape("skipped: " + s["reason"][:90]), *[""] * 9)
+        t.add_row(escape(s["name"]), escape("skipped: " + s["reason"][:90]), *[""] * (len(cols) - 2))
     return t
 
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The bench report as a Markdown table (ratios with their interquartile range over rounds)."""
     mi, st = report["machine"], report["settings"]
-
-    def ratio(r: dict[str, Any], key: str) -> str:
-        if f"x_{key}" not in r:
-            return ""
-        return f"{r[f'x_{key}']:.3f} ({r[f'x_{key}_q1']:.3f}–{r[f'x_{key}_q3']:.3f})"
-
+    cols = _columns(report)
     lines = [
         f"{st['teacher']}→{st['student']}, batch {st['batch']}, {st['image_size']}px, {st['num_classes']} classes, "
         f"{mi['device']}, {st['precision']}, {mi['threads']} thread(s); {mi['cpu']}, {mi['cores']} cores, "
         f"torch {mi['torch']}; {st['warmup']} warm-up + {st['steps']} timed steps per variant in blocks of "
         f"{st['block']}, interleaved; {report.get('timing')}; load average at the end {mi.get('load_avg')}.",
         "",
-        "| variant | networks (frozen→learners) | median ms | ×floor (IQR) | ×kd (IQR) | ×dml (IQR) | ×fixed (IQR) "
-        "| peak MB | img/s | target | met |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(h for h, _ in cols) + " |",
+        "|" + "---|" * len(cols),
     ]
     for r in report["results"]:
-        met = r.get("met")
-        mem = r.get("peak_mem_mb")
-        lines.append(
-            f"| {r['name']} | {r['setup']} | {r['median_ms']:.1f} | {ratio(r, 'floor')} | {ratio(r, 'kd')} | "
-            f"{ratio(r, 'dml')} | {ratio(r, 'fixed')} | {'' if mem is None else f'{mem:.1f}'} | "
-            f"{r['images_per_s']:.1f} | {r.get('target', '')} | {'' if met is None else ('yes' if met else 'no')} |")
+        lines.append("| " + " | ".join(cell(r) for _, cell in cols) + " |")
     for sk in report.get("skipped", []):
-        lines.append(f"| {sk['name']} | skipped: {sk['reason']} | | | | | | | | | |")
+        lines.append(f"| {sk['name']} | skipped: {sk['reason']} |" + " |" * (len(cols) - 2))
     return "\n".join(lines)

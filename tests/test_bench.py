@@ -9,7 +9,16 @@ import warnings
 import pytest
 import torch
 
-from adaptkd.bench import BenchConfig, parse_balancer, run_bench
+from adaptkd.bench import (
+    BenchConfig,
+    markdown_table,
+    parse_balancer,
+    parse_network,
+    parse_options,
+    parse_variant,
+    run_bench,
+    split_list,
+)
 from adaptkd.cli import main as cli_main
 from adaptkd.config import ConfigError
 from adaptkd.engine.trainer import Trainer
@@ -67,6 +76,90 @@ def test_bench_bad_input():
     assert cli_main(["bench", *TINY, "--methods", "nosuch"]) == 2
     assert cli_main(["bench", *TINY, "--balancers", "nosuch"]) == 2
     assert cli_main(["bench", *TINY, "--steps", "0"]) == 2
+
+
+def test_bench_option_syntax():
+    # one syntax: NAME:key=value:..., values read as YAML; ':' splits only before key=
+    assert parse_options("hf:org/model:input_size=64") == ("hf:org/model", {"input_size": 64})
+    assert parse_options("compose:terms=[{loss: kd, weight: 1}]") == ("compose", {"terms": [{"loss": "kd",
+                                                                                          "weight": 1}]})
+    assert parse_variant("unic_last=unic:student_blocks=[-1]") == ("unic_last", "unic", {"student_blocks": [-1]})
+    assert parse_variant("nodrop=unic:drop_prob=0") == ("nodrop", "unic", {"drop_prob": 0})
+    assert parse_network("vit_tiny:img_size=16:depth=2:input_size=16") == {
+        "arch": "vit_tiny", "input_size": 16, "args": {"img_size": 16, "depth": 2}}
+    assert parse_network("resnet8x4") == {"arch": "resnet8x4"}
+    assert split_list("a,b:mean=[0.5,0.5,0.5], c") == ["a", "b:mean=[0.5,0.5,0.5]", "c"]
+    for bad, match in [("unic_last", "LABEL=METHOD"), ("a b=kd", "LABEL=METHOD"), ("x=unic:student_blocks", "got "
+                       "'student_blocks'"), ("x=unic:drop_prob=[1", "cannot read value '\\[1'")]:
+        with pytest.raises(ValueError, match=match):
+            parse_variant(bad)
+
+
+def test_bench_variants_teachers_alone_and_distiller(tmp_path):
+    """--variant, two teacher architectures, --method-alone and --distiller, both clocks, on tiny networks."""
+    cfg = BenchConfig(teacher="cnn_tiny,cnn_small", student="cnn_tiny", batch=4, image_size=8, num_classes=10,
+                      steps=2, warmup=0, block=1, threads=1, methods=["unic", "afd"], out=str(tmp_path), memory=False,
+                      variants=["unic_last=unic:student_blocks=[-1]"], method_alone=True, distiller=True,
+                      clock="cpu")
+    rep = run_bench(cfg, log=lambda s: None)
+    rows = {r["name"]: r for r in rep["results"]}
+    assert rep["skipped"] == []
+    # a multi-teacher method takes every listed teacher; a one-teacher method the first; kd (the added
+    # reference) as many as it accepts
+    assert rows["unic"]["setup"] == rows["unic_last"]["setup"] == rows["kd"]["setup"] == "cnn_tiny+cnn_small→cnn_tiny"
+    assert rows["afd"]["setup"] == "cnn_tiny→cnn_tiny"
+    assert {"floor[cnn_tiny+cnn_small→cnn_tiny]", "floor[cnn_tiny→cnn_tiny]"} <= set(rows)
+    # the variant is unic with its option (fewer projector parameters than the ladder) and unic's target
+    last, unic = rows["unic_last"], rows["unic"]
+    assert last["method"] == "unic" and last["options"] == {"student_blocks": [-1]} and unic["options"] == {}
+    assert 0 < last["method_params"] < unic["method_params"] and last["target"] == unic["target"]
+    for name in ("unic", "unic_last", "afd", "kd"):
+        r = rows[name]
+        assert r["alone_ms"] > 0 and r["x_floor_with_alone"] > 1  # (floor + method alone) / floor
+        assert r["x_floor"] > 0 and r["x_floor_means"] > 0 and r["x_floor_other"] > 0
+        assert r["cpu_median_ms"] == r["median_ms"] and r["wall_median_ms"] > 0  # --clock cpu: wall beside it
+        d = rows[f"{name}[distiller]"]
+        assert d["kind"] == "distiller" and d["x_floor"] > 0 and d["x_engine"] > 0 and d["of"] == name
+    assert "unic[alone]" not in rows  # merged into its method's row
+    md = markdown_table(rep)
+    assert "| alone ms | (floor+alone)/floor |" in md and "| wall ms |" in md and "×engine" in md
+    assert "unic_last (unic: student_blocks=[-1])" in md
+
+
+def test_bench_hf_teacher_gets_its_own_input(tmp_path):
+    """An ``hf:`` folder teacher at its own resolution: the engine step and the floor both feed it its view."""
+    pytest.importorskip("transformers")
+    from transformers import ViTConfig, ViTForImageClassification
+
+    folder = tmp_path / "vit"
+    ViTForImageClassification(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                        intermediate_size=32, image_size=16, patch_size=8, num_labels=10)
+                              ).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        {"do_normalize": True, "do_rescale": True, "size": {"height": 16, "width": 16}, "image_mean": [0.5] * 3,
+         "image_std": [0.5] * 3}))
+    rep = run_bench(BenchConfig(teacher=f"hf:{folder}", student="cnn_tiny", batch=4, image_size=8, num_classes=10,
+                                steps=1, warmup=0, block=1, threads=1, methods=["kd"], out=str(tmp_path / "b"),
+                                memory=False), log=lambda s: None)
+    rows = {r["name"]: r for r in rep["results"]}
+    assert rows["kd"]["setup"] == f"hf:{folder}→cnn_tiny" and rows["kd"]["x_floor"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--variant", "x=unic:nosuch=1"], "--variant 'x=unic:nosuch=1': method 'unic' option nosuch=1"),
+    (["--variant", "x=unic:drop_prob=2"], "option drop_prob=2: Input should be less than or equal to 1"),
+    (["--variant", "x=nosuch"], "unknown method 'nosuch'"),
+    (["--variant", "kd=kd"], "the label 'kd' is already taken"),
+    (["--variant", "x=kd", "--variant", "x=dkd"], "the label 'x' is already taken"),
+    (["--teacher", "cnn_tiny:depth="], "--teacher: network 'cnn_tiny:depth=': option 'depth' has no value"),
+    (["--student", "cnn_tiny,cnn_small"], "--student: 'cnn_tiny,cnn_small': expected one network"),
+    (["--balancers", "gradient:params"], "expected name:key=value:..., got 'params'"),
+])
+def test_bench_refuses_bad_options(argv, message, capsys, tmp_path):
+    assert cli_main(["bench", *TINY, "--methods", "kd", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert not (tmp_path / "bench.json").exists()
 
 
 # -- precision, channels_last, deterministic ------------------------------------------------------

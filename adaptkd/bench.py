@@ -700,6 +700,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
                     ev.step()
                 except Exception as exc:  # noqa: BLE001 - the extra measurement of one method may not apply
                     reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    if kind is AloneVariant:
+                        reason = (f"the method alone (fixed logits and features, no networks) cannot run with "
+                                  f"balancer {_balancer_label(b)}: {reason}")
                     skipped.append({"name": f"{label}[{kind.kind}]", "reason": reason})
                     log(f"bench: {label}[{kind.kind}] failed: {reason}")
                     continue

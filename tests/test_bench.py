@@ -126,6 +126,18 @@ def test_bench_variants_teachers_alone_and_distiller(tmp_path):
     assert "unic_last (unic: student_blocks=[-1])" in md
 
 
+def test_bench_method_alone_with_a_balancer_that_needs_networks(tmp_path):
+    cfg = BenchConfig(teacher="cnn_tiny", student="cnn_tiny", batch=4, image_size=8, num_classes=10, steps=1,
+                      warmup=0, block=1, threads=1, methods=["kd"], balancers=["fixed", "gradient:over=head"],
+                      out=str(tmp_path), memory=False, method_alone=True)
+    rep = run_bench(cfg, log=lambda s: None)
+    rows = {r["name"]: r for r in rep["results"]}
+    assert rows["kd"]["alone_ms"] > 0 and rows["kd+gradient(over=head)"]["x_fixed"] > 0
+    assert "alone_ms" not in rows["kd+gradient(over=head)"]
+    skipped = {s["name"]: s["reason"] for s in rep["skipped"]}
+    assert "cannot run with balancer gradient(over=head)" in skipped["kd+gradient(over=head)[alone]"]
+
+
 def test_bench_hf_teacher_gets_its_own_input(tmp_path):
     """An ``hf:`` folder teacher at its own resolution: the engine step and the floor both feed it its view."""
     pytest.importorskip("transformers")

@@ -176,14 +176,27 @@ tr.fit()
 res["skip_counts"] = gather_objects(tr.nonfinite_skipped)
 res["skip_student_same"] = same_on_ranks(tr.networks["student"])
 
+# 7. teacher replay (fp32 storage): one cache file per rank, replayed exactly as the live two-rank run
+from adaptkd.config import load_config
+from adaptkd.replay import build_cache
+
+build_cache(load_config(cfgs["replay"]), log=lambda s: None)
+tr = Trainer(cfgs["replay"])
+res["replay_active"] = tr.replay is not None
+tr.fit()
+Trainer(cfgs["live"]).fit()
+res["replay_files"] = sorted(os.listdir(cfgs["replay"]["teachers_cache"]["path"]))
+
 if rank == 0:
     with open(sys.argv[2], "w") as fh:
         json.dump(res, fh)
 '''
 
 
-def test_ddp_driver_exactness_resume_taps_balancer_online_skip(tmp_path):
+def test_ddp_driver_exactness_resume_taps_balancer_online_skip(tmp_path, teacher_ckpt):
     t = [{"arch": "cnn_tiny", "random_init": True}]
+    kd = {"method": {"name": "kd"}, "teachers": [{"arch": "cnn_small", "checkpoint": teacher_ckpt}],
+          "data__augment": True, "data__flip": True}
     cfgs = {
         "linear": _cfg(tmp_path / "linear", 16, student__arch="custom"),
         "full": _cfg(tmp_path / "full", 16, data__augment=True),
@@ -195,6 +208,9 @@ def test_ddp_driver_exactness_resume_taps_balancer_online_skip(tmp_path):
         "switokd": _cfg(tmp_path / "switokd", 16, method={"name": "switokd"},
                         teachers=[{"arch": "cnn_tiny", "trainable": True}]),
         "skip": _cfg(tmp_path / "skip", 16, student__arch="custom", run__nonfinite="skip", optim__epochs=1),
+        "replay": _cfg(tmp_path / "replay", 16, **kd,
+                       teachers_cache={"path": str(tmp_path / "cache"), "dtype": "fp32"}),
+        "live": _cfg(tmp_path / "live", 16, **kd),
     }
     cfg_path, result = tmp_path / "cfgs.json", tmp_path / "result.json"
     cfg_path.write_text(json.dumps(cfgs))
@@ -229,6 +245,16 @@ def test_ddp_driver_exactness_resume_taps_balancer_online_skip(tmp_path):
     assert res["gradient_student_same"] and res["gradient_lambda_same"]
     assert res["switokd_student_same"] and res["switokd_teacher_same"]
     assert res["skip_counts"] == [1, 1] and res["skip_student_same"]
+
+    # 7. replay under DDP: a file per rank; every logged figure equals the live run's
+    assert res["replay_active"]
+    assert res["replay_files"] == ["teachers-rank0-of-2.kdc", "teachers-rank1-of-2.kdc"]
+    for a, b in ((_steps(tmp_path / "replay"), _steps(tmp_path / "live")),
+                 (_epochs(tmp_path / "replay"), _epochs(tmp_path / "live"))):
+        assert len(a) == len(b) > 0
+        for ra, rb in zip(a, b):
+            untimed = [k for k in ra if not (k.startswith("time/") or k.endswith("per_s"))]
+            assert {k: ra[k] for k in untimed} == {k: rb[k] for k in untimed}
 
 
 def test_diverging_stepping_decision_is_an_error_not_a_hang(tmp_path, monkeypatch):

@@ -595,6 +595,14 @@ def _check_variants(cfg: BenchConfig, known: list[str]) -> list[tuple[str, str, 
 
 
 def _check_networks(cfg: BenchConfig) -> None:
+    """ConfigError naming the flag and the entry for a network that does not parse or (zoo models,
+    built on the meta device: no memory, no time) cannot be built with its args."""
+    from pydantic import ValidationError
+
+    from adaptkd.config.schema import NetConfig
+    from adaptkd.engine.networks import build_network
+    from adaptkd.models.registry import namespace_of
+
     for flag, text in (("--teacher", cfg.teacher), ("--student", cfg.student)):
         entries = split_list(text)
         if not entries or (flag == "--student" and len(entries) > 1):
@@ -602,9 +610,16 @@ def _check_networks(cfg: BenchConfig) -> None:
                               "ARCH[:key=value:...]" + (", comma-separated" if flag == "--teacher" else ""))
         for e in entries:
             try:
-                parse_network(e)
+                net = NetConfig.model_validate(parse_network(e))
             except ValueError as exc:
+                if isinstance(exc, ValidationError):
+                    err = exc.errors()[0]
+                    key = err["loc"][0] if err.get("loc") else "?"
+                    exc = ValueError(f"network {e!r}: {key}={err.get('input')!r}: {err['msg']}")
                 raise ConfigError(f"{flag}: {exc}") from None
+            if namespace_of(net.arch) is None:  # ecosystem models are checked when the engine loads them
+                with torch.device("meta"):
+                    build_network(net, cfg.num_classes, 3, field=f"{flag} {e}")
 
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -709,7 +724,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
                 variants.append(ev)
                 meta[ev.name] = {**meta[label], "kind": ev.kind, "of": label}
         if not any(v.kind == "method" for v in variants):
-            raise RuntimeError("bench: no method could be benchmarked: " + "; ".join(s["reason"] for s in skipped))
+            raise ConfigError("bench: no method could be benchmarked with these settings: "
+                              + "; ".join(f"{s['name']}: {s['reason']}" for s in skipped))
 
         log(f"bench: {sum(v.kind != 'floor' for v in variants)} variant(s), {len(floors)} floor(s); "
             f"{cfg.warmup} warm-up + {cfg.steps} timed steps each, blocks of {cfg.block}, interleaved")

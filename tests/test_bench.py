@@ -165,6 +165,10 @@ def test_bench_hf_teacher_gets_its_own_input(tmp_path):
     (["--variant", "x=kd", "--variant", "x=dkd"], "the label 'x' is already taken"),
     (["--teacher", "cnn_tiny:depth="], "--teacher: network 'cnn_tiny:depth=': option 'depth' has no value"),
     (["--student", "cnn_tiny,cnn_small"], "--student: 'cnn_tiny,cnn_small': expected one network"),
+    (["--teacher", "nosuch"], "field `--teacher nosuch`: cannot build 'nosuch'"),
+    (["--teacher", "cnn_tiny,cnn_tiny:width=2"], "field `--teacher cnn_tiny:width=2`: cannot build 'cnn_tiny' with "
+                                                 "args {'width': 2}"),
+    (["--student", "cnn_tiny:input_size=-3"], "network 'cnn_tiny:input_size=-3': input_size=-3"),
     (["--balancers", "gradient:params"], "expected name:key=value:..., got 'params'"),
 ])
 def test_bench_refuses_bad_options(argv, message, capsys, tmp_path):

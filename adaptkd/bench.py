@@ -13,6 +13,14 @@ precision and memory format, in the same process. Floors and methods are measure
 machine's speed hits all of them alike; ratios are the median over rounds of the per-round ratio
 of medians (paired), which cancels drift that a ratio of global medians would not.
 
+Besides the registered methods and balancers, a bench can time variants of a method with other
+options (``--variant LABEL=METHOD:key=value``), several teachers of different architectures
+(``--teacher a,b:key=value,hf:FOLDER``), each method alone on one step's fixed logits and features
+(:class:`AloneVariant`) and each method in a hand-written loop over :class:`adaptkd.Distiller`
+(:class:`DistillerVariant`). Balancers, variants and networks share one option syntax,
+``NAME:key=value:...`` (:func:`parse_options`). On the CPU every step is timed by both clocks (wall
+and process CPU time); ``--clock`` picks the one the ratios use.
+
 Peak memory is the peak of tensor memory allocated during one step above what was allocated
 when the step began (activations, gradients, temporaries; weights and optimiser state excluded):
 on CUDA from ``torch.cuda.max_memory_allocated``, on CPU from the allocator's events recorded by
@@ -104,13 +112,14 @@ def parse_options(spec: str, what: str = "spec") -> tuple[str, dict[str, Any]]:
     out: dict[str, Any] = {}
     for o in opts:
         k, _, v = o.partition("=")
+        if not v.strip():
+            raise ValueError(f"{what} {spec!r}: option {k.strip()!r} has no value (expected key=value; "
+                             "key=null for none)")
         try:
-            out[k.strip()] = yaml.safe_load(v) if v.strip() else None
+            out[k.strip()] = yaml.safe_load(v)
         except yaml.YAMLError as exc:
             raise ValueError(f"{what} {spec!r}: option {k.strip()!r}: cannot read value {v!r} "
                              f"({str(exc).splitlines()[0]})") from None
-        if out[k.strip()] is None:
-            raise ValueError(f"{what} {spec!r}: option {k.strip()!r} has no value (expected key=value)")
     return name, out
 
 

@@ -85,6 +85,7 @@ def test_bench_option_syntax():
                                                                                           "weight": 1}]})
     assert parse_variant("unic_last=unic:student_blocks=[-1]") == ("unic_last", "unic", {"student_blocks": [-1]})
     assert parse_variant("nodrop=unic:drop_prob=0") == ("nodrop", "unic", {"drop_prob": 0})
+    assert parse_options("unic:teacher_taps=null") == ("unic", {"teacher_taps": None})  # an explicit none
     assert parse_network("vit_tiny:img_size=16:depth=2:input_size=16") == {
         "arch": "vit_tiny", "input_size": 16, "args": {"img_size": 16, "depth": 2}}
     assert parse_network("resnet8x4") == {"arch": "resnet8x4"}

@@ -8,9 +8,10 @@ the same number of batches on every rank); flips and normalisation follow on the
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,14 +90,20 @@ class Pipeline:
         """The first ``n`` train images (eval geometry), uint8 ``[n, C, S, S]``."""
         raise NotImplementedError
 
-    def _bad_images(self, bad: list[str], policy: str) -> None:
-        """Refuse a batch with unreadable images (``bad``: their descriptions), or with
-        ``data.on_bad_image=skip`` count them and log the first."""
-        if policy != "skip":
-            raise DataError(f"{bad[0]} (set data.on_bad_image=skip to skip such images)")
-        self.skipped += len(bad)
-        log.warning("skipped %d unreadable image(s), %d so far (data.on_bad_image=skip): %s",
-                    len(bad), self.skipped, bad[0])
+    def _decoded(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor, list[str]]]
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The images of worker batches ``(x, y, bad)`` that decoded: a batch with unreadable images
+        (``bad``: their descriptions) is refused, or with ``data.on_bad_image=skip`` they are counted
+        and the first is logged; a batch left empty is dropped."""
+        for x, y, bad in batches:
+            if bad:
+                if self.settings.on_bad_image != "skip":
+                    raise DataError(f"{bad[0]} (set data.on_bad_image=skip to skip such images)")
+                self.skipped += len(bad)
+                log.warning("skipped %d unreadable image(s), %d so far (data.on_bad_image=skip): %s",
+                            len(bad), self.skipped, bad[0])
+            if x.shape[0]:
+                yield x, y
 
     def close(self) -> None:
         """Stop worker processes (a no-op in memory)."""
@@ -227,11 +234,15 @@ class StreamPipeline(Pipeline):
     # -- passes
     def _run(self, batches: list[list[tuple[str, int, int]]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._plan.batches = batches
+        yield from self._decoded(self._from_workers(batches))
+
+    def _from_workers(self, batches: list[list[tuple[str, int, int]]]
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+        """The loader's batches; a worker process that dies is reported with the batch's first files."""
         it = iter(self._loader)
-        k = 0
-        while True:
+        for k in itertools.count():
             try:
-                x, y, bad = next(it)
+                yield next(it)
             except StopIteration:
                 return
             except RuntimeError as e:
@@ -241,11 +252,6 @@ class StreamPipeline(Pipeline):
                 files = ", ".join(self._samples.roles[r][0].where(i) for r, _, i in keys[:3])
                 raise DataError(f"a data worker process died while reading batch {k} (first files: {files}): "
                                 f"{str(e).splitlines()[0]}") from e
-            k += 1
-            if bad:
-                self._bad_images(bad, self.settings.on_bad_image)
-            if x.shape[0]:
-                yield x, y
 
     def train_batches(self, epoch: int, *, batch_size: int, seed: int, drop_last: bool, rank: int = 0,
                       world_size: int = 1, start: int = 0, stop: int | None = None

@@ -198,7 +198,7 @@ class ShardPipeline(Pipeline):
         loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
                                              pin_memory=self.settings.pin_memory,
                                              prefetch_factor=self.settings.prefetch if workers else None)
-        yield from self._decoded(loader)
+        yield from self._decoded(loader, self.settings.on_bad_image)
 
     def train_batches(self, epoch: int, *, batch_size: int, seed: int, drop_last: bool, rank: int = 0,
                       world_size: int = 1, start: int = 0, stop: int | None = None

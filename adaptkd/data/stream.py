@@ -90,14 +90,14 @@ class Pipeline:
         """The first ``n`` train images (eval geometry), uint8 ``[n, C, S, S]``."""
         raise NotImplementedError
 
-    def _decoded(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor, list[str]]]
+    def _decoded(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor, list[str]]], on_bad_image: str
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The images of worker batches ``(x, y, bad)`` that decoded: a batch with unreadable images
-        (``bad``: their descriptions) is refused, or with ``data.on_bad_image=skip`` they are counted
+        (``bad``: their descriptions) is refused, or with ``on_bad_image="skip"`` they are counted
         and the first is logged; a batch left empty is dropped."""
         for x, y, bad in batches:
             if bad:
-                if self.settings.on_bad_image != "skip":
+                if on_bad_image != "skip":
                     raise DataError(f"{bad[0]} (set data.on_bad_image=skip to skip such images)")
                 self.skipped += len(bad)
                 log.warning("skipped %d unreadable image(s), %d so far (data.on_bad_image=skip): %s",
@@ -234,7 +234,7 @@ class StreamPipeline(Pipeline):
     # -- passes
     def _run(self, batches: list[list[tuple[str, int, int]]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._plan.batches = batches
-        yield from self._decoded(self._from_workers(batches))
+        yield from self._decoded(self._from_workers(batches), self.settings.on_bad_image)
 
     def _from_workers(self, batches: list[list[tuple[str, int, int]]]
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:

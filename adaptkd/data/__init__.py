@@ -10,7 +10,7 @@ See ``docs/data.md``.
 
 from ._core import DataBundle, DataError, Split
 from .augment import Augment
-from .build import build_pipeline, default_augment, describe, test_pipeline
+from .build import build_pipeline, default_augment, describe, describe_source, test_pipeline
 from .cifar import safe_extract
 from .loader import iterate_batches, num_batches
 from .registry import build_data, data_from_config, list_datasets, register_dataset
@@ -34,6 +34,7 @@ __all__ = [
     "data_from_config",
     "default_augment",
     "describe",
+    "describe_source",
     "iterate_batches",
     "list_datasets",
     "make_synthetic",

@@ -203,6 +203,14 @@ def describe(pipe: Pipeline, resolved: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------- helpers
 
 
+def describe_source(data: Any, pipe: Pipeline) -> str:
+    """What data passed from Python was, for the run's config (``data.source``): a :class:`DataBundle` by
+    name, or the ``(train, test)`` datasets' types; with the pipeline's image and class counts."""
+    kind = f"DataBundle {data.name!r}" if isinstance(data, DataBundle) else \
+        " / ".join(type(part).__name__ for part in data)
+    return f"{kind}: {pipe.n_train} train / {pipe.n_test} test images, {pipe.num_classes} classes"
+
+
 def _builtin(d: Any, name: str) -> DataBundle:
     from .registry import build_data
 

@@ -5,19 +5,23 @@ term and scalar balancer signal summed over the steps that count, correct predic
 images seen and used. A step skipped for non-finite values (``run.nonfinite: skip``) counts in the
 images seen only. :meth:`EpochTotals.summary` turns them into the epoch's ``train/...`` means with
 one reduction across ranks. :func:`step_values` and :func:`epoch_end_values` are the values logged
-at the logging interval and at the end of an epoch, averaged over ranks under DDP.
+at the logging interval and at the end of an epoch, averaged over ranks under DDP; :func:`step_record`
+and :func:`epoch_record` are the ``metrics.jsonl`` records written there.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from adaptkd.methods import StepOut
 
-__all__ = ["EpochTotals", "epoch_end_values", "step_values", "sum_across_ranks"]
+if TYPE_CHECKING:
+    from adaptkd.engine.trainer import Trainer
+
+__all__ = ["EpochTotals", "epoch_end_values", "epoch_record", "step_record", "step_values", "sum_across_ranks"]
 
 
 class EpochTotals:
@@ -134,3 +138,46 @@ def epoch_end_values(vals: dict[str, Any], method_name: str, distributed: bool,
                                               device=device)).tolist()
         vals = {**vals, **dict(zip(keys, mean))}
     return vals
+
+
+def step_record(tr: Trainer, epoch: int, out: StepOut, signals: dict[str, Tensor]) -> dict[str, Any]:
+    """The record of the step ``tr`` just made (at the logging interval): its loss terms and signals
+    (:func:`step_values`), each learner's term weights and learning rate; one host read."""
+    rec: dict[str, Any] = {"kind": "step", "epoch": epoch, "step": tr.global_step}
+    rec.update(step_values(out, signals, tr.method.spec.is_hidden, tr.dist.enabled))
+    for learner, w in out.weights.items():
+        for term, val in w.items():
+            rec[f"weight/{learner}/{term}"] = float(val)
+    for name in tr.learners:
+        rec[f"lr/{name}"] = tr.optims[name].param_groups[0]["lr"]
+    return rec
+
+
+def epoch_record(tr: Trainer, epoch: int, train: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The record of ``epoch`` (just trained; ``train``: its :meth:`EpochTotals.summary` and timing) and whether
+    its state is the best so far (``best.pt``); the method's epoch summary, the evaluation when due, the learning
+    rates. Updates ``tr.best_acc`` / ``tr.best_epoch``.
+
+    With a validation split, it is scored each epoch and chooses ``best.pt``; the test split is scored once, at
+    the end of the run. Without one, the test split is scored each epoch for the curves only and ``best.pt`` is
+    simply the latest epoch: nothing is selected on test."""
+    rec: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": tr.global_step, **train}
+    ends = tr.method.epoch_summary(tr.meter.summary())
+    rec.update(epoch_end_values(ends, tr.cfg.method.name, tr.dist.enabled, tr.device))
+    split = "val" if tr.pipe.n_val else "test"
+    if epoch % tr.cfg.run.eval_every == 0 or epoch == tr.cfg.optim.epochs:
+        for name, m in tr.evaluate(split).items():
+            rec[f"{split}/acc/{name}"] = m["top1"]
+            rec[f"{split}/top5/{name}"] = m["top5"]
+            rec[f"{split}/loss/{name}"] = m["loss"]
+    for name in tr.learners:
+        rec[f"lr/{name}"] = tr.optims[name].param_groups[0]["lr"]
+    if split == "test":
+        tr.best_epoch = epoch
+        return rec, True
+    acc = rec.get("val/acc/student", -1.0)
+    best = acc > tr.best_acc
+    if best:
+        tr.best_acc, tr.best_epoch = acc, epoch
+    rec["best/val_acc/student"] = tr.best_acc
+    return rec, best

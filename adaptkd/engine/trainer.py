@@ -12,49 +12,34 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from adaptkd.config import Config, ConfigError, config_to_dict, load_config, roster_of
-from adaptkd.data import Augment, DataBundle, DataError, build_pipeline, describe
-from adaptkd.engine.checkpoint import (
-    CheckpointError,
-)
-from adaptkd.engine.distributed import communicator
-from adaptkd.engine.epoch import EpochTotals, epoch_end_values, step_values
+from adaptkd.balance import Balancer
+from adaptkd.comm import Communicator
+from adaptkd.config import Config, NetConfig, load_config
+from adaptkd.data import Augment, DataBundle, DataError, Pipeline
+from adaptkd.engine.epoch import EpochTotals, epoch_record, step_record
 from adaptkd.engine.evaluate import evaluate_batches
 from adaptkd.engine.logger import MetricsLog
 from adaptkd.engine.meter import SignalMeter
-from adaptkd.engine.networks import check_logit_sources
 from adaptkd.engine.nonfinite import NonFiniteWatch, raise_if_state_nonfinite
 from adaptkd.engine.optim import set_lr
-from adaptkd.engine.resume import kept_line, load_resume, run_state, save_run
-from adaptkd.engine.roster import (
-    build_networks,
-    build_optimisers,
-    check_class_counts,
-    forward_networks,
-)
-from adaptkd.engine.rundir import write_config
+from adaptkd.engine.resume import kept_line, run_state, save_run
 from adaptkd.engine.runfolder import RUN_FILES, RunLock, prepare_run_dir
-from adaptkd.engine.runtime import (
-    autocast,
-    configure_backends,
-    dist_info,
-    resolve_device,
-    resolve_precision,
-    seed_everything,
-)
+from adaptkd.engine.runtime import DistInfo, autocast, dist_info
+from adaptkd.engine.setup import build_run, open_run
 from adaptkd.engine.summary import run_summary
-from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
+from adaptkd.engine.views import TeacherInputs
 from adaptkd.errors import NonFiniteError, RunFolderError
-from adaptkd.methods import MethodContext, StepOut, check_method
-from adaptkd.models.registry import needs_rgb
+from adaptkd.methods import Method, MethodContext, StepOut
 from adaptkd.replay import Replay, ReplayedBatch
-from adaptkd.replay.identity import augment_generator, steps_per_epoch, train_augment
 from adaptkd.taps import FeatureTaps
+
+if TYPE_CHECKING:
+    from adaptkd.distiller import Distiller
 
 __all__ = ["Trainer", "NonFiniteError", "RunFolderError", "prepare_run_dir", "RUN_FILES"]
 
@@ -74,6 +59,46 @@ class Trainer:
         log: callable receiving human-readable progress lines (default: print on rank 0).
     """
 
+    # Set by adaptkd.engine.setup (build_run, open_run), in this order:
+    device: torch.device
+    precision: str  # "fp32", "bf16" or "fp16"
+    out: Path  # the run folder
+    comm: Communicator  # methods and balancers reduce across ranks through it
+    pipe: Pipeline
+    data: DataBundle | None  # the in-memory dataset (None when streamed)
+    num_classes: int
+    net_cfgs: dict[str, NetConfig]
+    networks: dict[str, nn.Module]
+    learners: list[str]
+    frozen: list[str]
+    teacher_inputs: TeacherInputs  # each frozen teacher's view of the batch
+    train_aug: Augment
+    eval_aug: Augment
+    gen: torch.Generator  # the augmentation's random stream
+    steps_per_epoch: int
+    replay: Replay | None  # teacher outputs replayed from a teacher cache (None: a live forward each step)
+    ctx: MethodContext
+    distiller: Distiller  # the method, balancer and taps as one module (its step is the step's core)
+    method: Method
+    balancer: Balancer
+    meter: SignalMeter  # the method's signals reduced over each epoch
+    taps: dict[str, FeatureTaps]
+    forward_nets: dict[str, nn.Module]  # the modules the step calls (DDP, compile)
+    optim_cfgs: dict[str, Any]
+    optims: dict[str, torch.optim.Optimizer]  # one per learner
+    params: dict[str, list[nn.Parameter]]
+    extra_params: dict[str, list[nn.Parameter]]
+    scaler: torch.amp.GradScaler
+    epoch: int  # last completed epoch
+    global_step: int
+    best_acc: float  # best validation top-1 so far (-1: none yet, or no validation split)
+    best_epoch: int
+    nonfinite_skipped: int
+    nonfinite: NonFiniteWatch
+    history: list[dict[str, Any]]  # the epoch records
+    metrics: MetricsLog
+    lock: RunLock  # held until fit() ends (one writer per run folder)
+
     def __init__(
         self,
         cfg: Config | str | dict,
@@ -85,135 +110,15 @@ class Trainer:
     ) -> None:
         self.cfg = cfg if isinstance(cfg, Config) else load_config(cfg, provided=set(networks or {}))
         self.resume = resume
-        self.dist = dist_info()
+        self.dist: DistInfo = dist_info()
         self._log = log if log is not None else (print if self.dist.is_main else (lambda s: None))
-        rc = self.cfg.run
-        if rc.threads:
-            torch.set_num_threads(rc.threads)
-        self.device = resolve_device(rc.device)
-        if self.dist.enabled:
-            from adaptkd.engine.distributed import setup_distributed
-
-            self.device = setup_distributed(self.dist, self.device)
-        self.precision = resolve_precision(rc.precision, self.device)
-        if self.precision == "bf16" and self.device.type == "cpu":
-            pass  # CPU bf16 autocast is supported by torch; slower than fp32 on most CPUs
-        seed_everything(rc.seed + self.dist.rank, rc.deterministic)
-        configure_backends(self.device, rc.deterministic)
-        # Checked now, created only after every input below is validated (a refused config writes nothing).
-        self.out = (prepare_run_dir(rc.out, resume=resume, overwrite=rc.overwrite, create=False)
-                    if self.dist.is_main else Path(rc.out))
-
-        self.comm = communicator()  # methods and balancers reduce across ranks through it
-        # Data: in memory or streamed; the resolved settings (augment, cache, ...) go into the run's config
-        need_rgb = any(needs_rgb(c.arch) for c in self.cfg.network_names().values())
-        self.pipe, resolved = build_pipeline(self.cfg.data, dataset=data, pin_memory=self.device.type == "cuda",
-                                             need_rgb=need_rgb)
-        if data is not None:
-            resolved.update(name="python", source=_describe_python_data(data, self.pipe))
-        self.cfg = self.cfg.model_copy(update={"data": self.cfg.data.model_copy(update=resolved)})
-        self._log(describe(self.pipe, resolved))
-        d = self.cfg.data
-        #: the in-memory dataset (None when streamed)
-        self.data: DataBundle | None = getattr(self.pipe, "bundle", None)
-        self.num_classes = self.pipe.num_classes
-
-        # Networks
-        self.net_cfgs = self.cfg.network_names()
-        nets = build_networks(self.cfg, self.pipe, self.device, networks, self._log)
-        self.networks: dict[str, nn.Module] = nets.networks
-        self.learners: list[str] = nets.learners
-        self.frozen: list[str] = nets.frozen
-        self.teacher_inputs = TeacherInputs(
-            {n: teacher_spec(self.net_cfgs[n], self.networks[n], self.pipe, field=nets.fields[n], name=n)
-             for n in self.frozen}, data_spec(self.pipe)).to(self.device)
-        for line in self.teacher_inputs.describe({n: c.arch for n, c in self.net_cfgs.items()}):
-            if "as is" not in line:
-                self._log(line)
-        check_class_counts(self.networks, self.teacher_inputs.view, self.eval_aug_probe(), self.num_classes,
-                           self.net_cfgs, self.pipe.name)
-
-        if d.crop_padding is not None and d.crop_padding > self.pipe.image_size:
-            raise ConfigError(f"field `data.crop_padding`: {d.crop_padding} exceeds the image side "
-                              f"({self.pipe.image_size} pixels) of dataset {self.pipe.name!r}")
-        # Augmentation (batched, on the device)
-        self.train_aug = train_augment(self.pipe, self.cfg, self.device)
-        self.eval_aug = Augment(self.pipe.mean, self.pipe.std, train=False).to(self.device)
-        self.gen = augment_generator(rc.seed, self.dist.rank, self.device)
-        self.steps_per_epoch = steps_per_epoch(self.cfg, self.pipe, self.dist.world_size)
-        # Teacher outputs: a live forward each step, or replayed from a teacher cache (teachers_cache)
-        self.replay: Replay | None = None
-        if self.cfg.teachers_cache is not None:
-            self.replay = Replay(self.cfg, self.pipe, {n: self.networks[n] for n in self.frozen},
-                                 steps=self.steps_per_epoch, rank=self.dist.rank, world_size=self.dist.world_size,
-                                 precision=self.precision, device=self.device, augment=self.train_aug.random)
-
-        # Method and balancer
-        sample = self.eval_aug(self.pipe.sample(4).to(self.device))
-        self.ctx = MethodContext(
-            networks=self.networks, learners=list(self.learners), frozen=list(self.frozen),
-            arches={n: c.arch for n, c in self.net_cfgs.items()}, num_classes=self.num_classes,
-            epochs=self.cfg.optim.epochs, steps_per_epoch=self.steps_per_epoch, sample_input=sample,
-            inputs=self.teacher_inputs(sample), seed=rc.seed, rank=self.dist.rank, world_size=self.dist.world_size,
-            device=self.device, comm=self.comm,
-        )
-        from adaptkd.distiller import Distiller  # (adaptkd.distiller imports adaptkd.engine)
-
-        try:
-            check_method(self.cfg.method.name, self.cfg.method.options(), roster_of(self.cfg),
-                         epochs=self.cfg.optim.epochs, balancer=self.cfg.balance.name)
-            # Method, balancer and taps: the Distiller, the module a hand-written loop uses too
-            self.distiller = Distiller.from_networks(
-                self.networks, learners=self.learners, frozen=self.frozen, method=self.cfg.method.name,
-                options=self.cfg.method.options(), ctx=self.ctx, balance=self.cfg.balance.name,
-                balance_options=self.cfg.balance.options(), teacher_inputs=self.teacher_inputs, meter=False)
-        except (ConfigError, CheckpointError, DataError):
-            raise
-        except (ValueError, KeyError) as exc:  # a method refusing its options/networks: a config error
-            msg = exc.args[0] if exc.args else str(exc)
-            raise ConfigError(f"method {self.cfg.method.name!r} cannot be built from this config: {msg}") from None
-        self.method = self.distiller.method
-        check_logit_sources(self.method, self.networks, self.net_cfgs)
-        self.balancer = self.distiller.balancer
-        self.meter = SignalMeter(self.method.spec)  # the method's signals reduced over each epoch
-
-        # The Distiller's persistent feature taps; the modules its step calls (DDP, compile); one optimiser per learner
-        self.taps: dict[str, FeatureTaps] = self.distiller.taps
-        self.forward_nets = self.distiller.forward_nets
-        self.forward_nets.update(forward_networks(nets, self.method, self.device, distributed=self.dist.enabled,
-                                                  compile=rc.compile))
-        self.distiller.distributed = self.dist.enabled  # its backward averages the method's own gradients
-        opt = build_optimisers(self.cfg, self.networks, self.learners, self.method.param_groups())
-        self.optim_cfgs, self.optims = opt.cfgs, opt.optims
-        self.params, self.extra_params = opt.params, opt.extra_params
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-
-        self.epoch = 0  # last completed epoch
-        self._in_epoch: dict[str, Any] | None = None  # where a checkpoint written inside an epoch left off
-        self.global_step = 0
-        self.best_acc = -1.0  # best validation top-1 so far (-1: none yet, or no validation split)
-        self.best_epoch = 0
-        self.nonfinite_skipped = 0
-        self.nonfinite = NonFiniteWatch(self.device)  # first non-finite step per input/output/term/weight
-        self.history: list[dict[str, Any]] = []
         self._saved: tuple[int, int | None] | None = None  # (epoch, step inside it) of the last checkpoint written
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.dist.is_main,
-                                  tensorboard=rc.tensorboard)
-        if resume:  # every piece of the saved state is read and checked before any file is touched
-            self._in_epoch = load_resume(self, self._log)
-        self.lock = RunLock(self.out)  # held until fit() ends (one writer per run folder)
-        if self.dist.is_main:
-            prepare_run_dir(self.out, resume=resume, overwrite=rc.overwrite, create=True, lock=self.lock)
-        if resume:
-            part = self._in_epoch
-            self.metrics.truncate_after(self.epoch, step=self.global_step if part is not None else None)
-            where = f", {part['step']} step(s) into epoch {part['epoch']}" if part is not None else ""
-            self._log(f"resumed from {self.out / 'last.pt'} at epoch {self.epoch} (step {self.global_step}{where})")
-        elif self.dist.is_main:
-            write_config(self.out, config_to_dict(self.cfg))
+        build_run(self, networks, data, self._log)
+        self._in_epoch = open_run(self, self._log)  # where a checkpoint written inside an epoch left off
 
     # ------------------------------------------------------------------------------------------
     def eval_aug_probe(self) -> Tensor:
+        """Two sample images ``[2, C, H, W]`` scaled to [0, 1] (not normalised): a probe of the networks' outputs."""
         x = self.pipe.sample(2).to(self.device).float() / 255.0
         return x
 
@@ -332,13 +237,7 @@ class Trainer:
             if self.global_step % self.cfg.run.log_every == 0 or i == steps - 1:
                 self.raise_if_nonfinite()
                 now = time.perf_counter()
-                rec: dict[str, Any] = {"kind": "step", "epoch": epoch, "step": self.global_step}
-                rec.update(step_values(out, signals, self.method.spec.is_hidden, self.dist.enabled))
-                for learner, w in out.weights.items():
-                    for term, val in w.items():
-                        rec[f"weight/{learner}/{term}"] = float(val)
-                for name in self.learners:
-                    rec[f"lr/{name}"] = self.optims[name].param_groups[0]["lr"]
+                rec = step_record(self, epoch, out, signals)
                 rec["images_per_s"] = ((totals.seen - last_log_seen) * self.dist.world_size
                                        / max(now - last_log_t, 1e-9))
                 last_log_t, last_log_seen = now, totals.seen
@@ -417,28 +316,7 @@ class Trainer:
                                         f"{kept}") from None
                     self.raise_if_nonfinite()
                     self._raise_if_state_nonfinite(epoch)  # before evaluating, recording or saving it
-                    rec: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": self.global_step, **train}
-                    ends = self.method.epoch_summary(self.meter.summary())
-                    rec.update(epoch_end_values(ends, self.cfg.method.name, self.dist.enabled, self.device))
-                    # With a validation split, it is scored each epoch and chooses best.pt; the test split is
-                    # scored once, in finish(). Without one, the test split is scored each epoch for the
-                    # curves only and best.pt is simply the latest epoch: nothing is selected on test.
-                    split = "val" if self.pipe.n_val else "test"
-                    if epoch % self.cfg.run.eval_every == 0 or epoch == epochs:
-                        for name, m in self.evaluate(split).items():
-                            rec[f"{split}/acc/{name}"] = m["top1"]
-                            rec[f"{split}/top5/{name}"] = m["top5"]
-                            rec[f"{split}/loss/{name}"] = m["loss"]
-                    for name in self.learners:
-                        rec[f"lr/{name}"] = self.optims[name].param_groups[0]["lr"]
-                    if split == "val":
-                        acc = rec.get("val/acc/student", -1.0)
-                        best = acc > self.best_acc
-                        if best:
-                            self.best_acc, self.best_epoch = acc, epoch
-                        rec["best/val_acc/student"] = self.best_acc
-                    else:
-                        best, self.best_epoch = True, epoch
+                    rec, best = epoch_record(self, epoch, train)
                     self.epoch = epoch
                     self.history.append(rec)
                     self.metrics.write(rec, sync=True)  # metrics first, then the checkpoint (see resume)
@@ -451,9 +329,3 @@ class Trainer:
             self.metrics.close()
             self.lock.release()
 
-
-def _describe_python_data(data: Any, pipe: Any) -> str:
-    """What data passed from Python was, for the run's config (``data.source``)."""
-    kind = f"DataBundle {data.name!r}" if isinstance(data, DataBundle) else \
-        " / ".join(type(part).__name__ for part in data)
-    return f"{kind}: {pipe.n_train} train / {pipe.n_test} test images, {pipe.num_classes} classes"

@@ -156,7 +156,7 @@ class Trainer:
 
             check_same_stepping(self.learners, stepping, self.device, self.cfg.method.name)
         finite = self.nonfinite.check(x, logits, out, self.global_step)
-        if self.cfg.run.nonfinite == "skip" and not bool(self._all_ranks(finite)):
+        if skip_mode and not bool(self._all_ranks(finite)):
             self.nonfinite_skipped += 1
             with torch.no_grad():
                 for b, v in saved:

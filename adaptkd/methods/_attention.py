@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaptkd.methods._taps import default_taps, probe_shapes
 from adaptkd.methods.base import Method, MethodContext, P, StepIn
 
 
@@ -74,39 +75,6 @@ class LayerAttention(nn.Module):
     def forward(self, query_feats: Sequence[Tensor], key_feats: Sequence[Tensor]) -> Tensor:
         """Attention weights ``[B, n_q, n_k]``: softmax over the key layers."""
         return F.softmax(self.logits(query_feats, key_feats), dim=2)
-
-
-def default_taps(ctx: MethodContext, network: str, given: list[str] | None, option: str) -> list[str]:
-    """The taps named in the config, else the zoo model's ``tap_blocks`` (clear error otherwise)."""
-    if given:
-        return list(given)
-    net = ctx.networks[network]
-    blocks = getattr(net, "tap_blocks", None)
-    if not blocks:
-        raise ValueError(
-            f"method option `{option}`: network {network!r} ({type(net).__name__}) has no `tap_blocks`; "
-            f"list the module paths to tap in `{option}` (see adaptkd.taps.list_taps)"
-        )
-    return list(blocks)
-
-
-def probe_shapes(ctx: MethodContext, network: str, taps: list[str], option: str) -> list[tuple[int, int, int]]:
-    """``(C, H, W)`` of each tap of ``network`` on the sample input; 4-D features only."""
-    try:
-        feats = ctx.probe_features(network, taps)
-    except KeyError as exc:
-        raise ValueError(f"method option `{option}`: {exc.args[0]}") from None
-    shapes = []
-    for name in taps:
-        f = feats.get(name)
-        if not isinstance(f, Tensor) or f.dim() != 4:
-            got = tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
-            raise ValueError(
-                f"method option `{option}`: tap {name!r} of {network!r} gives {got}; feature distillation "
-                "needs [B, C, H, W] feature maps (tap a convolutional block)"
-            )
-        shapes.append((int(f.shape[1]), int(f.shape[2]), int(f.shape[3])))
-    return shapes
 
 
 def gather(feats: dict[str, Tensor], taps: list[str], relu: bool, detach: bool = False) -> list[Tensor]:

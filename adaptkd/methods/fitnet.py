@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from adaptkd.constraints import EpochIndex, Temperature, Weight
 from adaptkd.errors import ConfigError
 from adaptkd.losses import hint_loss, kd_loss
-from adaptkd.methods._attention import probe_shapes
+from adaptkd.methods._taps import middle_tap, probe_shapes
 from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
 from adaptkd.methods.spec import Example, MethodSpec, NetworkNeeds
 
@@ -39,16 +39,6 @@ class FitNetParams(MethodParams):
     regressor_bn: bool = True
     regressor_relu: bool = False
     stage1_epochs: EpochIndex = 0  # 0: one stage; N: hint-only pre-training for N epochs
-
-
-def middle_tap(ctx: MethodContext, network: str, given: str | None, option: str) -> str:
-    if given:
-        return given
-    blocks = getattr(ctx.networks[network], "tap_blocks", None)
-    if not blocks:
-        raise ValueError(f"method option `{option}`: network {network!r} has no `tap_blocks`; name "
-                         f"the module path to tap")
-    return blocks[(len(blocks) - 1) // 2]
 
 
 def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:

@@ -29,7 +29,7 @@ from adaptkd.methods._unic_parts import Ladder, gathered_moments, token_grid, to
 from adaptkd.methods.base import Method, MethodContext, MethodParams, StepIn, StepOut, register_method
 from adaptkd.methods.common import teacher_logits
 from adaptkd.methods.spec import Example, MethodSpec, Roster
-from adaptkd.taps import FeatureTaps, input_of
+from adaptkd.taps import input_of
 
 
 class UNICParams(MethodParams):
@@ -64,19 +64,6 @@ def unic_momentum(step: int, total: int, start: float = 1.0, end: float = 0.001)
 
 def _config_error(msg: str) -> Exception:
     return ConfigError(msg)
-
-
-def _probe(net: nn.Module, x: Tensor, tap: str, head: str | None) -> tuple[Tensor, Tensor | None]:
-    """One no-grad forward in eval mode: the output of ``tap`` and the input of ``head``."""
-    was = net.training
-    net.eval()
-    try:
-        with torch.no_grad(), FeatureTaps(net, [tap], detach=True) as out, \
-                FeatureTaps(net, [head] if head else [], capture="input", detach=True) as inp:
-            net(x)
-    finally:
-        net.train(was)
-    return out.outputs[tap], (inp.outputs[head] if head else None)
 
 
 @register_method("unic")
@@ -137,10 +124,11 @@ class UNIC(Method[UNICParams]):
             net = ctx.networks[name]
             tap = p.teacher_taps.get(name) or self._default_tap(name, net)
             head = getattr(net, "head_name", None)
-            try:
-                out, head_in = _probe(net, ctx.sample_for(name), tap, head)
+            try:  # the tap's output and the head's input, in one no-grad forward in eval mode
+                probe = ctx.probe_features(name, [tap, input_of(head)] if head else [tap])
             except KeyError as exc:
                 raise _config_error(f"field `method.teacher_taps`: {name}: {exc.args[0]}") from None
+            out, head_in = probe[tap], (probe[input_of(head)] if head else None)
             if out.dim() == 3:
                 self.t_grid[name], self.t_head[name] = token_grid(net, out.shape[1] - 1), None
                 cls_dims.append(int(out.shape[-1]))

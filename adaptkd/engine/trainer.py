@@ -9,6 +9,7 @@ and learning-rate schedule around it. The only host synchronisation is at the lo
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from adaptkd.balance import Balancer
 from adaptkd.comm import Communicator
 from adaptkd.config import Config, NetConfig, load_config
 from adaptkd.data import Augment, DataBundle, DataError, Pipeline
+from adaptkd.data.ahead import ViewsAhead
 from adaptkd.engine.epoch import EpochTotals, epoch_record, step_record
 from adaptkd.engine.evaluate import evaluate_batches
 from adaptkd.engine.logger import MetricsLog
@@ -133,14 +135,26 @@ class Trainer:
         with self.autocast():
             return self.distiller.forward_all(x, teachers)
 
-    def train_step(self, xb: Tensor, yb: Tensor, epoch: int, frac: float,
-                   replayed: ReplayedBatch | None = None) -> tuple[StepOut, dict[str, Tensor]]:
-        """One optimisation step on batch ``xb``; ``replayed``: this batch's views and teacher
-        logits from the teacher cache (then the views are not drawn and no teacher runs)."""
+    def train_view(self, xb: Tensor, gen: torch.Generator, params: Tensor | None = None) -> Tensor:
+        """The training view of batch ``xb`` on the device: crop and flip drawn from ``gen`` (or the
+        replayed ``params``: nothing drawn), normalised, channels-last when ``run.channels_last``."""
         xb = xb.to(self.device, non_blocking=True)
-        x = self.train_aug(xb, self.gen) if replayed is None else self.train_aug.apply(xb, replayed.params)
+        x = self.train_aug(xb, gen) if params is None else self.train_aug.apply(xb, params)
         if self.cfg.run.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def train_step(self, xb: Tensor, yb: Tensor, epoch: int, frac: float,
+                   replayed: ReplayedBatch | None = None, view: Tensor | None = None,
+                   ) -> tuple[StepOut, dict[str, Tensor]]:
+        """One optimisation step on batch ``xb``; ``replayed``: this batch's views and teacher
+        logits from the teacher cache (then the views are not drawn and no teacher runs);
+        ``view``: the batch's training view already made (:meth:`train_view`, by the epoch's
+        :class:`~adaptkd.data.ahead.ViewsAhead`)."""
+        if view is not None:
+            x = view
+        else:
+            x = self.train_view(xb, self.gen, None if replayed is None else replayed.params)
         y = yb.to(self.device, non_blocking=True)
         skip_mode = self.cfg.run.nonfinite == "skip"
         if skip_mode:  # a skipped step leaves no trace: the forward's buffer updates are undone
@@ -223,32 +237,36 @@ class Trainer:
                                           world_size=self.dist.world_size, start=start, stop=steps)
         if self.replay is not None:
             self.replay.start_epoch(epoch)
-        for i, (xb, yb) in enumerate(batches, start=start):
-            if i >= steps:
-                break
-            skipped = self.nonfinite_skipped
-            replayed = None if self.replay is None else self.replay.batch(epoch, i, xb.shape[0])
-            out, signals = self.train_step(xb, yb, epoch, i / steps, replayed)
-            if self.nonfinite_skipped == skipped:  # a skipped step's non-finite values stay out of the means
-                self.meter.update(out.signals)
-                totals.add(out, signals, yb.to(self.device, non_blocking=True))
-            totals.seen += xb.shape[0]
-            self.global_step += 1
-            if self.global_step % self.cfg.run.log_every == 0 or i == steps - 1:
-                self.raise_if_nonfinite()
-                now = time.perf_counter()
-                rec = step_record(self, epoch, out, signals)
-                rec["images_per_s"] = ((totals.seen - last_log_seen) * self.dist.world_size
-                                       / max(now - last_log_t, 1e-9))
-                last_log_t, last_log_seen = now, totals.seen
-                self.metrics.write(rec)
-                if progress is not None:
-                    progress({"i": i + 1, "steps": steps, "rec": rec, "elapsed": now - t0})
-            if every and self.global_step % every == 0 and i + 1 < steps:
-                self.raise_if_nonfinite()  # never checkpoint a state that already went non-finite
-                self._raise_if_state_nonfinite(epoch)
-                self.save(False, in_epoch={"epoch": epoch, "step": i + 1, "elapsed": time.perf_counter() - t0,
-                                           **totals.state_dict(), "meter": self.meter.state_dict()})
+        # In memory, the batches' views are made ahead on a background thread (data/ahead.py)
+        ahead = self.data is not None and self.replay is None
+        source = ViewsAhead(batches, self.train_view, self.gen) if ahead else ((xb, yb, None) for xb, yb in batches)
+        with contextlib.closing(source):
+            for i, (xb, yb, view) in enumerate(source, start=start):
+                if i >= steps:
+                    break
+                skipped = self.nonfinite_skipped
+                replayed = None if self.replay is None else self.replay.batch(epoch, i, xb.shape[0])
+                out, signals = self.train_step(xb, yb, epoch, i / steps, replayed, view)
+                if self.nonfinite_skipped == skipped:  # a skipped step's non-finite values stay out of the means
+                    self.meter.update(out.signals)
+                    totals.add(out, signals, yb.to(self.device, non_blocking=True))
+                totals.seen += xb.shape[0]
+                self.global_step += 1
+                if self.global_step % self.cfg.run.log_every == 0 or i == steps - 1:
+                    self.raise_if_nonfinite()
+                    now = time.perf_counter()
+                    rec = step_record(self, epoch, out, signals)
+                    rec["images_per_s"] = ((totals.seen - last_log_seen) * self.dist.world_size
+                                           / max(now - last_log_t, 1e-9))
+                    last_log_t, last_log_seen = now, totals.seen
+                    self.metrics.write(rec)
+                    if progress is not None:
+                        progress({"i": i + 1, "steps": steps, "rec": rec, "elapsed": now - t0})
+                if every and self.global_step % every == 0 and i + 1 < steps:
+                    self.raise_if_nonfinite()  # never checkpoint a state that already went non-finite
+                    self._raise_if_state_nonfinite(epoch)
+                    self.save(False, in_epoch={"epoch": epoch, "step": i + 1, "elapsed": time.perf_counter() - t0,
+                                               **totals.state_dict(), "meter": self.meter.state_dict()})
         elapsed = time.perf_counter() - t0
         summary: dict[str, Any]
         summary, total_seen = totals.summary(self.dist.world_size, self.dist.enabled)

@@ -1,22 +1,24 @@
-"""Training views made one batch ahead, on a background thread.
+"""Training views made ahead, on a background thread.
 
 :class:`ViewsAhead` walks an epoch's ``(x uint8, y)`` batches and, while the training thread runs
-step ``k``, takes batch ``k + 1`` and makes its training view (the random crop and flip drawn
-from the augmentation generator, then applied and normalised) on one background thread. Torch
-releases the GIL inside its operators, so the two threads overlap.
+step ``k``, takes the next batches (at most two ahead) and makes their training views (the random
+crop and flip drawn from the augmentation generator, then applied and normalised) on one
+background thread. Torch releases the GIL inside its operators, so the two threads overlap; the
+training thread only takes a ready batch from a queue.
 
 Exactness. The views are the ones the training thread would have made itself: the background
 thread draws from its own generator, started from the run's generator's state and advanced by the
 same draws in the same order. The run's generator is set to the state after batch ``k``'s draws
 when batch ``k`` is handed out, so at any point between steps it is where it would be without the
-prefetch, never ahead: a checkpoint written after step ``k`` records the state before batch
+background thread, never ahead: a checkpoint written after step ``k`` records the state before batch
 ``k + 1``'s draws, and a resumed run draws the same views.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from queue import SimpleQueue
 
 import torch
 from torch import Tensor
@@ -27,8 +29,8 @@ Batch = tuple[Tensor, Tensor]
 
 
 class ViewsAhead:
-    """Iterate ``(xb, yb, view)`` over ``batches``, each ``view = make(xb, generator)`` computed one
-    batch ahead on a background thread.
+    """Iterate ``(xb, yb, view)`` over ``batches``, each ``view = make(xb, generator)`` computed ahead
+    (at most ``depth`` batches) on a background thread.
 
     Args:
         batches: the epoch's ``(x uint8 [B, C, H, W], y int64 [B])`` batches (pulled on the
@@ -38,50 +40,66 @@ class ViewsAhead:
             parameters from ``generator`` only.
         gen: the run's augmentation generator. When a batch is handed out, ``gen`` holds the
             state after that batch's draws (as if ``make`` had run on the training thread).
+        depth: batches prepared but not yet handed out, at most (2: the next batch is usually
+            ready when the step asks for it, so the training thread seldom waits).
 
-    Use in a ``with`` block (or call :meth:`close`): leaving it waits for the batch in
-    preparation, so that no background work outlives the epoch. An exception raised while
-    preparing a batch is raised on the training thread when that batch is due.
+    Use in a ``with`` block (or call :meth:`close`): leaving it stops the background thread after
+    the batch in preparation, so that no background work outlives the epoch. An exception raised
+    while preparing a batch is raised on the training thread when that batch is due.
     """
 
     def __init__(self, batches: Iterable[Batch], make: Callable[[Tensor, torch.Generator], Tensor],
-                 gen: torch.Generator) -> None:
+                 gen: torch.Generator, depth: int = 2) -> None:
         self._batches = iter(batches)
         self._make = make
         self._gen = gen
         self._own = torch.Generator(device=gen.device)
         self._own.set_state(gen.get_state())
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptkd-views")
-        self._next: Future | None = self._pool.submit(self._prepare)
+        self._ready: SimpleQueue = SimpleQueue()  # (xb, yb, view, generator state after it), an error, or None
+        self._credits: SimpleQueue = SimpleQueue()  # one per batch the thread may prepare; False: stop
+        for _ in range(depth):
+            self._credits.put(True)
+        self._stop = self._done = False
+        self._thread = threading.Thread(target=self._run, name="adaptkd-views", daemon=True)
+        self._thread.start()
 
-    def _prepare(self) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-        """On the background thread: the next batch, its view and the generator state after its draws."""
-        batch = next(self._batches, None)
-        if batch is None:
-            return None
-        xb, yb = batch
-        view = self._make(xb, self._own)
-        return xb, yb, view, self._own.get_state()
+    def _run(self) -> None:
+        """The background thread: prepare batches while credits allow, then put None (the end)."""
+        try:
+            while self._credits.get() and not self._stop:
+                batch = next(self._batches, None)
+                if batch is None:
+                    break
+                xb, yb = batch
+                view = self._make(xb, self._own)
+                self._ready.put((xb, yb, view, self._own.get_state()))
+        except Exception as exc:  # noqa: BLE001 - handed to the training thread, raised there
+            self._ready.put(exc)
+            return
+        self._ready.put(None)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         return self
 
     def __next__(self) -> tuple[Tensor, Tensor, Tensor]:
-        if self._next is None:
+        if self._done:
             raise StopIteration
-        item = self._next.result()  # an exception of the background thread is raised here
-        if item is None:
-            self._next = None
-            raise StopIteration
-        self._next = self._pool.submit(self._prepare)  # batch k + 1 while step k runs
+        item = self._ready.get()
+        if item is None or isinstance(item, Exception):
+            self._done = True
+            if item is None:
+                raise StopIteration
+            raise item
+        self._credits.put(True)  # the thread may prepare one more while this step runs
         xb, yb, view, state = item
         self._gen.set_state(state)
         return xb, yb, view
 
     def close(self) -> None:
-        """Wait for the batch in preparation (its result is dropped) and stop the background thread."""
-        self._next = None
-        self._pool.shutdown(wait=True)
+        """Stop the background thread (after the batch in preparation, whose result is dropped)."""
+        self._done = self._stop = True
+        self._credits.put(False)
+        self._thread.join()
 
     def __enter__(self) -> ViewsAhead:
         return self

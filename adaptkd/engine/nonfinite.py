@@ -27,6 +27,8 @@ from adaptkd.methods import StepOut
 
 __all__ = ["NonFiniteWatch", "first_nonfinite", "raise_if_state_nonfinite"]
 
+_NEVER = torch.iinfo(torch.long).max  # NonFiniteWatch's running "first non-finite step" of a name never non-finite
+
 
 class NonFiniteWatch:
     """First non-finite step per name (input, ``<net>.logits``, ``<learner>.<term>``, ``<learner>.<term>.weight``)."""
@@ -78,18 +80,21 @@ class NonFiniteWatch:
             self._first = self.record()
             never = torch.full((), -1, dtype=torch.long, device=self.device)
             prev = torch.stack([self._first.get(k, never) for k in keys])
+            prev = torch.where(prev < 0, _NEVER, prev)
             self._keys = key_t
         else:
             prev = self._vec
-        self._vec = torch.where((prev < 0) & ~flag_t, step, prev)
+        # _vec holds _NEVER for "never": the first step is a running minimum (two ops per step)
+        self._vec = torch.minimum(prev, torch.where(flag_t, _NEVER, step))
         return flag_t.all()
 
     def record(self) -> dict[str, Tensor]:
         """{name: first step at which it was non-finite (-1: never)} as device tensors."""
         rec = dict(self._first)
         if self._vec is not None:
+            vec = torch.where(self._vec == _NEVER, -1, self._vec)
             for i, k in enumerate(self._keys):
-                rec[k] = self._vec[i]
+                rec[k] = vec[i]
         return rec
 
     def raise_if_any(self, *, epoch: int, out: Path,

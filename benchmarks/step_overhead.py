@@ -1,12 +1,19 @@
-"""Framework overhead of ``Trainer.train_step`` above the physical floor, with tiny networks.
+"""Framework overhead of a training step above the physical floor, with tiny networks.
 
 With networks this small the step's compute is a fraction of a millisecond and whatever the engine
-adds per step shows. The table has, for each method: the floor (``adaptkd.bench.FloorVariant``:
-teacher forward without grad, student forward/backward with CE, SGD step, on a pre-normalised
-batch), ``train_step``, and ``train_step`` with one part replaced by a no-op: the on-device
-augmentation (the pre-normalised batch instead), the non-finite watch (a constant True). Each
-variant: median over ``--rounds`` rounds of the process CPU time per step of ``--steps`` steps, one
-thread, variants interleaved round by round (ratios are paired). Writes ``benchmarks/step_overhead.md``.
+adds per step shows. Variants, for each method: the floor (``adaptkd.bench.FloorVariant``: teacher
+forward without grad, student forward/backward with CE, SGD step, on a pre-normalised batch);
+``Trainer.train_epoch`` over an epoch of ``--steps`` steps, per step (what ``adaptkd train`` runs:
+batches from the in-memory pipeline, views made one batch ahead on a background thread, the epoch's
+running sums, one logged record and the epoch's summary); ``train_step`` called by hand on one
+batch (the view drawn on the calling thread); and ``train_step`` with one part replaced by a no-op:
+the augmentation (the pre-normalised batch instead), the non-finite watch (a constant True).
+
+Each variant is timed on three clocks: the process CPU time (every thread of the process), the
+CPU time of the training thread (``time.thread_time``: without the background thread's work) and
+the wall time. Median over ``--rounds`` rounds of the time per step of ``--steps`` steps, one
+intra-op thread, variants interleaved round by round (differences are paired). Writes
+``benchmarks/step_overhead.md``.
 
     python benchmarks/step_overhead.py --rounds 15 --steps 200
 """
@@ -14,6 +21,7 @@ thread, variants interleaved round by round (ratios are paired). Writes ``benchm
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -23,30 +31,39 @@ from pathlib import Path
 import _harness  # noqa: F401  (puts the repository root on sys.path)
 import torch
 
+CLOCKS = ("process", "thread", "wall")
+
 
 def trainer(method: str, args: argparse.Namespace, out: str):
+    from adaptkd.data import Split, build_data
     from adaptkd.engine.trainer import Trainer
 
+    digits = build_data("digits")
+    k = -(-args.steps * args.batch // len(digits.train))  # the training split repeated: an epoch of --steps steps
+    data = dataclasses.replace(digits, train=Split(digits.train.x.repeat(k, 1, 1, 1), digits.train.y.repeat(k)))
     cfg = {"data": {"name": "digits", "batch_size": args.batch, "crop_padding": 1, "flip": True},
            "student": {"arch": "cnn_tiny"},
            "teachers": [{"arch": "cnn_tiny", "random_init": True}] if method != "ce" else [],
            "method": {"name": method}, "optim": {"name": "sgd", "lr": 0.01, "epochs": 1},
            "run": {"out": out, "device": "cpu", "progress": False, "latency": False, "tensorboard": False,
-                   "log_every": 10**9, "threads": 1}}
-    tr = Trainer(cfg, log=lambda s: None)
+                   "log_every": 10**9, "threads": 1, "max_steps_per_epoch": args.steps}}
+    tr = Trainer(cfg, data=data, log=lambda s: None)
+    assert tr.steps_per_epoch == args.steps
     for n in tr.learners:
         tr.networks[n].train()
     return tr
 
 
-def per_step_ms(fn, steps: int) -> float:
-    c = time.process_time()
-    for _ in range(steps):
+def per_step_ms(fn, steps: int, calls: int | None = None) -> dict[str, float]:
+    """{clock: ms per step} of ``calls`` (default ``steps``) calls of ``fn`` that make ``steps`` steps."""
+    c, t, w = time.process_time(), time.thread_time(), time.perf_counter()
+    for _ in range(steps if calls is None else calls):
         fn()
-    return (time.process_time() - c) / steps * 1e3
+    c, t, w = time.process_time() - c, time.thread_time() - t, time.perf_counter() - w
+    return {k: v / steps * 1e3 for k, v in zip(CLOCKS, (c, t, w))}
 
 
-def measure(method: str, args: argparse.Namespace, tmp: str) -> dict[str, float]:
+def measure(method: str, args: argparse.Namespace, tmp: str) -> dict[str, dict[str, float]]:
     from adaptkd.bench import FloorVariant
 
     tr = trainer(method, args, tmp)
@@ -69,16 +86,21 @@ def measure(method: str, args: argparse.Namespace, tmp: str) -> dict[str, float]
             tr.train_step(xb, yb, 1, 0.0)
         return run
 
-    variants = {"floor": floor.step, "train_step": step(), "no augmentation": step(no_aug=True),
+    def epoch() -> None:
+        tr.train_aug, tr.nonfinite.check = aug, watch
+        tr.train_epoch(1)
+
+    variants = {"floor": floor.step, "epoch loop": epoch, "train_step": step(), "no augmentation": step(no_aug=True),
                 "no finite watch": step(no_watch=True)}
-    times: dict[str, list[float]] = {k: [] for k in variants}
+    times: dict[str, dict[str, list[float]]] = {k: {c: [] for c in CLOCKS} for k in variants}
     for r in range(args.rounds + 1):
         for k, fn in variants.items():
-            t = per_step_ms(fn, args.steps)
+            t = per_step_ms(fn, args.steps, 1 if k == "epoch loop" else None)
             if r:  # round 0 warms up
-                times[k].append(t)
+                for c in CLOCKS:
+                    times[k][c].append(t[c])
     tr.train_aug, tr.nonfinite.check = aug, watch
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: {c: statistics.median(v) for c, v in t.items()} for k, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,17 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for m in args.methods:
             rows.append((m, measure(m, args, f"{tmp}/{m}")))
-            print(m, {k: round(v, 3) for k, v in rows[-1][1].items()}, file=sys.stderr)
+            print(m, {k: {c: round(v, 3) for c, v in t.items()} for k, t in rows[-1][1].items()}, file=sys.stderr)
     lines = [
-        "| method | floor ms | train_step ms | over floor ms | without augmentation ms | without finite watch ms |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | clock | floor ms | epoch loop ms | over floor ms | train_step ms | over floor ms "
+        "| without augmentation ms | without finite watch ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m, t in rows:
-        lines.append(f"| {m} | {t['floor']:.3f} | {t['train_step']:.3f} | {t['train_step'] - t['floor']:.3f} | "
-                     f"{t['no augmentation']:.3f} | {t['no finite watch']:.3f} |")
+        for c in CLOCKS:
+            f, e, s = t["floor"][c], t["epoch loop"][c], t["train_step"][c]
+            lines.append(f"| {m} | {c} | {f:.3f} | {e:.3f} | {e - f:.3f} | {s:.3f} | {s - f:.3f} | "
+                         f"{t['no augmentation'][c]:.3f} | {t['no finite watch'][c]:.3f} |")
     head = (f"`python benchmarks/step_overhead.py --batch {args.batch} --steps {args.steps} --rounds {args.rounds}`"
-            " — digits 8×8, cnn_tiny teacher (random init) → cnn_tiny student, one thread, process CPU time per "
-            f"step, median of {args.rounds} rounds × {args.steps} steps, variants interleaved.")
+            " — digits 8×8 (the training split repeated to an epoch of --steps steps), cnn_tiny teacher (random "
+            "init) → cnn_tiny student, one intra-op thread, time per step on three clocks (process CPU, the "
+            f"training thread's CPU, wall), median of {args.rounds} rounds × {args.steps} steps, variants "
+            "interleaved.")
     out = Path(args.out)
     notes = out.read_text().partition("\n## Reading")[2] if out.is_file() else ""  # kept across reruns
     out.write_text("# Step overhead above the floor (tiny networks, CPU)\n\n" + head + "\n\n" + "\n".join(lines)

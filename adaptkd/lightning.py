@@ -66,7 +66,7 @@ class DistillationModule(pl.LightningModule):
         self.optim = optim
         self.log_signals = log_signals
         self.automatic_optimization = (len(distiller.learner_names) == 1 and distiller.kind == "offline"
-                                       and not distiller._needs_own_backward)
+                                       and not distiller.needs_own_backward)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.distiller.student(x)
@@ -74,7 +74,7 @@ class DistillationModule(pl.LightningModule):
     # -- training -------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         precision = str(getattr(self.trainer, "precision", "32"))
-        if self.distiller._needs_own_backward and precision.startswith("16"):
+        if self.distiller.needs_own_backward and precision.startswith("16"):
             raise DistillerError(f"balance {self.distiller.balancer.name!r} takes its own gradients, outside "
                                  f"Lightning's loss scaling for precision={precision!r}: use precision='bf16-mixed' "
                                  "or '32', or the default balancer")
@@ -93,7 +93,7 @@ class DistillationModule(pl.LightningModule):
         by_name = dict(zip(self.distiller.learner_names, opts))
         for opt in opts:
             opt.zero_grad(set_to_none=True)
-        if self.distiller._needs_own_backward:
+        if self.distiller.needs_own_backward:
             self.distiller.backward(out)
         else:
             self.manual_backward(out.loss)

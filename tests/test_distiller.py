@@ -148,6 +148,7 @@ def test_state_dict_resumes_exactly(method):
 
 def test_gradient_balance_needs_the_distillers_backward():
     d = Distiller(mlp(), [mlp(32, seed=1)], "kd", balance={"name": "gradient", "over": "logits"})
+    assert d.needs_own_backward and not Distiller(mlp(), [mlp(32, seed=1)], "kd").needs_own_backward
     out = d(X, Y)
     float(out.loss.detach())  # reading it (logging) is fine
     with pytest.raises(DistillerError, match=r"call distiller\.backward\(out\)"):

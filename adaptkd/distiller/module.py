@@ -1,166 +1,33 @@
-"""``adaptkd.Distiller``: every adaptkd method as one ``nn.Module`` for any training loop.
+"""The :class:`Distiller` module: a student, its teachers and a method with its state; one call per step.
 
-The Distiller owns the networks of a distillation run and everything a method keeps between
-steps: the learners (the student, and for online methods every network that trains), the frozen
-teachers (eval mode, no grad, ``requires_grad=False``), the method (its modules and running
-state), the balancer and the feature taps. One call per step runs every network once (teachers
-under ``no_grad``) and the method, and returns a :class:`DistillOutput`::
-
-    distiller = Distiller(student, teachers=[teacher], method="dtkd", temperature=4, steps_per_epoch=len(loader))
-    opt = torch.optim.SGD(distiller.parameters(), lr=0.05, momentum=0.9)
-    for x, y in loader:
-        out = distiller(x, y)            # out.loss, out.terms, out.weights, out.signals, out.logits
-        opt.zero_grad()
-        out.loss.backward()              # or distiller.backward(out): needed by balance="gradient"
-        opt.step()                       # or distiller.step(optimizers, out): needed by online methods
-
-adaptkd's own :class:`~adaptkd.engine.trainer.Trainer` runs on this class: its ``train_step`` is
-``distiller(x, y)`` → ``distiller.backward(out)`` → ``distiller.step(optimizers, out)`` plus the
-engine's duties (augmentation, finiteness checks, learning-rate schedule, logging, checkpoints).
-See ``docs/distiller.md``.
+How it is built from its arguments or a config is :mod:`adaptkd.distiller.build`; this module holds
+what it is and does: the learners and frozen teachers, the method, balancer and taps
+(:meth:`Distiller._setup`), the optimiser groups, the step (:meth:`Distiller.forward`,
+:meth:`Distiller.backward`, :meth:`Distiller.step`) and its saved state.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from adaptkd.balance import BackwardContext, Balancer, FixedBalance, build_balancer, weighted_sum
-from adaptkd.engine.distributed import communicator
+from adaptkd.balance import BackwardContext, Balancer, FixedBalance, build_balancer
+from adaptkd.distiller.build import assemble, config_from_arguments, config_from_file, data_inputs
+from adaptkd.distiller.context import StepInNoEpoch, has_epoch_schedule
+from adaptkd.distiller.output import DistillerError, DistillOutput
 from adaptkd.engine.meter import SignalMeter
 from adaptkd.engine.roster import attach_taps
-from adaptkd.errors import AdaptkdError
-from adaptkd.methods import MethodContext, StepIn, StepOut, build_method, method_class
+from adaptkd.methods import MethodContext, StepIn, build_method
 from adaptkd.taps import FeatureTaps, _unwrap
 
-__all__ = ["DistillOutput", "Distiller", "DistillerError", "prepare_distributed"]
+__all__ = ["FORMAT", "Distiller"]
 
+#: the format tag of the state a Distiller saves
 FORMAT = "adaptkd.distiller/1"
-
-
-class DistillerError(AdaptkdError, ValueError):
-    """A Distiller cannot be built or used as asked; the message says what to change."""
-
-
-@dataclass
-class DistillOutput:
-    """What one Distiller call returns.
-
-    Attributes:
-        terms: {learner: {term: unweighted 0-d loss}} (the method's named loss terms).
-        weights: {learner: {term: weight (float or 0-d tensor)}}; a missing weight is 1.
-        signals: {name: 0-d (or small) tensor}: every adaptive quantity of the method, plus the
-            balancer's after :meth:`Distiller.backward`. Tensors on the device: read them (``.item()``)
-            only when you log.
-        logits: {network: float32 logits [B, C]} for every network, teachers included.
-        stepping: the learners whose optimiser steps this iteration (all, except when an online
-            method pauses one, e.g. SwitOKD's expert mode).
-        epoch, step: the epoch (from 1; None when unknown) and the step (from 0) the method saw.
-        step_out: the method's raw :class:`~adaptkd.methods.StepOut`.
-    """
-
-    terms: dict[str, dict[str, Tensor]]
-    weights: dict[str, dict[str, Any]]
-    signals: dict[str, Tensor]
-    logits: dict[str, Tensor]
-    stepping: list[str]
-    epoch: int | None
-    step: int
-    step_out: StepOut
-    _guard: str | None = field(default=None, repr=False)
-    _loss: Tensor | None = field(default=None, repr=False)
-
-    @property
-    def loss(self) -> Tensor:
-        """The 0-d total to back-propagate: Σ over stepping learners Σ_k w_k·L_k (computed on first use).
-
-        With a balancer that sets the weights from gradient statistics (``balance="gradient"``)
-        this is the method-weighted total, for logging only: back-propagating it raises an error
-        that says to call :meth:`Distiller.backward` instead.
-        """
-        if self._loss is None:
-            total: Tensor | None = None
-            for learner in self.stepping:
-                terms = self.terms.get(learner)
-                if terms:
-                    part = weighted_sum(terms, self.weights.get(learner, {}))
-                    total = part if total is None else total + part
-            if total is None:
-                raise DistillerError("no learner has a loss this step (every learner is paused)")
-            if self._guard is not None and total.requires_grad:
-                message = self._guard
-
-                def refuse(grad: Tensor) -> Tensor:
-                    raise DistillerError(message)
-
-                total.register_hook(refuse)
-            self._loss = total
-        return self._loss
-
-
-class _Context(MethodContext):
-    """A MethodContext whose unknown fields (None) raise a clear error when a method reads them."""
-
-    _hints: ClassVar[dict[str, str]] = {
-        "epochs": "it schedules over the whole run: pass epochs= and steps_per_epoch= to the Distiller",
-        "steps_per_epoch": "it schedules over the whole run: pass epochs= and steps_per_epoch= to the Distiller",
-        "sample_input": "it measures feature shapes when it is built: pass example_input= (a small batch shaped "
-                        "like your training inputs) to the Distiller",
-        "num_classes": "it needs the number of classes: pass num_classes= to the Distiller",
-    }
-
-    def __getattribute__(self, name: str) -> Any:
-        value = object.__getattribute__(self, name)
-        if value is None and name in _Context._hints:
-            method = object.__getattribute__(self, "__dict__").get("method_name", "?")
-            raise DistillerError(f"method {method!r} needs `{name}`: {_Context._hints[name]}")
-        return value
-
-    def __repr__(self) -> str:
-        return f"MethodContext(learners={self.learners}, frozen={self.frozen})"
-
-
-class _StepInNoEpoch(StepIn):
-    """A StepIn for a step whose epoch the Distiller was not told; reading ``epoch`` explains what to pass."""
-
-    def __getattribute__(self, name: str) -> Any:
-        if name == "epoch":
-            method = object.__getattribute__(self, "__dict__").get("method_name", "?")
-            raise DistillerError(
-                f"method {method!r} reads the epoch (its warm-up or stages count epochs from 1), but the Distiller "
-                "was not told it: pass epoch= to each call, call distiller.set_epoch(epoch) when an epoch starts, "
-                "or give steps_per_epoch= when you build the Distiller"
-            )
-        return object.__getattribute__(self, name)
-
-
-def _params(module: nn.Module) -> list[nn.Parameter]:
-    return [p for p in module.parameters() if p.requires_grad]
-
-
-def _freeze(model: nn.Module) -> None:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-
-
-def _check_distinct(networks: Mapping[str, nn.Module]) -> None:
-    """Every network is its own module: no module or parameter in two roles (a teacher that is the student)."""
-    owner: dict[int, str] = {}
-    for name, net in networks.items():
-        for p in _unwrap(net).parameters():
-            other = owner.setdefault(id(p), name)
-            if other != name:
-                raise DistillerError(
-                    f"network {name!r} shares parameters with {other!r} (it is the same module, or part of it): "
-                    "a teacher must be a separate module from every learner. Pass a copy (copy.deepcopy) of a "
-                    "trained network as the teacher, or use an online method (dml, switokd) to train networks together"
-                )
 
 
 class Distiller(nn.Module):
@@ -211,37 +78,8 @@ class Distiller(nn.Module):
         **options: Any,
     ) -> None:
         super().__init__()
-        if not isinstance(student, nn.Module):
-            raise DistillerError(f"student must be an nn.Module, got {type(student).__name__}")
-        if isinstance(teachers, (nn.Module, str, dict)):
-            teachers = [teachers]
-        if isinstance(peers, (nn.Module, str, dict)):
-            peers = [peers]
-        raw: dict[str, Any] = {"student": {"arch": "custom"}, "teachers": [], "peers": [],
-                               "method": {"name": method, **options}, "balance": _balance_section(balance),
-                               "run": {"seed": seed}}
-        online = _kind(method) == "online"
-        given: dict[str, nn.Module] = {"student": student}
-        for role, items in (("teachers", teachers), ("peers", peers)):
-            for i, item in enumerate(items):
-                name = f"teacher{i}" if role == "teachers" else f"peer{i}"
-                entry: dict[str, Any]
-                if isinstance(item, nn.Module):
-                    given[name], entry = item, {"arch": "custom"}
-                elif isinstance(item, str):
-                    entry = {"arch": item}
-                elif isinstance(item, dict):
-                    entry = dict(item)
-                else:
-                    raise DistillerError(f"{role}[{i}] must be an nn.Module, a zoo name or a dict of network fields, "
-                                         f"got {type(item).__name__}")
-                if role == "teachers":
-                    entry.setdefault("trainable", online)
-                raw[role].append(entry)
-        if epochs is not None:
-            raw["optim"] = {"epochs": epochs}
-        _check_distinct(given)
-        cfg = _load(raw, provided=set(given))
+        cfg, given = config_from_arguments(student, teachers, peers, method, balance=balance, seed=seed, epochs=epochs,
+                                           options=options)
         self._init_from_config(cfg, given, example_input=example_input, num_classes=num_classes,
                                epochs=epochs, steps_per_epoch=steps_per_epoch, device=device,
                                checkpoint_teachers=checkpoint_teachers, teacher_inputs=teacher_inputs)
@@ -271,34 +109,12 @@ class Distiller(nn.Module):
         frozen teacher is fed (a teacher trained on another input size or normalisation gets the
         batch converted, as in ``adaptkd train``).
         """
-        from adaptkd.config import Config, config_to_dict, read_yaml
-
-        given = dict(networks or {})
-        if isinstance(config, Config):
-            raw = config_to_dict(config)
-        elif isinstance(config, dict):
-            raw = dict(config)
-        else:
-            raw = read_yaml(config)
-        check = _load(raw, provided=set(), check=False)
-        names = list(check.network_names())
-        unknown = set(given) - set(names)
-        if unknown:
-            raise DistillerError(f"networks {sorted(unknown)} were passed but the config has only {names}")
-        _check_distinct(given)
-        cfg = _load(raw, provided=set(given))
+        cfg, given = config_from_file(config, networks)
         self = cls.__new__(cls)
         nn.Module.__init__(self)
         if data is not None:
-            from adaptkd.data import Augment, num_batches
-
-            num_classes = num_classes or data.num_classes
-            if example_input is None:
-                example_input = Augment(data.mean, data.std, train=False)(data.train.x[:4])
-            if steps_per_epoch is None:
-                steps_per_epoch = num_batches(len(data.train), cfg.data.batch_size, drop_last=cfg.data.drop_last,
-                                              world_size=communicator().world_size)
-                steps_per_epoch = min(steps_per_epoch, cfg.run.max_steps_per_epoch or steps_per_epoch)
+            example_input, num_classes, steps_per_epoch = data_inputs(data, cfg, example_input, num_classes,
+                                                                      steps_per_epoch)
         self._init_from_config(cfg, given, example_input=example_input, num_classes=num_classes,
                                epochs=cfg.optim.epochs, steps_per_epoch=steps_per_epoch, device=device,
                                checkpoint_teachers=checkpoint_teachers, data=data)
@@ -308,64 +124,16 @@ class Distiller(nn.Module):
                           num_classes: int | None, epochs: int | None, steps_per_epoch: int | None,
                           device: torch.device | str | None, checkpoint_teachers: bool, data: Any = None,
                           teacher_inputs: nn.Module | None = None) -> None:
-        from adaptkd.engine.networks import build_network, check_logit_sources
+        from adaptkd.engine.networks import check_logit_sources
 
-        net_cfgs = cfg.network_names()
-        order = list(net_cfgs)
-        if device is None:
-            first = next(iter(given.values()), None)
-            p = next(first.parameters(), None) if first is not None else None
-            device = p.device if p is not None else (example_input.device if example_input is not None else "cpu")
-        device = torch.device(device)
-        if example_input is not None:
-            example_input = example_input.to(device)
-        missing = [n for n in order if n not in given]
-        if missing:
-            if num_classes is None and "student" in given and example_input is not None:
-                num_classes = _infer_classes(given["student"], example_input)
-            num_classes = num_classes or cfg.data.num_classes
-            if num_classes is None:
-                raise DistillerError(f"networks {missing} are built from the zoo: pass num_classes= (or example_input= "
-                                     "with a student module, from which the class count is read)")
-            in_ch = int(example_input.shape[1]) if example_input is not None else 3
-            fields = fields_of(cfg)
-            teachers = set(order[1:1 + len(cfg.teachers)])
-            for n in missing:
-                given[n] = build_network(net_cfgs[n], num_classes, in_ch, field=fields[n],
-                                         teacher=n in teachers and not net_cfgs[n].trainable)
-        if num_classes is None and example_input is not None:
-            num_classes = _infer_classes(given[order[0]], example_input)
-        networks = {n: given[n].to(device) for n in order}
-        trainable = {order[0]: True, **{n: c.trainable for n, c in list(net_cfgs.items())[1:1 + len(cfg.teachers)]},
-                     **{n: True for n in order[1 + len(cfg.teachers):]}}
-        learners = [n for n in order if trainable[n]]
-        frozen = [n for n in order if not trainable[n]]
-        for n in frozen:
-            _freeze(networks[n])
-        if teacher_inputs is None and data is not None and frozen:
-            from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
-
-            teacher_inputs = TeacherInputs({n: teacher_spec(net_cfgs[n], networks[n], data, field=fields_of(cfg)[n],
-                                                            name=n) for n in frozen}, data_spec(data)).to(device)
-        samples = {}
-        if teacher_inputs is not None and example_input is not None:
-            with torch.no_grad():
-                samples = teacher_inputs(example_input)
-        comm = communicator()
-        known: dict[str, Any] = {  # None: unknown, explained when a method reads it
-            "networks": {n: _unwrap(m) for n, m in networks.items()}, "learners": learners, "frozen": frozen,
-            "arches": {n: c.arch for n, c in net_cfgs.items()}, "num_classes": num_classes, "epochs": epochs,
-            "steps_per_epoch": steps_per_epoch, "sample_input": example_input, "seed": cfg.run.seed,
-            "rank": comm.rank, "world_size": comm.world_size, "device": device, "inputs": samples, "comm": comm,
-        }
-        ctx = _Context(**known)
-        ctx.__dict__["method_name"] = cfg.method.name
+        parts = assemble(cfg, given, example_input=example_input, num_classes=num_classes, epochs=epochs,
+                         steps_per_epoch=steps_per_epoch, device=device, data=data, teacher_inputs=teacher_inputs)
         try:
-            self._setup(networks, learners=learners, frozen=frozen, method=cfg.method.name,
+            self._setup(parts.networks, learners=parts.learners, frozen=parts.frozen, method=cfg.method.name,
                         options=cfg.method.options(), balance=cfg.balance.name,
-                        balance_options=cfg.balance.options(), ctx=ctx, checkpoint_teachers=checkpoint_teachers,
-                        teacher_inputs=teacher_inputs)
-            check_logit_sources(self.method, networks, net_cfgs)
+                        balance_options=cfg.balance.options(), ctx=parts.ctx, checkpoint_teachers=checkpoint_teachers,
+                        teacher_inputs=parts.teacher_inputs)
+            check_logit_sources(self.method, parts.networks, parts.net_cfgs)
         except DistillerError:
             raise
         except (ValueError, KeyError) as exc:
@@ -373,7 +141,7 @@ class Distiller(nn.Module):
             raise DistillerError(f"method {cfg.method.name!r} cannot be built for these networks: {msg}") from None
         self.steps_per_epoch = steps_per_epoch
         self.optim_config = cfg.optim
-        self.optim_overrides = {n: dict(net_cfgs[n].optim) for n in learners if net_cfgs[n].optim}
+        self.optim_overrides = {n: dict(parts.net_cfgs[n].optim) for n in parts.learners if parts.net_cfgs[n].optim}
 
     @classmethod
     def from_networks(
@@ -429,7 +197,7 @@ class Distiller(nn.Module):
         if unknown:
             raise ConfigError(f"method parameters assigned to unknown learners {sorted(unknown)}")
         #: {learner: its network's trainable parameters}; {learner: the method parameters it trains}.
-        self.params = {n: _params(self.learners[n]) for n in learners}
+        self.params = {n: [p for p in self.learners[n].parameters() if p.requires_grad] for n in learners}
         self.extra_params = {n: list(extra.get(n, [])) for n in learners}
         self.checkpoint_teachers = checkpoint_teachers
         self.distributed = False
@@ -439,8 +207,9 @@ class Distiller(nn.Module):
         self.epoch: int | None = None
         self._teacher_ids: set[int] = {id(p) for t in self._teachers.values() for p in t.parameters()}
         self._checked_optims: set[int] = set()
-        self._needs_own_backward = not isinstance(self.balancer, FixedBalance)
-        self._epoch_scheduled = _has_epoch_schedule(self.method.params.model_dump())
+        #: the balancer takes its own gradients (``balance="gradient"``): :meth:`backward`, not ``out.loss.backward()``
+        self.needs_own_backward = not isinstance(self.balancer, FixedBalance)
+        self._epoch_scheduled = has_epoch_schedule(self.method.params.model_dump())
         #: the method's signals reduced over the epoch (None: the caller meters them, as the engine does)
         self.meter: SignalMeter | None = SignalMeter(self.method.spec) if meter else None
 
@@ -551,9 +320,9 @@ class Distiller(nn.Module):
             self.epoch = step // self.steps_per_epoch + 1
         logits, feats = self.forward_all(x, teacher_logits)
         epoch_in = self.epoch if self.epoch is not None or self._epoch_scheduled else 1
-        cls = StepIn if epoch_in is not None else _StepInNoEpoch
+        cls = StepIn if epoch_in is not None else StepInNoEpoch
         inp = cls(x=x, y=y, epoch=epoch_in, step=step, logits=logits, feats=feats)  # type: ignore[arg-type]
-        if cls is _StepInNoEpoch:
+        if cls is StepInNoEpoch:
             inp.__dict__["method_name"] = self.method_name
         dev = x.device.type
         off = torch.autocast(dev, enabled=False) if torch.is_autocast_enabled(dev) else contextlib.nullcontext()
@@ -565,7 +334,7 @@ class Distiller(nn.Module):
                 self.meter.update(out.signals)
         stepping = [n for n in self.learner_names if out.stepping is None or n in out.stepping]
         guard = None
-        if self._needs_own_backward:
+        if self.needs_own_backward:
             guard = (f"balance {self.balancer.name!r} sets the loss weights from gradient statistics, which "
                      "out.loss.backward() cannot do: call distiller.backward(out) (with your GradScaler as "
                      "scaler=, if any) instead of out.loss.backward(); no gradient was applied")
@@ -672,86 +441,3 @@ class Distiller(nn.Module):
         return (f"method={self.method_name!r}, learners={self.learner_names}, teachers={self.frozen_names}, "
                 f"balance={self.balancer.name!r}")
 
-
-def prepare_distributed(distiller: Distiller, device: torch.device | str | None = None) -> Distiller:
-    """Make ``distiller`` one run across the ranks of the initialised process group.
-
-    Wraps only what trains (every learner) in ``DistributedDataParallel``; copies rank 0's method
-    modules and frozen teachers to every rank; from then on :meth:`Distiller.backward` averages the
-    gradients of the method's own parameters across ranks. Build the Distiller after
-    ``torch.distributed.init_process_group`` (methods that decide per step, like SwitOKD, reduce
-    their statistics across ranks). A no-op in a single process.
-    """
-    from adaptkd.engine.distributed import active, broadcast_state, wrap_learners
-
-    if not active():
-        return distiller
-    if distiller.world_size != communicator().world_size:
-        raise DistillerError(f"the Distiller was built for {distiller.world_size} process(es) but the process group "
-                             f"has {communicator().world_size}: build it after torch.distributed.init_process_group")
-    if distiller.distributed:
-        return distiller
-    dev = torch.device(device) if device is not None else next(distiller.student.parameters()).device
-    broadcast_state(distiller.method)
-    for t in distiller.teachers.values():
-        broadcast_state(t)
-    distiller.forward_nets.update(wrap_learners({n: distiller.forward_nets[n] for n in distiller.learner_names}, dev))
-    distiller.distributed = True
-    return distiller
-
-
-# ----------------------------------------------------------------------------------------------
-def _balance_section(balance: str | dict[str, Any] | None) -> dict[str, Any]:
-    if balance is None:
-        return {"name": "fixed"}
-    if isinstance(balance, str):
-        return {"name": balance}
-    if isinstance(balance, dict):
-        return {"name": "fixed", **balance}
-    raise DistillerError(f"balance must be None, a balancer name or a dict, got {type(balance).__name__}")
-
-
-def fields_of(cfg: Any) -> dict[str, str]:
-    """{network name: its config field} (``student``, ``teachers.0``, ``peers.0``...)."""
-    fields = ["student"] + [f"teachers.{i}" for i in range(len(cfg.teachers))]
-    fields += [f"peers.{i}" for i in range(len(cfg.peers))]
-    return dict(zip(cfg.network_names(), fields))
-
-
-def _has_epoch_schedule(options: Any) -> bool:
-    """True when an option named ``*epoch*`` (a warm-up, a stage) is set anywhere in the method's options."""
-    if isinstance(options, dict):
-        return any(("epoch" in str(k) and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
-                   or _has_epoch_schedule(v) for k, v in options.items())
-    if isinstance(options, (list, tuple)):
-        return any(_has_epoch_schedule(v) for v in options)
-    return False
-
-
-def _kind(method: str) -> str:
-    try:
-        return method_class(method).kind
-    except KeyError:
-        return "offline"  # the config check names the unknown method
-
-
-def _load(raw: dict[str, Any], *, provided: set[str], check: bool = True) -> Any:
-    from adaptkd.config import ConfigError, load_config
-
-    try:
-        return load_config(raw, provided=provided, check=check)
-    except ConfigError as exc:
-        raise DistillerError(str(exc)) from None
-
-
-def _infer_classes(net: nn.Module, x: Tensor) -> int:
-    was = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            out = net(x[:2])
-    finally:
-        net.train(was)
-    if out.dim() != 2:
-        raise DistillerError(f"the student must return logits [B, C]; it returned {tuple(out.shape)}")
-    return int(out.shape[1])

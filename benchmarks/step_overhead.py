@@ -2,12 +2,14 @@
 
 With networks this small the step's compute is a fraction of a millisecond and whatever the engine
 adds per step shows. Variants, for each method: the floor (``adaptkd.bench.FloorVariant``: teacher
-forward without grad, student forward/backward with CE, SGD step, on a pre-normalised batch);
-``Trainer.train_epoch`` over an epoch of ``--steps`` steps, per step (what ``adaptkd train`` runs:
-batches from the in-memory pipeline, views made one batch ahead on a background thread, the epoch's
-running sums, one logged record and the epoch's summary); ``train_step`` called by hand on one
-batch (the view drawn on the calling thread); and ``train_step`` with one part replaced by a no-op:
-the augmentation (the pre-normalised batch instead), the non-finite watch (a constant True).
+forward without grad, student forward/backward with CE, SGD step, on a pre-normalised batch); the
+``Distiller``'s step on that batch (``distiller(x, y)``, ``backward``, ``step``: the method's
+arithmetic and its contract, as a hand-written loop runs it); ``Trainer.train_epoch`` over an
+epoch of ``--steps`` steps, per step (what ``adaptkd train`` runs: batches from the in-memory
+pipeline, views made ahead on a background thread, the epoch's running sums, one logged record
+and the epoch's summary); ``train_step`` called by hand on one batch (the view drawn on the
+calling thread); and ``train_step`` with one part replaced by a no-op: the augmentation (the
+pre-normalised batch instead), the non-finite watch (a constant True).
 
 Each variant is timed on three clocks: the process CPU time (every thread of the process), the
 CPU time of the training thread (``time.thread_time``: without the background thread's work) and
@@ -86,12 +88,22 @@ def measure(method: str, args: argparse.Namespace, tmp: str) -> dict[str, dict[s
             tr.train_step(xb, yb, 1, 0.0)
         return run
 
+    d = tr.distiller
+
+    def distiller() -> None:  # the library's step without the engine: the method and its contract only
+        tr.train_aug, tr.nonfinite.check = aug, watch
+        for opt in tr.optims.values():
+            opt.zero_grad(set_to_none=True)
+        out = d(x0, yb, epoch=1, step=tr.global_step)
+        d.backward(out, scaler=tr.scaler)
+        d.step(tr.optims, out, scaler=tr.scaler)
+
     def epoch() -> None:
         tr.train_aug, tr.nonfinite.check = aug, watch
         tr.train_epoch(1)
 
-    variants = {"floor": floor.step, "epoch loop": epoch, "train_step": step(), "no augmentation": step(no_aug=True),
-                "no finite watch": step(no_watch=True)}
+    variants = {"floor": floor.step, "distiller": distiller, "epoch loop": epoch, "train_step": step(),
+                "no augmentation": step(no_aug=True), "no finite watch": step(no_watch=True)}
     times: dict[str, dict[str, list[float]]] = {k: {c: [] for c in CLOCKS} for k in variants}
     for r in range(args.rounds + 1):
         for k, fn in variants.items():
@@ -118,14 +130,15 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((m, measure(m, args, f"{tmp}/{m}")))
             print(m, {k: {c: round(v, 3) for c, v in t.items()} for k, t in rows[-1][1].items()}, file=sys.stderr)
     lines = [
-        "| method | clock | floor ms | epoch loop ms | over floor ms | train_step ms | over floor ms "
+        "| method | clock | floor ms | Distiller ms | epoch loop ms | over floor ms | train_step ms | over floor ms "
         "| without augmentation ms | without finite watch ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m, t in rows:
         for c in CLOCKS:
             f, e, s = t["floor"][c], t["epoch loop"][c], t["train_step"][c]
-            lines.append(f"| {m} | {c} | {f:.3f} | {e:.3f} | {e - f:.3f} | {s:.3f} | {s - f:.3f} | "
+            lines.append(f"| {m} | {c} | {f:.3f} | {t['distiller'][c]:.3f} | {e:.3f} | {e - f:.3f} | {s:.3f} | "
+                         f"{s - f:.3f} | "
                          f"{t['no augmentation'][c]:.3f} | {t['no finite watch'][c]:.3f} |")
     head = (f"`python benchmarks/step_overhead.py --batch {args.batch} --steps {args.steps} --rounds {args.rounds}`"
             " — digits 8×8 (the training split repeated to an epoch of --steps steps), cnn_tiny teacher (random "

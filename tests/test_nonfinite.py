@@ -50,3 +50,12 @@ def test_changed_terms_keep_what_was_recorded():
     assert int(watch.record()["student.ce"]) == 4 and int(watch.record()["student.kd"]) == -1
     with pytest.raises(NonFiniteError, match="no checkpoint had been written yet"):
         watch.raise_if_any(epoch=0, out=Path("run"))
+
+
+def test_the_flags_are_isfinite_for_huge_finite_and_infinite_values():
+    watch = NonFiniteWatch(torch.device("cpu"))
+    x, big = torch.ones(2, 3), torch.finfo(torch.float32).max
+    assert bool(watch.check(x, {"student": torch.zeros(2, 4)}, _out(big, -big, w=big), 0))  # huge but finite
+    assert not bool(watch.check(x, {"student": torch.full((2, 4), -float("inf"))}, _out(1.0, 1.0), 1))
+    rec = {k: int(v) for k, v in watch.record().items()}
+    assert rec == {"input": -1, "student.logits": 1, "student.ce": -1, "student.kd": -1, "student.kd.weight": -1}

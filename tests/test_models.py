@@ -258,19 +258,19 @@ def test_pretrained_style_state_dict_names():
 
 
 def test_needs_rgb_is_the_one_answer_for_namespaced_models():
-    # every namespaced model (hf:, timm:, torchvision:) takes RGB; zoo models follow the data. The trainer, the
+    # every namespaced model (hf:, timm:, torchvision:) takes RGB; zoo models follow the data. The engine's setup, the
     # `train --check` command, the report and the teacher cache all ask this one function (the cache used to
     # leave out hf:, so a grayscale hf: run built its cache on one-channel data)
     import inspect
 
     import adaptkd.commands.train as train_cmd
-    import adaptkd.engine.trainer as trainer
+    import adaptkd.engine.setup as setup
     import adaptkd.replay.build as replay_build
     import adaptkd.report.models as report_models
     from adaptkd.models.registry import needs_rgb
 
     assert needs_rgb("hf:some/model") and needs_rgb("timm:resnet18") and needs_rgb("torchvision:resnet18")
     assert not needs_rgb("cnn_tiny") and not needs_rgb("resnet8x4") and not needs_rgb("nosuch:thing")
-    for mod in (trainer, train_cmd, replay_build, report_models):
+    for mod in (setup, train_cmd, replay_build, report_models):
         src = inspect.getsource(mod)
         assert "needs_rgb(" in src and 'startswith(("' not in src, mod.__name__

@@ -1,6 +1,7 @@
-"""Training views made one batch ahead (data/ahead.py): the same views, the generator never ahead."""
+"""Training views made ahead on a background thread (data/ahead.py): the same views, the generator never ahead."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -51,6 +52,27 @@ def test_leaving_early_keeps_the_generator_at_the_last_batch_handed_out():
         next(ahead)
         next(ahead)  # batch 2 is being prepared now; its draws must not reach gen
     assert torch.equal(gen.get_state(), seq.get_state())
+
+
+def test_at_most_depth_batches_are_prepared_ahead_and_closing_stops_the_thread():
+    aug = Augment([0.5] * 3, [0.25] * 3, crop_padding=1)
+    made = []
+
+    def make(xb, g):
+        made.append(1)
+        return aug(xb, g)
+
+    ahead = ViewsAhead(_batches(8), make, torch.Generator(), depth=2)
+    next(ahead)
+    deadline = time.monotonic() + 10
+    while len(made) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # time enough to run further ahead, were it unbounded
+    assert len(made) == 3  # the batch handed out and two ahead
+    ahead.close()
+    assert not ahead._thread.is_alive() and len(made) <= 4
+    with pytest.raises(StopIteration):
+        next(ahead)
 
 
 def test_an_error_while_preparing_is_raised_when_its_batch_is_due():

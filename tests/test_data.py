@@ -544,3 +544,16 @@ def test_without_validation_split_best_is_the_last_epoch(tmp_path):
     best = _t.load(tmp_path / "r" / "best.pt", weights_only=False)["models"]["student"]
     last = _t.load(tmp_path / "r" / "last.pt", weights_only=False)["models"]["student"]
     assert all(_t.equal(best[k], last[k]) for k in best)
+
+
+def test_describe_source_names_data_passed_from_python():
+    """What a run's config records as ``data.source`` for a DataBundle or a (train, test) pair of datasets."""
+    from types import SimpleNamespace
+
+    from adaptkd.data import describe_source
+
+    pipe = SimpleNamespace(n_train=12, n_test=6, num_classes=3)
+    bundle = make_synthetic(num_classes=4, coarse=2, image_size=8, train_size=8, test_size=4)
+    assert describe_source(bundle, pipe) == f"DataBundle {bundle.name!r}: 12 train / 6 test images, 3 classes"
+    pair = (torch.utils.data.TensorDataset(torch.zeros(2)), torch.utils.data.TensorDataset(torch.zeros(1)))
+    assert describe_source(pair, pipe) == "TensorDataset / TensorDataset: 12 train / 6 test images, 3 classes"

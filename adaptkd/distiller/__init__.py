@@ -18,6 +18,12 @@ adaptkd's own :class:`~adaptkd.engine.trainer.Trainer` runs on this class: its `
 ``distiller(x, y)`` → ``distiller.backward(out)`` → ``distiller.step(optimizers, out)`` plus the
 engine's duties (augmentation, finiteness checks, learning-rate schedule, logging, checkpoints).
 See ``docs/distiller.md``.
+
+Units: :mod:`~adaptkd.distiller.module` (the Distiller: its parts, step and state),
+:mod:`~adaptkd.distiller.build` (a config from the constructor's arguments or a file; the networks and
+the method's context from a config), :mod:`~adaptkd.distiller.output` (what a call returns, the error
+class), :mod:`~adaptkd.distiller.context` (fields that say what to pass when a method reads them
+unset), :mod:`~adaptkd.distiller.distributed` (:func:`prepare_distributed`).
 """
 
 from __future__ import annotations

@@ -121,8 +121,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     def eval_aug_probe(self) -> Tensor:
         """Two sample images ``[2, C, H, W]`` scaled to [0, 1] (not normalised): a probe of the networks' outputs."""
-        x = self.pipe.sample(2).to(self.device).float() / 255.0
-        return x
+        return self.pipe.sample(2).to(self.device).float() / 255.0
 
     def autocast(self):
         return autocast(self.device, self.precision)
@@ -278,20 +277,15 @@ class Trainer:
 
     def evaluate(self, split: str = "test") -> dict[str, Any]:
         """Top-1/top-5/loss of every learner on ``split`` ("test" or "val")."""
-        res: dict[str, Any] = {}
-        d = self.cfg.data
         if self.dist.enabled:  # BatchNorm statistics drift per rank: evaluate rank 0's (the saved) model everywhere
             from adaptkd.engine.distributed import broadcast_state
 
             for name in self.learners:
                 broadcast_state(self.networks[name], buffers_only=True)
-        for name in self.learners:
-            batches = self.pipe.val_batches(d.eval_batch_size) if split == "val" else self.pipe.test_batches(
-                d.eval_batch_size)
-            m = evaluate_batches(self.networks[name], batches, self.eval_aug,
-                                 device=self.device, num_classes=self.num_classes, autocast_ctx=self.autocast)
-            res[name] = m
-        return res
+        batches = self.pipe.val_batches if split == "val" else self.pipe.test_batches
+        return {name: evaluate_batches(self.networks[name], batches(self.cfg.data.eval_batch_size), self.eval_aug,
+                                       device=self.device, num_classes=self.num_classes, autocast_ctx=self.autocast)
+                for name in self.learners}
 
     def finish(self) -> dict[str, Any]:
         """Final evaluation and ``summary.json`` (see :func:`adaptkd.engine.summary.run_summary`)."""

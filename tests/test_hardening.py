@@ -418,3 +418,18 @@ def test_a_signal_while_the_trainer_is_built_says_what_is_kept(tmp_path, capsys)
     assert run_guarded(build, argparse.Namespace()) == 143
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("adaptkd: terminated (SIGTERM); no checkpoint had been written yet"), line
+
+
+def test_a_signal_as_fit_starts_says_what_is_kept(tmp_path, monkeypatch):
+    # the window after the Trainer is built and before fit's own handler is in place: train() covers it too
+    from adaptkd.commands.common import Terminated
+    from adaptkd.engine import progress
+    from adaptkd.engine.api import train
+
+    def terminated(*args, **kwargs):
+        raise Terminated()
+
+    monkeypatch.setattr(progress, "Progress", terminated)  # fit's first step, before its try
+    with pytest.raises(Terminated, match="no checkpoint had been written yet"):
+        train(_cfg(tmp_path / "r"), log=lambda s: None)
+    assert (tmp_path / "r" / "config.yaml").is_file()

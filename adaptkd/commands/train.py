@@ -86,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(lines))
         print(f"{args.config}: " + ("ready to train" if ready else "NOT ready (see FAIL above)"))
         return 0 if ready else 2
-    with says_what_is_kept(Path(cfg.run.out)):
+    with says_what_is_kept(Path(cfg.run.out)):  # (fit's own line replaces it once training started)
         trainer = Trainer(cfg, resume=args.resume)
-    summary = trainer.fit()
+        summary = trainer.fit()
     if trainer.dist.is_main:
         s = summary["learners"]["student"]
         print(json.dumps({"out": str(trainer.out), "final_acc": round(s["final_acc"], 2),

@@ -55,5 +55,4 @@ def train(config: Config | str | dict, overrides: list[str] | None = None, *, re
         nets[order[1 + i]] = t
     cfg = load_config(raw, provided=set(nets))
     with says_what_is_kept(Path(cfg.run.out)):
-        trainer = Trainer(cfg, resume=resume, networks=nets, log=log)
-    return trainer.fit()
+        return Trainer(cfg, resume=resume, networks=nets, log=log).fit()

@@ -291,8 +291,9 @@ def kept_line(out: Path, saved: tuple[int, int | None] | None) -> str:
 
 @contextmanager
 def says_what_is_kept(out: Path) -> Iterator[None]:
-    """Around building a Trainer: an interrupt (Ctrl-C, SIGTERM) that arrives after the run folder was prepared
-    but before training started says what is kept, as an interrupt during training does."""
+    """Around building a Trainer and its ``fit()``: an interrupt (Ctrl-C, SIGTERM) that arrives after the run folder
+    was prepared but before training started (fit's own handler in place) says what is kept, as an interrupt
+    during training does; an interrupt that already says it passes unchanged."""
     try:
         yield
     except KeyboardInterrupt as exc:

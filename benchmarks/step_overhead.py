@@ -6,10 +6,13 @@ forward without grad, student forward/backward with CE, SGD step, on a pre-norma
 ``Distiller``'s step on that batch (``distiller(x, y)``, ``backward``, ``step``: the method's
 arithmetic and its contract, as a hand-written loop runs it); ``Trainer.train_epoch`` over an
 epoch of ``--steps`` steps, per step (what ``adaptkd train`` runs: batches from the in-memory
-pipeline, views made ahead on a background thread, the epoch's running sums, one logged record
+pipeline, views made ahead on a background thread where that pays (``adaptkd.data.ahead.pays``: not for
+these small batches), the epoch's running sums, one logged record
 and the epoch's summary); ``train_step`` called by hand on one batch (the view drawn on the
 calling thread); and ``train_step`` with one part replaced by a no-op: the augmentation (the
-pre-normalised batch instead), the non-finite watch (a constant True).
+pre-normalised batch instead), the non-finite watch (a constant True). A second table times
+:class:`~adaptkd.data.ahead.ViewsAhead` alone against making the views on the training thread, for
+batches from digits' size to CIFAR's (the evidence for ``adaptkd.data.ahead.MIN_PIXELS``).
 
 Each variant is timed on three clocks: the process CPU time (every thread of the process), the
 CPU time of the training thread (``time.thread_time``: without the background thread's work) and
@@ -115,6 +118,51 @@ def measure(method: str, args: argparse.Namespace, tmp: str) -> dict[str, dict[s
     return {k: {c: statistics.median(v) for c, v in t.items()} for k, t in times.items()}
 
 
+AHEAD_SHAPES = ((64, 1, 8, 8), (64, 1, 28, 28), (32, 3, 32, 32), (128, 3, 32, 32))
+
+
+def ahead_cost(shape: tuple[int, int, int, int], rounds: int) -> dict[str, dict[str, float]]:
+    """{"step only" | "on the thread" | "ahead": {clock: ms per step}}: 100 batches of ``shape``, each followed
+    by a stand-in step of 150 small matmuls (GIL released and retaken 150 times, like a small network's step);
+    the crop/flip view made on the training thread, or ahead by :class:`~adaptkd.data.ahead.ViewsAhead`."""
+    from adaptkd.data import Augment
+    from adaptkd.data.ahead import ViewsAhead
+
+    aug = Augment([0.5] * shape[1], [0.25] * shape[1], crop_padding=2, flip=True)
+    xs = [(torch.randint(0, 256, shape, dtype=torch.uint8), torch.zeros(shape[0], dtype=torch.long))
+          for _ in range(100)]
+    w = torch.randn(64, 64)
+
+    def step() -> None:
+        for _ in range(150):
+            w @ w
+
+    def step_only() -> None:
+        for _ in xs:
+            step()
+
+    def on_thread() -> None:
+        g = torch.Generator().manual_seed(0)
+        for xb, _ in xs:
+            aug(xb, g)
+            step()
+
+    def ahead() -> None:
+        with ViewsAhead(xs, aug, torch.Generator().manual_seed(0)) as views:
+            for _ in views:
+                step()
+
+    variants = {"step only": step_only, "on the thread": on_thread, "ahead": ahead}
+    times: dict[str, dict[str, list[float]]] = {k: {c: [] for c in CLOCKS} for k in variants}
+    for r in range(rounds + 1):
+        for k, fn in variants.items():
+            t = per_step_ms(fn, len(xs), 1)
+            if r:
+                for c in CLOCKS:
+                    times[k][c].append(t[c])
+    return {k: {c: statistics.median(v) for c, v in t.items()} for k, t in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", default=["ce", "kd", "dtkd"])
@@ -140,6 +188,15 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {m} | {c} | {f:.3f} | {t['distiller'][c]:.3f} | {e:.3f} | {e - f:.3f} | {s:.3f} | "
                          f"{s - f:.3f} | "
                          f"{t['no augmentation'][c]:.3f} | {t['no finite watch'][c]:.3f} |")
+    lines += ["", "Views made ahead or on the training thread (`ahead_cost`: a stand-in step of 150 small matmuls "
+              "per batch; ms per step):", "",
+              "| batch | clock | step only | view on the thread | view made ahead |", "|---|---|---:|---:|---:|"]
+    for shape in AHEAD_SHAPES:
+        t = ahead_cost(shape, args.rounds)
+        print(shape, {k: {c: round(v, 3) for c, v in d.items()} for k, d in t.items()}, file=sys.stderr)
+        for c in CLOCKS:
+            lines.append(f"| {'×'.join(map(str, shape))} | {c} | {t['step only'][c]:.3f} | "
+                         f"{t['on the thread'][c]:.3f} | {t['ahead'][c]:.3f} |")
     head = (f"`python benchmarks/step_overhead.py --batch {args.batch} --steps {args.steps} --rounds {args.rounds}`"
             " — digits 8×8 (the training split repeated to an epoch of --steps steps), cnn_tiny teacher (random "
             "init) → cnn_tiny student, one intra-op thread, time per step on three clocks (process CPU, the "

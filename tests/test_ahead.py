@@ -81,18 +81,42 @@ def test_an_error_while_preparing_is_raised_when_its_batch_is_due():
         next(ahead)
 
 
+def test_views_are_made_ahead_only_where_it_pays():
+    from adaptkd.data.ahead import MIN_PIXELS, pays
+
+    cpu = torch.device("cpu")
+    assert not pays(64 * 1 * 8 * 8, cpu) and pays(MIN_PIXELS, cpu) and pays(128 * 3 * 32 * 32, cpu)
+    assert not pays(128 * 3 * 32 * 32, torch.device("cuda"))
+
+
+@pytest.fixture
+def always_ahead(monkeypatch):
+    """The digits batches of these runs are below MIN_PIXELS: made ahead anyway, to test the epoch loop's use."""
+    monkeypatch.setattr("adaptkd.data.ahead.MIN_PIXELS", 0)
+    made = []
+    original = ViewsAhead.__init__
+
+    def init(self, *a, **k):
+        made.append(self)
+        original(self, *a, **k)
+
+    monkeypatch.setattr(ViewsAhead, "__init__", init)
+    return made
+
+
 def _cfg(out, **run):
     cfg = tiny_config(out, "kd", teachers=[{"arch": "cnn_tiny", "random_init": True}], data__flip=True)
     cfg["run"].update({"max_steps_per_epoch": 5, "log_every": 1, "device": "cpu", **run})
     return cfg
 
 
-def test_the_epoch_loop_trains_on_the_views_the_training_thread_would_draw(tmp_path):
+def test_the_epoch_loop_trains_on_the_views_the_training_thread_would_draw(tmp_path, always_ahead):
     """One epoch through the loop (views made ahead) equals train_step drawing each view itself."""
     from adaptkd.engine.trainer import Trainer
 
     loop = Trainer(_cfg(tmp_path / "a"), log=lambda s: None)
     loop.train_epoch(1)
+    assert len(always_ahead) == 1
     own = Trainer(_cfg(tmp_path / "b"), log=lambda s: None)
     for n in own.learners:
         own.networks[n].train()
@@ -105,7 +129,7 @@ def test_the_epoch_loop_trains_on_the_views_the_training_thread_would_draw(tmp_p
         assert torch.equal(a, b)
 
 
-def test_a_checkpoint_inside_an_epoch_records_the_generator_before_the_next_batch(tmp_path):
+def test_a_checkpoint_inside_an_epoch_records_the_generator_before_the_next_batch(tmp_path, always_ahead):
     """Crash after an in-epoch checkpoint, resume: the same records and weights as an uninterrupted run."""
     from adaptkd.engine.logger import read_metrics
     from adaptkd.engine.trainer import Trainer
@@ -132,6 +156,7 @@ def test_a_checkpoint_inside_an_epoch_records_the_generator_before_the_next_batc
     assert torch.equal(ck["rng"]["gen"], seq.get_state())  # before batch 3's draws (made ahead meanwhile)
     resumed = Trainer(_cfg(tmp_path / "part", checkpoint_every_steps=3), resume=True, log=lambda s: None)
     resumed.fit()
+    assert len(always_ahead) == 2 + 1 + 2  # two epochs of the full run, one crashed, two resumed
     untimed = [[{k: v for k, v in r.items() if not k.startswith("time/") and not k.endswith("per_s")}
                 for r in read_metrics(tmp_path / n / "metrics.jsonl")] for n in ("full", "part")]
     assert untimed[0] == untimed[1]

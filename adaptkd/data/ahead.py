@@ -23,9 +23,24 @@ from queue import SimpleQueue
 import torch
 from torch import Tensor
 
-__all__ = ["ViewsAhead"]
+__all__ = ["MIN_PIXELS", "ViewsAhead", "pays"]
 
 Batch = tuple[Tensor, Tensor]
+
+#: the smallest batch (uint8 values: B·C·H·W) whose views are made ahead. Handing a batch over costs the
+#: training thread about 0.1 ms of GIL hand-offs on CPU, whatever its size (the background thread's dozen small
+#: operations each release and retake the GIL while the step does the same), so making the views ahead pays only
+#: where making them costs more: measured on 2 CPU cores with a stand-in step of small operations, batches of
+#: 64×1×8×8 and 64×1×28×28 were slower ahead (wall), 32×3×32×32 broke even, 128×3×32×32 gained and freed the
+#: training thread of 1.3 ms per step (``benchmarks/step_overhead.md``).
+MIN_PIXELS = 1 << 17
+
+
+def pays(batch_pixels: int, device: torch.device) -> bool:
+    """Whether an epoch's views are made ahead: on the CPU, for batches of at least :data:`MIN_PIXELS`
+    values. On CUDA the view is a dozen asynchronous launches, cheaper than the hand-over (and not
+    measured here): it stays on the training thread."""
+    return device.type == "cpu" and batch_pixels >= MIN_PIXELS
 
 
 class ViewsAhead:

@@ -23,6 +23,7 @@ from adaptkd.comm import Communicator
 from adaptkd.config import Config, NetConfig, load_config
 from adaptkd.data import Augment, DataBundle, DataError, Pipeline
 from adaptkd.data.ahead import ViewsAhead
+from adaptkd.data.ahead import pays as ahead_pays
 from adaptkd.engine.epoch import EpochTotals, epoch_record, step_record
 from adaptkd.engine.evaluate import evaluate_batches
 from adaptkd.engine.logger import MetricsLog
@@ -236,8 +237,9 @@ class Trainer:
                                           world_size=self.dist.world_size, start=start, stop=steps)
         if self.replay is not None:
             self.replay.start_epoch(epoch)
-        # In memory, the batches' views are made ahead on a background thread (data/ahead.py)
-        ahead = self.data is not None and self.replay is None
+        # In memory, the views of large enough batches are made ahead on a background thread (data/ahead.py)
+        pixels = d.batch_size * self.pipe.in_channels * self.pipe.image_size ** 2
+        ahead = self.data is not None and self.replay is None and ahead_pays(pixels, self.device)
         source = ViewsAhead(batches, self.train_view, self.gen) if ahead else ((xb, yb, None) for xb, yb in batches)
         with contextlib.closing(source):
             for i, (xb, yb, view) in enumerate(source, start=start):

@@ -73,6 +73,21 @@ def crash_after_epoch(trainer, epoch):
         trainer.fit()
 
 
+def crash_at_step(trainer, global_step: int) -> None:
+    """Run ``trainer.fit()`` and interrupt it (``KeyboardInterrupt``, as Ctrl-C would) when the step
+    after global step ``global_step`` starts: what was checkpointed by then is what a resume finds."""
+    step = trainer.train_step
+
+    def crashing(*a, **k):
+        if trainer.global_step == global_step:
+            raise KeyboardInterrupt
+        return step(*a, **k)
+
+    trainer.train_step = crashing
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+
+
 def family(method: str) -> str:
     """The method family its spec declares (the kill-and-resume test runs one method per family)."""
     return method_class(method).spec.family
@@ -138,3 +153,4 @@ def _assert_tree_equal(x, y, where: str) -> None:
             _assert_tree_equal(u, v, f"{where}[{i}]")
     else:
         assert x == y or (isinstance(x, float) and math.isnan(x) and math.isnan(y)), (where, x, y)
+

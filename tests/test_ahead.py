@@ -8,7 +8,7 @@ import torch
 
 from adaptkd.data import Augment, DataError
 from adaptkd.data.ahead import ViewsAhead
-from tests.helpers import tiny_config
+from tests.helpers import crash_at_step, tiny_config
 
 
 def _batches(n: int = 5, b: int = 8):
@@ -138,16 +138,7 @@ def test_a_checkpoint_inside_an_epoch_records_the_generator_before_the_next_batc
     full = Trainer(_cfg(tmp_path / "full"), log=lambda s: None)
     full.fit()
     crashed = Trainer(_cfg(tmp_path / "part", checkpoint_every_steps=3), log=lambda s: None)
-    step = crashed.train_step
-
-    def crash_at_4(*a, **k):  # the checkpoint at global step 3 is 3 steps into epoch 1
-        if crashed.global_step == 4:
-            raise KeyboardInterrupt
-        return step(*a, **k)
-
-    crashed.train_step = crash_at_4
-    with pytest.raises(KeyboardInterrupt):
-        crashed.fit()
+    crash_at_step(crashed, 4)  # the checkpoint at global step 3 is 3 steps into epoch 1
     ck = torch.load(tmp_path / "part" / "last.pt", weights_only=False)
     assert ck["in_epoch"]["step"] == 3
     seq = augment_generator(0, 0, torch.device("cpu"))

@@ -25,7 +25,7 @@ from adaptkd.data import (
 )
 from adaptkd.data.sources import expand_shards
 from adaptkd.data.transforms import to_mode
-from tests.helpers import image_folder, make_image
+from tests.helpers import crash_at_step, image_folder, make_image
 
 
 def _cfg(**kw) -> DataConfig:
@@ -429,16 +429,7 @@ def test_checkpoint_inside_epoch_resumes_exactly_with_workers(tmp_path):
     full.pipe.close()
 
     crashed = Trainer(cfg(tmp_path / "part"), log=lambda s: None)
-    step = crashed.train_step
-
-    def crash_at_7(*a, **k):  # epoch 2 has 4 steps: the checkpoint at step 6 is inside it
-        if crashed.global_step == 6:
-            raise KeyboardInterrupt
-        return step(*a, **k)
-
-    crashed.train_step = crash_at_7
-    with pytest.raises(KeyboardInterrupt):
-        crashed.fit()
+    crash_at_step(crashed, 6)  # epoch 2 has 4 steps: the checkpoint at step 6 is inside it
     crashed.pipe.close()
     ck = torch.load(tmp_path / "part" / "last.pt", weights_only=False)
     assert ck["in_epoch"]["epoch"] == 2 and ck["in_epoch"]["step"] == 2 and ck["global_step"] == 6
@@ -504,16 +495,7 @@ def test_trainer_on_shards_resumes_inside_an_epoch(tmp_path):
 
     expected = Trainer(cfg(tmp_path / "full"), log=lambda s: None).fit()
     crashed = Trainer(cfg(tmp_path / "part"), log=lambda s: None)
-    step = crashed.train_step
-
-    def crash(*a, **k):
-        if crashed.global_step == 3:
-            raise KeyboardInterrupt
-        return step(*a, **k)
-
-    crashed.train_step = crash
-    with pytest.raises(KeyboardInterrupt):
-        crashed.fit()
+    crash_at_step(crashed, 3)
     got = Trainer(cfg(tmp_path / "part"), resume=True, log=lambda s: None).fit()
     assert got["final_acc"] == expected["final_acc"] and got["steps"] == expected["steps"] == 6
     assert _no_timing(read_metrics(tmp_path / "full" / "metrics.jsonl")) == \

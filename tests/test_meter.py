@@ -69,7 +69,7 @@ def test_resume_inside_an_epoch_keeps_the_epoch_signals(tmp_path):
     """A run killed after an in-epoch checkpoint resumes with the epoch's signal reductions so far."""
     from adaptkd.engine.logger import read_metrics
     from adaptkd.engine.trainer import Trainer
-    from tests.helpers import tiny_config
+    from tests.helpers import crash_at_step, tiny_config
 
     def cfg(out):
         c = tiny_config(out, "switokd", teachers=[{"arch": "cnn_tiny", "trainable": True}])
@@ -78,16 +78,7 @@ def test_resume_inside_an_epoch_keeps_the_epoch_signals(tmp_path):
 
     Trainer(cfg(tmp_path / "full"), log=lambda s: None).fit()
     crashed = Trainer(cfg(tmp_path / "part"), log=lambda s: None)
-    step = crashed.train_step
-
-    def crash_at_7(*a, **k):  # the checkpoint at global step 6 is 2 steps into epoch 2
-        if crashed.global_step == 6:
-            raise KeyboardInterrupt
-        return step(*a, **k)
-
-    crashed.train_step = crash_at_7
-    with pytest.raises(KeyboardInterrupt):
-        crashed.fit()
+    crash_at_step(crashed, 6)  # the checkpoint at global step 6 is 2 steps into epoch 2
     Trainer(cfg(tmp_path / "part"), resume=True, log=lambda s: None).fit()
     full, part = (read_metrics(tmp_path / n / "metrics.jsonl") for n in ("full", "part"))
     epochs = [[{k: v for k, v in r.items() if k.startswith("switokd/")} for r in recs if r["kind"] == "epoch"]

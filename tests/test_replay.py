@@ -15,7 +15,7 @@ from adaptkd.engine.logger import read_metrics
 from adaptkd.engine.trainer import Trainer
 from adaptkd.losses import kd_loss
 from adaptkd.replay import build_cache, cache_file, decode_topk, encode_topk
-from tests.helpers import tiny_config
+from tests.helpers import crash_at_step, tiny_config
 
 #: fp16 storage: logits round to 11 significant bits; a step's losses stay within this relative error
 FP16_LOSS_RTOL = 2e-3
@@ -129,16 +129,7 @@ def test_resume_mid_epoch_with_replay_is_exact(tmp_path, teacher_ckpt):
     build_cache(load_config(cfg), log=lambda s: None)
     full = Trainer({**cfg, "run": {**cfg["run"], "out": str(tmp_path / "full")}}).fit()
     crashed = Trainer(cfg)
-    step = crashed.train_step
-
-    def crash_at_10(*a, **k):  # epoch 2 of 6 steps: the checkpoint at step 8 is inside it
-        if crashed.global_step == 10:
-            raise KeyboardInterrupt
-        return step(*a, **k)
-
-    crashed.train_step = crash_at_10
-    with pytest.raises(KeyboardInterrupt):
-        crashed.fit()
+    crash_at_step(crashed, 10)  # epoch 2 of 6 steps: the checkpoint at step 8 is inside it
     ck = torch.load(f"{cfg['run']['out']}/last.pt", weights_only=False)
     assert ck["in_epoch"]["epoch"] == 2 and ck["in_epoch"]["step"] == 2
     resumed = Trainer(load_config(cfg), resume=True).fit()

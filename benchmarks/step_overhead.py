@@ -107,6 +107,10 @@ def measure(method: str, args: argparse.Namespace, tmp: str) -> dict[str, dict[s
 
     variants = {"floor": floor.step, "distiller": distiller, "epoch loop": epoch, "train_step": step(),
                 "no augmentation": step(no_aug=True), "no finite watch": step(no_watch=True)}
+    if method in ("ce", "kd"):
+        variants["reference"] = reference_step(method, FloorVariant("reference", tr, xb, yb), args.batch)
+        variants["reference, loader"] = reference_step(method, FloorVariant("reference", tr, xb, yb), args.batch,
+                                                       reference_loader(tr, args.batch, args.workers))
     times: dict[str, dict[str, list[float]]] = {k: {c: [] for c in CLOCKS} for k in variants}
     for r in range(args.rounds + 1):
         for k, fn in variants.items():
@@ -116,6 +120,109 @@ def measure(method: str, args: argparse.Namespace, tmp: str) -> dict[str, dict[s
                     times[k][c].append(t[c])
     tr.train_aug, tr.nonfinite.check = aug, watch
     return {k: {c: statistics.median(v) for c, v in t.items()} for k, t in times.items()}
+
+
+class _Meter:
+    """A running average updated with whatever it is given (tensors stay tensors), as mdistiller's is."""
+
+    def __init__(self) -> None:
+        self.val: object = 0.0
+        self.sum: object = 0.0
+        self.count = 0
+        self.avg: object = 0.0
+
+    def update(self, val, n: int) -> None:
+        self.val = val
+        self.sum = self.sum + val * n
+        self.count += n
+        self.avg = self.sum / self.count
+
+
+class _PerSampleViews(torch.utils.data.Dataset):
+    """uint8 images served one at a time with a random crop (zero padding ``pad``), a random flip and the
+    normalisation done per sample, in the DataLoader's worker processes (what a torchvision transform
+    pipeline does there)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, mean: float, std: float, pad: int) -> None:
+        self.x, self.y, self.mean, self.std, self.pad = x, y, mean, std, pad
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        import torch.nn.functional as F
+
+        img = F.pad(self.x[i], (self.pad,) * 4)
+        h, w = self.x.shape[-2:]
+        dy, dx = (int(v) for v in torch.randint(0, 2 * self.pad + 1, (2,)))
+        img = img[:, dy:dy + h, dx:dx + w]
+        if torch.rand(()) < 0.5:
+            img = img.flip(-1)
+        return (img.float() / 255 - self.mean) / self.std, self.y[i]
+
+
+def reference_loader(tr, batch: int, workers: int):
+    """Batches of the trainer's training images from a ``torch.utils.data.DataLoader`` with ``workers``
+    worker processes doing the per-sample augmentation (an endless sampler: no epoch restarts timed)."""
+    d, aug = tr.data, tr.train_aug
+    ds = _PerSampleViews(d.train.x, d.train.y, float(-aug.shift.flatten()[0] / (aug.scale.flatten()[0] * 255)),
+                         float(1 / (aug.scale.flatten()[0] * 255)), aug.crop_padding)
+    sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=10**8)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers,
+                                         persistent_workers=True, prefetch_factor=4)
+    return iter(loader)
+
+
+def reference_step(method: str, nets, batch: int, batches=None):
+    """The reference: one step of a KD trainer written the way mdistiller's is (our own stand-in for its
+    per-step work, on the floor's fresh networks and pre-normalised batch, i.e. with its augmentation done
+    by loader workers at no cost to this thread): zero the gradients; student forward, teacher forward under
+    no_grad; a dict of weighted losses (``ce``, and for ``kd`` 0.9 · T² · KL at T = 4 from a log-softmax and
+    a softmax); their sum, backward, SGD step; top-1 and top-5 accuracy from ``topk``; the loss read to the
+    host; running averages of loss, top-1 and top-5; and the progress line formatted and written (to the null
+    device: a progress bar's description refreshed every step). ``batches``: an iterator of ``(x, y)`` to
+    take each step's batch from (:func:`reference_loader`) instead of the fixed batch."""
+    import os
+
+    import torch.nn.functional as F
+
+    student, opt = nets.learners[0], nets.opts[0]
+    teacher = nets.frozen[0] if nets.frozen else None
+    x, y = nets.x, nets.y
+    meters = {k: _Meter() for k in ("losses", "top1", "top5")}
+    sink = open(os.devnull, "w")  # noqa: SIM115 - open for the benchmark's life
+
+    def accuracy(out: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[torch.Tensor]:
+        with torch.no_grad():
+            _, pred = out.topk(max(ks), 1, True, True)
+            correct = pred.t().eq(target.reshape(1, -1).expand(max(ks), -1))
+            return [correct[:k].reshape(-1).float().sum(0, keepdim=True).mul_(100.0 / out.shape[0]) for k in ks]
+
+    def step() -> None:
+        nonlocal x, y
+        if batches is not None:
+            x, y = next(batches)
+        opt.zero_grad()
+        logits = student(x)
+        losses = {"loss_ce": (0.1 if method == "kd" else 1.0) * F.cross_entropy(logits, y)}
+        if method == "kd":
+            with torch.no_grad():
+                t_logits = teacher(x)
+            log_ps = F.log_softmax(logits / 4.0, dim=1)
+            pt = F.softmax(t_logits / 4.0, dim=1)
+            losses["loss_kd"] = 0.9 * F.kl_div(log_ps, pt, reduction="none").sum(1).mean() * 16.0
+        loss = sum(v.mean() for v in losses.values())
+        loss.backward()
+        opt.step()
+        acc1, acc5 = accuracy(logits, y)
+        meters["losses"].update(loss.cpu().detach().numpy().mean(), batch)
+        meters["top1"].update(acc1[0], batch)
+        meters["top5"].update(acc5[0], batch)
+        msg = "Epoch:{}| Time(data):{:.3f}| Time(train):{:.3f}| Loss:{:.4f}| Top-1:{:.3f}| Top-5:{:.3f}".format(
+            1, 0.0, 0.0, meters["losses"].avg, meters["top1"].avg, meters["top5"].avg)
+        sink.write("\r" + msg)
+
+    return step
 
 
 AHEAD_SHAPES = ((64, 1, 8, 8), (64, 1, 28, 28), (32, 3, 32, 32), (128, 3, 32, 32))
@@ -169,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--workers", type=int, default=2, help="the reference's DataLoader worker processes")
     p.add_argument("--out", default=str(Path(__file__).with_name("step_overhead.md")))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -178,15 +286,18 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((m, measure(m, args, f"{tmp}/{m}")))
             print(m, {k: {c: round(v, 3) for c, v in t.items()} for k, t in rows[-1][1].items()}, file=sys.stderr)
     lines = [
-        "| method | clock | floor ms | Distiller ms | epoch loop ms | over floor ms | train_step ms | over floor ms "
-        "| without augmentation ms | without finite watch ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | clock | floor ms | reference ms | over floor ms | reference with loader ms | over floor ms "
+        "| Distiller ms | epoch loop ms | over floor ms | train_step ms | over floor ms | without augmentation ms "
+        "| without finite watch ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m, t in rows:
         for c in CLOCKS:
             f, e, s = t["floor"][c], t["epoch loop"][c], t["train_step"][c]
-            lines.append(f"| {m} | {c} | {f:.3f} | {t['distiller'][c]:.3f} | {e:.3f} | {e - f:.3f} | {s:.3f} | "
-                         f"{s - f:.3f} | "
+            ref = " | ".join(f"{t[k][c]:.3f} | {t[k][c] - f:.3f}" if k in t else "- | -"
+                             for k in ("reference", "reference, loader"))
+            lines.append(f"| {m} | {c} | {f:.3f} | {ref} | {t['distiller'][c]:.3f} | {e:.3f} | {e - f:.3f} | "
+                         f"{s:.3f} | {s - f:.3f} | "
                          f"{t['no augmentation'][c]:.3f} | {t['no finite watch'][c]:.3f} |")
     lines += ["", "Views made ahead or on the training thread (`ahead_cost`: a stand-in step of 150 small matmuls "
               "per batch; ms per step):", "",

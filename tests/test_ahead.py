@@ -1,4 +1,5 @@
-"""Training views made ahead on a background thread (data/ahead.py): the same views, the generator never ahead."""
+"""Training views made ahead (data/ahead.py), on a background thread or a chunk of batches at a time: the same
+views, the generator never ahead."""
 
 import threading
 import time
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from adaptkd.data import Augment, DataError
-from adaptkd.data.ahead import ViewsAhead
+from adaptkd.data.ahead import ViewsAhead, ViewsInChunks
 from tests.helpers import crash_at_step, tiny_config
 
 
@@ -81,6 +82,32 @@ def test_an_error_while_preparing_is_raised_when_its_batch_is_due():
         next(ahead)
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 32])
+def test_views_in_chunks_are_those_of_the_training_thread_batch_by_batch(chunk):
+    aug = Augment([0.5] * 3, [0.25] * 3, crop_padding=2, flip=True)
+    batches = _batches(5) + [(torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8), torch.arange(5))]  # a short last
+    seq = torch.Generator().manual_seed(11)
+    want = [(aug(xb, seq), seq.get_state()) for xb, _ in batches]
+    gen = torch.Generator().manual_seed(11)
+    got = [(xb, yb, v, gen.get_state())
+           for xb, yb, v in ViewsInChunks(batches, lambda b, g: aug.draw(b, "cpu", g), aug.apply, gen, chunk)]
+    assert len(got) == len(batches)
+    for (xb, yb, v, state), (bx, by), (w, ws) in zip(got, batches, want):
+        assert torch.equal(xb, bx) and torch.equal(yb, by)
+        assert torch.equal(v, w)
+        assert torch.equal(state, ws)  # handed out: the state after this batch's draws, not the chunk's last
+
+
+def test_views_in_chunks_without_random_parameters_only_normalise():
+    aug = Augment([0.5] * 3, [0.25] * 3, crop_padding=2, flip=True, train=False)
+    batches = _batches(3)
+    gen = torch.Generator().manual_seed(1)
+    state = gen.get_state()
+    views = [v for _, _, v in ViewsInChunks(batches, lambda b, g: aug.draw(b, "cpu", g), aug.apply, gen, 2)]
+    assert all(torch.equal(v, aug(xb)) for v, (xb, _) in zip(views, batches))
+    assert torch.equal(gen.get_state(), state)
+
+
 def test_views_are_made_ahead_only_where_it_pays():
     from adaptkd.data.ahead import MIN_PIXELS, pays
 
@@ -89,18 +116,23 @@ def test_views_are_made_ahead_only_where_it_pays():
     assert not pays(128 * 3 * 32 * 32, torch.device("cuda"))
 
 
-@pytest.fixture
-def always_ahead(monkeypatch):
-    """The digits batches of these runs are below MIN_PIXELS: made ahead anyway, to test the epoch loop's use."""
-    monkeypatch.setattr("adaptkd.data.ahead.MIN_PIXELS", 0)
+@pytest.fixture(params=["thread", "chunks of 2", "chunks of 32"])
+def always_ahead(request, monkeypatch):
+    """The epoch loop's views made ahead, each way: on the background thread (the digits batches of these runs
+    are below MIN_PIXELS: made there anyway), or in chunks of 2 batches or of the whole 5-step epoch."""
+    if request.param == "thread":
+        monkeypatch.setattr("adaptkd.data.ahead.MIN_PIXELS", 0)
+    else:
+        monkeypatch.setattr("adaptkd.data.ahead.MAX_CHUNK", int(request.param.split()[-1]))
+    cls = ViewsAhead if request.param == "thread" else ViewsInChunks
     made = []
-    original = ViewsAhead.__init__
+    original = cls.__init__
 
     def init(self, *a, **k):
         made.append(self)
         original(self, *a, **k)
 
-    monkeypatch.setattr(ViewsAhead, "__init__", init)
+    monkeypatch.setattr(cls, "__init__", init)
     return made
 
 

@@ -59,3 +59,16 @@ def test_the_flags_are_isfinite_for_huge_finite_and_infinite_values():
     assert not bool(watch.check(x, {"student": torch.full((2, 4), -float("inf"))}, _out(1.0, 1.0), 1))
     rec = {k: int(v) for k, v in watch.record().items()}
     assert rec == {"input": -1, "student.logits": 1, "student.ce": -1, "student.kd": -1, "student.kd.weight": -1}
+
+
+def test_the_input_is_watched_only_where_its_normalisation_can_overflow():
+    from adaptkd.data import Augment
+
+    assert Augment([0.5], [0.25]).bounded and Augment([0.0, 0.5, 1.0], [1e-3, 1.0, 0.1]).bounded
+    assert not Augment([0.5], [1e-45]).bounded  # 1 / (255 · 1e-45) overflows: every view is NaN or inf
+    assert not Augment([0.5], [2e-39]).bounded  # a finite scale (2e36), but 255 · scale does not fit in float32
+    watch = NonFiniteWatch(torch.device("cpu"))
+    assert bool(watch.check(None, {"student": torch.zeros(2, 4)}, _out(1.0, 2.0), 0))
+    assert "input" not in watch.record()
+    assert not bool(watch.check(None, {"student": torch.full((2, 4), float("nan"))}, _out(1.0, 2.0), 1))
+    assert int(watch.record()["student.logits"]) == 1

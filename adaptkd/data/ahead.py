@@ -1,4 +1,4 @@
-"""Training views made ahead, on a background thread.
+"""Training views made ahead: on a background thread for large batches, a chunk of batches at a time for small ones.
 
 :class:`ViewsAhead` walks an epoch's ``(x uint8, y)`` batches and, while the training thread runs
 step ``k``, takes the next batches (at most two ahead) and makes their training views (the random
@@ -12,18 +12,29 @@ same draws in the same order. The run's generator is set to the state after batc
 when batch ``k`` is handed out, so at any point between steps it is where it would be without the
 background thread, never ahead: a checkpoint written after step ``k`` records the state before batch
 ``k + 1``'s draws, and a resumed run draws the same views.
+
+Small batches. Where a batch's view costs less than handing it over between threads,
+:class:`ViewsInChunks` makes the views of several batches at once on the training thread: each
+batch's random parameters drawn in turn (the same numbers in the same order), then one crop, flip
+and normalisation over the chunk, split back into batches. What a small batch's view costs is
+mostly each operator's fixed cost, paid cold after every training step (the step's kernels evict
+the augmentation's): about 0.18 ms per step for a 64×1×8×8 batch against 0.05 ms for the same view
+in a loop. A chunk pays it once for up to :data:`MAX_CHUNK` batches. The generator is handed over
+the same way as by :class:`ViewsAhead`.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from queue import SimpleQueue
 
 import torch
 from torch import Tensor
 
-__all__ = ["MIN_PIXELS", "ViewsAhead", "pays"]
+__all__ = ["CHUNK_PIXELS", "MAX_CHUNK", "MIN_PIXELS", "ViewsAhead", "ViewsInChunks", "chunk_batches", "pays"]
 
 Batch = tuple[Tensor, Tensor]
 
@@ -41,6 +52,77 @@ def pays(batch_pixels: int, device: torch.device) -> bool:
     values. On CUDA the view is a dozen asynchronous launches, cheaper than the hand-over (and not
     measured here): it stays on the training thread."""
     return device.type == "cpu" and batch_pixels >= MIN_PIXELS
+
+
+#: :class:`ViewsInChunks`: the uint8 values (B·C·H·W) of one chunk at most (4 MiB of float32 views), and its
+#: batches at most
+CHUNK_PIXELS = 1 << 20
+MAX_CHUNK = 32
+
+
+def chunk_batches(batch_pixels: int) -> int:
+    """Batches per chunk for batches of ``batch_pixels`` values: as many as :data:`CHUNK_PIXELS` holds, 1 to
+    :data:`MAX_CHUNK`."""
+    return max(1, min(MAX_CHUNK, CHUNK_PIXELS // max(batch_pixels, 1)))
+
+
+class ViewsInChunks:
+    """Iterate ``(xb, yb, view)`` over ``batches``, the views made ``chunk`` batches at a time on the calling thread.
+
+    Args:
+        batches: the epoch's ``(x uint8 [B, C, H, W], y int64 [B])`` batches.
+        draw: ``(batch size, generator) -> params``: one batch's random parameters (``Augment.draw``), or
+            None when nothing is random.
+        apply: ``(x, params) -> views``: the views of the images ``x`` (several batches concatenated) with the
+            concatenated ``params`` (``Augment.apply``).
+        gen: the run's augmentation generator; when a batch is handed out it holds the state after that
+            batch's draws, as with :class:`ViewsAhead`.
+        chunk: batches per chunk (:func:`chunk_batches`).
+
+    The views are those of ``apply(xb, draw(len(xb), gen))`` batch by batch: the same draws in the same
+    order, and the crop, flip and normalisation are per image.
+    """
+
+    def __init__(self, batches: Iterable[Batch], draw: Callable[[int, torch.Generator], Tensor | None],
+                 apply: Callable[[Tensor, Tensor | None], Tensor], gen: torch.Generator, chunk: int) -> None:
+        self._batches = iter(batches)
+        self._draw, self._apply = draw, apply
+        self._gen = gen
+        self._own = torch.Generator(device=gen.device)
+        self._own.set_state(gen.get_state())
+        self._chunk = chunk
+        self._ready: deque[tuple[Tensor, Tensor, Tensor, Tensor]] = deque()
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor, Tensor]:
+        if not self._ready:
+            self._fill()
+        if not self._ready:
+            raise StopIteration
+        xb, yb, view, state = self._ready.popleft()
+        self._gen.set_state(state)
+        return xb, yb, view
+
+    def _fill(self) -> None:
+        got = list(itertools.islice(self._batches, self._chunk))
+        if not got:
+            return
+        params, states = [], []
+        for xb, _ in got:
+            params.append(self._draw(xb.shape[0], self._own))
+            states.append(self._own.get_state())
+        if len(got) == 1:
+            views: tuple[Tensor, ...] = (self._apply(got[0][0], params[0]),)
+        else:
+            drawn = None if params[0] is None else torch.cat(params)  # type: ignore[arg-type]
+            views = self._apply(torch.cat([xb for xb, _ in got]), drawn).split([xb.shape[0] for xb, _ in got])
+        self._ready.extend((xb, yb, v, st) for (xb, yb), v, st in zip(got, views, states))
+
+    def close(self) -> None:
+        """Nothing runs in the background: dropping the batches not handed out is all."""
+        self._ready.clear()
 
 
 class ViewsAhead:

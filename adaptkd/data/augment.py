@@ -51,6 +51,7 @@ class Augment(torch.nn.Module):
         if crop_padding < 0:
             raise DataError(f"Augment: crop_padding must be >= 0, got {crop_padding}")
         self.crop_padding = int(crop_padding)
+        self._tables: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.flip = bool(flip)
         # (x / 255 - mean) / std  ==  x * scale + shift
         self.register_buffer("scale", (1.0 / (255.0 * std_t)).view(1, -1, 1, 1), persistent=False)
@@ -66,7 +67,18 @@ class Augment(torch.nn.Module):
 
     def forward(self, x_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = self._check(x_uint8)
-        return self.apply(x, self.draw(x.shape[0], x.device, generator))
+        drawn = self._draw(x.shape[0], x.device, generator)
+        if drawn is not None:
+            x = self._crop_flip(x, *drawn)
+        return x.to(torch.float32) * self.scale + self.shift
+
+    @property
+    def bounded(self) -> bool:
+        """Whether every output value is finite for any uint8 input: ``x · scale + shift`` with ``x`` in
+        [0, 255] stays within float32 (false for a poisoned normalisation, e.g. a std of 1e-45)."""
+        bound = (self.scale.abs() * 255 + self.shift.abs()).to(torch.float64)
+        return bool(torch.isfinite(self.scale).all() and torch.isfinite(self.shift).all()
+                    and (bound < torch.finfo(torch.float32).max).all())
 
     @property
     def random(self) -> bool:
@@ -82,6 +94,12 @@ class Augment(torch.nn.Module):
         ``forward(x, g)`` is ``apply(x, draw(len(x), x.device, g))``: the same random numbers in the
         same order (offsets, then flips), so a stored ``draw`` replays the view exactly.
         """
+        drawn = self._draw(batch, device, generator)
+        return None if drawn is None else torch.stack(drawn, 1)
+
+    def _draw(self, batch: int, device: torch.device | str, generator: torch.Generator | None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(row offsets, column offsets, flips), each int64 ``[B]``: the random numbers of :meth:`draw`."""
         if not self.random or batch == 0:
             return None
         p = self.crop_padding
@@ -93,7 +111,7 @@ class Augment(torch.nn.Module):
             flips = torch.randint(0, 2, (batch,), device=device, generator=generator)
         else:
             flips = torch.zeros(batch, dtype=torch.long, device=device)
-        return torch.cat([offsets, flips[None]]).t()
+        return offsets[0], offsets[1], flips
 
     # Augment.apply means "apply the augmentation"; nn.Module.apply(fn) is never called on an Augment
     def apply(self, x_uint8: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
@@ -103,7 +121,8 @@ class Augment(torch.nn.Module):
         if params is not None:
             if params.shape != (x.shape[0], 3):
                 raise DataError(f"Augment.apply: expected parameters [{x.shape[0]}, 3], got {tuple(params.shape)}")
-            x = self._crop_flip(x, params.to(x.device, torch.long))
+            params = params.to(x.device, torch.long)
+            x = self._crop_flip(x, params[:, 0], params[:, 1], params[:, 2])
         return x.to(torch.float32) * self.scale + self.shift
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,16 +133,25 @@ class Augment(torch.nn.Module):
             )
         return x
 
-    def _crop_flip(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    def _crop_flip(self, x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+        """Output pixel (i, j) of sample b reads padded[b, :, i + dy, j' + dx], j' = W-1-j where the
+        sample is flipped (crop, then flip): one gather over the flattened padded image."""
         b, c, h, w = x.shape
         p = self.crop_padding
-        dev = x.device
-        dy, dx, flips = params[:, 0], params[:, 1], params[:, 2].bool()
-        rows = torch.arange(h, device=dev)
-        cols = torch.arange(w, device=dev)
-        # output (i, j) reads padded[i + dy, j' + dx], j' = W-1-j when flipped (crop, then flip)
-        row_idx = dy[:, None] + rows  # [B, H]
-        col_idx = dx[:, None] + torch.where(flips[:, None], w - 1 - cols, cols)  # [B, W]
         padded = F.pad(x, (p, p, p, p)) if p > 0 else x  # zeros = black border, like RandomCrop
-        out = padded.gather(2, row_idx[:, None, :, None].expand(b, c, h, padded.shape[3]))
-        return out.gather(3, col_idx[:, None, None, :].expand(b, c, h, w))
+        rows, cols = self._index_tables(h, w, x.device)
+        start = dy * (w + 2 * p) + dx  # [B]: the crop's top-left corner in the flattened padded image
+        flat = (start[:, None] + cols[flips])[:, None, :] + rows[:, None]  # [B, H, W]
+        out = padded.reshape(b, c, -1).gather(2, flat.view(b, 1, h * w).expand(b, c, h * w))
+        return out.view(b, c, h, w)
+
+    def _index_tables(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached per image size and device: the padded image's row starts ``[H]`` (row i at
+        ``i * (W + 2p)``) and the column offsets ``[2, W]`` (row 0 as read, row 1 flipped)."""
+        key = (h, w, str(device))
+        tables = self._tables.get(key)
+        if tables is None:
+            cols = torch.arange(w, device=device)
+            tables = (torch.arange(h, device=device) * (w + 2 * self.crop_padding), torch.stack([cols, w - 1 - cols]))
+            self._tables[key] = tables
+        return tables

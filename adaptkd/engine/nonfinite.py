@@ -39,8 +39,12 @@ class NonFiniteWatch:
         self._first: dict[str, Tensor] = {}  # names no longer checked each step (the method's terms changed)
         self._vec: Tensor | None = None
 
-    def check(self, x: Tensor, logits: dict[str, Tensor], out: StepOut, step: int) -> Tensor:
+    def check(self, x: Tensor | None, logits: dict[str, Tensor], out: StepOut, step: int) -> Tensor:
         """Record this step's flags; returns a 0-d bool tensor: everything finite (no host sync).
+
+        ``x``: the step's input, or None where it cannot be non-finite (the engine's views of uint8
+        images with bounded normalisation, :attr:`adaptkd.data.Augment.bounded`): then ``input`` is not
+        checked, and a large image batch is not summed every step.
 
         Every checked tensor becomes one number: a whole tensor (input, logits, a non-scalar term)
         its float32 sum, which a NaN/Inf anywhere makes non-finite (finite values cannot overflow
@@ -49,9 +53,9 @@ class NonFiniteWatch:
         false exactly for NaN and Inf), and the "first non-finite step" per name is one vector
         updated by a few ops per step, however many terms the method returns.
         """
-        keys: list[str] = ["input", *(f"{n}.logits" for n in logits)]
-        sums: list[Tensor] = [x.detach().sum(dtype=torch.float32), *(v.detach().sum(dtype=torch.float32)
-                                                                       for v in logits.values())]
+        keys: list[str] = [*(["input"] if x is not None else []), *(f"{n}.logits" for n in logits)]
+        sums: list[Tensor] = [*([x.detach().sum(dtype=torch.float32)] if x is not None else []),
+                              *(v.detach().sum(dtype=torch.float32) for v in logits.values())]
         scalar_keys: list[str] = []
         scalars: list[Tensor] = []
 

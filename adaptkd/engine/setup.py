@@ -110,6 +110,7 @@ def _inputs(tr: Trainer) -> None:
         raise ConfigError(f"field `data.crop_padding`: {d.crop_padding} exceeds the image side "
                           f"({tr.pipe.image_size} pixels) of dataset {tr.pipe.name!r}")
     tr.train_aug = train_augment(tr.pipe, tr.cfg, tr.device)
+    tr.input_bounded = tr.train_aug.bounded  # then the watch skips the input (one host read, here)
     tr.eval_aug = Augment(tr.pipe.mean, tr.pipe.std, train=False).to(tr.device)
     tr.gen = augment_generator(rc.seed, tr.dist.rank, tr.device)
     tr.steps_per_epoch = steps_per_epoch(tr.cfg, tr.pipe, tr.dist.world_size)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from adaptkd.balance import Balancer
 from adaptkd.comm import Communicator
 from adaptkd.config import Config, NetConfig, load_config
 from adaptkd.data import Augment, DataBundle, DataError, Pipeline
-from adaptkd.data.ahead import ViewsAhead
+from adaptkd.data.ahead import ViewsAhead, ViewsInChunks, chunk_batches
 from adaptkd.data.ahead import pays as ahead_pays
 from adaptkd.engine.epoch import EpochTotals, epoch_record, step_record
 from adaptkd.engine.evaluate import evaluate_batches
@@ -98,6 +98,7 @@ class Trainer:
     best_epoch: int
     nonfinite_skipped: int
     nonfinite: NonFiniteWatch
+    input_bounded: bool  # the training views cannot be non-finite (Augment.bounded): the watch skips them
     history: list[dict[str, Any]]  # the epoch records
     metrics: MetricsLog
     lock: RunLock  # held until fit() ends (one writer per run folder)
@@ -169,7 +170,7 @@ class Trainer:
             from adaptkd.engine.distributed import check_same_stepping
 
             check_same_stepping(self.learners, stepping, self.device, self.cfg.method.name)
-        finite = self.nonfinite.check(x, logits, out, self.global_step)
+        finite = self.nonfinite.check(None if self.input_bounded else x, logits, out, self.global_step)
         if skip_mode and not bool(self._all_ranks(finite)):
             self.nonfinite_skipped += 1
             with torch.no_grad():
@@ -237,10 +238,17 @@ class Trainer:
                                           world_size=self.dist.world_size, start=start, stop=steps)
         if self.replay is not None:
             self.replay.start_epoch(epoch)
-        # In memory, the views of large enough batches are made ahead on a background thread (data/ahead.py)
+        # In memory on the CPU, the views are made ahead (data/ahead.py): on a background thread for large
+        # batches, a chunk of batches at a time for small ones
         pixels = d.batch_size * self.pipe.in_channels * self.pipe.image_size ** 2
-        ahead = self.data is not None and self.replay is None and ahead_pays(pixels, self.device)
-        source = ViewsAhead(batches, self.train_view, self.gen) if ahead else ((xb, yb, None) for xb, yb in batches)
+        source: Generator[tuple[Tensor, Tensor, None]] | ViewsAhead | ViewsInChunks
+        if self.data is None or self.replay is not None or self.device.type != "cpu":
+            source = ((xb, yb, None) for xb, yb in batches)
+        elif ahead_pays(pixels, self.device):
+            source = ViewsAhead(batches, self.train_view, self.gen)
+        else:  # params is None only where nothing is random: then train_view draws nothing either
+            source = ViewsInChunks(batches, lambda b, g: self.train_aug.draw(b, self.device, g),
+                                   lambda x, p: self.train_view(x, self.gen, p), self.gen, chunk_batches(pixels))
         with contextlib.closing(source):
             for i, (xb, yb, view) in enumerate(source, start=start):
                 if i >= steps:

@@ -7,10 +7,13 @@ forward without grad, student forward/backward with CE, SGD step, on a pre-norma
 arithmetic and its contract, as a hand-written loop runs it); ``Trainer.train_epoch`` over an
 epoch of ``--steps`` steps, per step (what ``adaptkd train`` runs: batches from the in-memory
 pipeline, views made ahead on a background thread where that pays (``adaptkd.data.ahead.pays``: not for
-these small batches), the epoch's running sums, one logged record
+these small batches, which get theirs a chunk of batches at a time), the epoch's running sums, one logged record
 and the epoch's summary); ``train_step`` called by hand on one batch (the view drawn on the
 calling thread); and ``train_step`` with one part replaced by a no-op: the augmentation (the
-pre-normalised batch instead), the non-finite watch (a constant True). A second table times
+pre-normalised batch instead), the non-finite watch (a constant True). For ``ce`` and ``kd`` also a
+reference step written the way mdistiller's trainer is (:func:`reference_step`), on the pre-normalised
+batch and with batches from a ``DataLoader`` whose ``--workers`` processes augment per sample
+(:func:`reference_loader`). A second table times
 :class:`~adaptkd.data.ahead.ViewsAhead` alone against making the views on the training thread, for
 batches from digits' size to CIFAR's (the evidence for ``adaptkd.data.ahead.MIN_PIXELS``).
 

@@ -36,22 +36,10 @@ terminal and Markdown tables of a report.
 
 from __future__ import annotations
 
-# the ``X as X`` imports: the other public names of the former single module ``adaptkd/bench.py``,
-# importable from here as before (not in ``__all__``)
-from adaptkd.bench.options import NET_FIELDS as NET_FIELDS
 from adaptkd.bench.options import parse_balancer, parse_network, parse_options, parse_variant, split_list
-from adaptkd.bench.run import BALANCER_TARGETS as BALANCER_TARGETS
 from adaptkd.bench.run import BenchConfig, method_setup, run_bench
-from adaptkd.bench.run import build_config as build_config
 from adaptkd.bench.table import markdown_table, render_table
 from adaptkd.bench.timing import machine_info
-from adaptkd.bench.timing import step_peak_memory as step_peak_memory
-from adaptkd.bench.variants import AloneVariant as AloneVariant
-from adaptkd.bench.variants import DistillerVariant as DistillerVariant
-from adaptkd.bench.variants import FloorVariant as FloorVariant
-from adaptkd.bench.variants import MethodVariant as MethodVariant
-from adaptkd.bench.variants import fixed_input as fixed_input
-from adaptkd.bench.variants import setup_key as setup_key
 
 __all__ = ["BenchConfig", "run_bench", "machine_info", "parse_options", "parse_balancer", "parse_variant",
            "parse_network", "split_list", "method_setup", "render_table", "markdown_table"]

@@ -1,7 +1,7 @@
 """Framework overhead of a training step above the physical floor, with tiny networks.
 
 With networks this small the step's compute is a fraction of a millisecond and whatever the engine
-adds per step shows. Variants, for each method: the floor (``adaptkd.bench.FloorVariant``: teacher
+adds per step shows. Variants, for each method: the floor (``adaptkd.bench.variants.FloorVariant``: teacher
 forward without grad, student forward/backward with CE, SGD step, on a pre-normalised batch); the
 ``Distiller``'s step on that batch (``distiller(x, y)``, ``backward``, ``step``: the method's
 arithmetic and its contract, as a hand-written loop runs it); ``Trainer.train_epoch`` over an
@@ -72,7 +72,7 @@ def per_step_ms(fn, steps: int, calls: int | None = None) -> dict[str, float]:
 
 
 def measure(method: str, args: argparse.Namespace, tmp: str) -> dict[str, dict[str, float]]:
-    from adaptkd.bench import FloorVariant
+    from adaptkd.bench.variants import FloorVariant
 
     tr = trainer(method, args, tmp)
     xb, yb = tr.data.train.x[: args.batch], tr.data.train.y[: args.batch]

@@ -18,7 +18,9 @@ and any other config section. Three keys are the recipe's own: ``seeds`` (this e
 ``baseline`` (the label it is compared against besides ``ce``) and ``teachers`` — a list of
 teacher names (``teacher`` or an ``extra_teachers`` key) to distil from, frozen at their final
 epoch (``last.pt``); a list of mappings is taken as the config's own ``teachers`` (e.g. a
-trainable online teacher). Without ``teachers``, a method that needs a teacher gets ``teacher``.
+trainable online teacher), except that a mapping without ``arch`` whose ``name`` is a recipe teacher
+starts from that teacher's final epoch and adds its keys (``{name: teacher, trainable: true}``: the
+trained teacher, trained on online). Without ``teachers``, a method that needs a teacher gets ``teacher``.
 
 Runs live in ``<out>/<teacher name>`` and ``<out>/<label>/seed<k>``. A run whose folder holds a
 ``summary.json`` made with the same config is reused; one with only a ``last.pt`` resumes from it
@@ -198,14 +200,19 @@ def _teachers_for(label: str, entry: dict[str, Any], method: dict[str, Any], tea
         given = ["teacher"] if needs.frozen[0] >= 1 else []
     if not isinstance(given, list):
         raise ConfigError(f"recipe field `methods.{label}.teachers`: expected a list, got {given!r}")
+    def recipe_teacher(name: str) -> dict[str, Any]:
+        cfg = teachers[name].config
+        return {"name": name, "arch": cfg["student"]["arch"], **({"args": cfg["student"]["args"]}
+                if cfg["student"].get("args") else {}), "checkpoint": str(teachers[name].out / "last.pt")}
+
     out = []
     for i, t in enumerate(given):
-        if isinstance(t, dict):
+        if isinstance(t, dict) and t.get("name") in teachers and "arch" not in t:
+            out.append({**recipe_teacher(t["name"]), **copy.deepcopy(t)})  # a recipe teacher with options
+        elif isinstance(t, dict):
             out.append(copy.deepcopy(t))
         elif isinstance(t, str) and t in teachers:
-            cfg = teachers[t].config
-            out.append({"name": t, "arch": cfg["student"]["arch"], **({"args": cfg["student"]["args"]}
-                        if cfg["student"].get("args") else {}), "checkpoint": str(teachers[t].out / "last.pt")})
+            out.append(recipe_teacher(t))
         else:
             raise ConfigError(f"recipe field `methods.{label}.teachers.{i}`: {t!r} is neither a teacher of the "
                               f"recipe ({', '.join(teachers)}) nor a teacher config mapping")

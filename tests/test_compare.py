@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 import yaml
 
 from adaptkd.cli import main
@@ -70,6 +71,30 @@ def test_plan_resolves_teachers_seeds_and_overlays(tmp_path):
     assert by[("mt", 5)]["method"]["name"] == "kd" and by[("kd", 0)]["optim"]["lr"] == 0.1
     assert p.baselines == {"kd": "ce"}
     assert len(plan(r, tmp_path / "o", methods=["ce"], seeds=1).students) == 1
+
+
+def test_a_recipe_teacher_with_options_starts_from_its_final_epoch(tmp_path):
+    """``{name: teacher, trainable: true}``: the trained recipe teacher, trained on online (dml, switokd);
+    a mapping with ``arch`` is the config's own teacher, as before."""
+    from adaptkd.compare import execute
+    from adaptkd.engine.trainer import Trainer
+
+    r = tiny_recipe()
+    r["methods"] = {"kd": {"method": {"temperature": 4.0}},
+                    "dml_on": {"method": {"name": "dml"}, "teachers": [{"name": "teacher", "trainable": True}]},
+                    "dml": {"teachers": [{"name": "peer", "arch": "cnn_tiny", "trainable": True}]}}
+    p = plan(r, tmp_path / "o", seeds=1)
+    by = {s.label: s for s in p.students}
+    last = str(tmp_path / "o" / "teacher" / "last.pt")
+    assert [t.label for t in p.teachers] == ["teacher"]
+    assert by["dml_on"].config["teachers"] == [{"arch": "cnn_small", "checkpoint": last, "trainable": True}]
+    assert by["dml"].config["teachers"] == [{"arch": "cnn_tiny", "trainable": True}]
+    execute(p.teachers, log=lambda line: None)
+    frozen = Trainer(load_config(by["kd"].config), log=lambda line: None)
+    online = Trainer(load_config(by["dml_on"].config), log=lambda line: None)
+    assert "teacher0" in online.learners and "teacher0" in frozen.frozen
+    want, got = frozen.networks["teacher0"].state_dict(), online.networks["teacher0"].state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 
 
 def test_compare_end_to_end_resumes_a_half_finished_comparison(tmp_path, capsys):

@@ -251,3 +251,52 @@ def test_streamed_pipeline_replays_its_views_exactly(tmp_path, teacher_ckpt, dat
     header = rep.replay.file.header
     assert header["data.pipeline"] == "stream"
     assert header["data.geometry"]["kind"] == ("random_resized_crop" if "augment" in data else "center")
+
+
+def test_replayed_views_feed_a_hand_written_loop_exactly(tmp_path, teacher_ckpt):
+    """``ReplayedViews``: per step the very view a live run trains on, its labels and the teacher's
+    logits for that view (fp32: bit for bit), ready for ``Distiller(x, y, teacher_logits=...)``."""
+    from adaptkd import Distiller
+    from adaptkd.replay import ReplayedViews
+
+    cfg = kd_config(tmp_path, teacher_ckpt)
+    build_cache(load_config(cfg), log=lambda s: None)
+    views = ReplayedViews(cfg)
+    ref = Trainer(live(cfg, tmp_path / "live"))  # draws its views from the run's own generator, as training does
+    teacher = ref.networks["teacher0"]
+    assert len(views) == ref.steps_per_epoch == 6 and views.teacher_names == ["teacher0"]
+    d = cfg["data"]
+    for epoch in (1, 2):
+        batches = ref.pipe.train_batches(epoch, batch_size=d["batch_size"], seed=0, drop_last=True,
+                                         stop=ref.steps_per_epoch)
+        got = list(views.epoch(epoch))
+        assert len(got) == 6
+        for (x, y, logits), (xb, yb) in zip(got, batches):
+            assert torch.equal(x, ref.train_view(xb, ref.gen)) and torch.equal(y, yb)
+            with torch.no_grad():
+                assert torch.equal(logits["teacher0"], teacher(x).float())
+    x, y, logits = next(iter(views.epoch(1)))  # a hand-written loop's step: no teacher forward, the same loss
+    distiller = Distiller(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), [teacher], "kd")
+    replayed, live_out = distiller(x, y, teacher_logits=logits), distiller(x, y)
+    torch.testing.assert_close(replayed.loss, live_out.loss, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"epoch 3: the teacher cache .* holds epochs 1\.\.2"):
+        next(iter(views.epoch(3)))
+    views.close()
+    other = json.loads(json.dumps(cfg))
+    other["data"]["batch_size"] = 16
+    with pytest.raises(ConfigError, match=r"data.batch_size: the cache has 32, this run has 16"):
+        ReplayedViews(other)
+    with pytest.raises(ConfigError, match="set teachers_cache.path .* to read a cache"):
+        ReplayedViews(live(cfg, tmp_path / "x"))
+
+
+def test_a_random_init_teacher_is_cached_with_the_weights_its_run_builds(tmp_path):
+    """`adaptkd cache-teacher` then `adaptkd train` of one config with a random-init teacher: the cache
+    builder seeds and builds the networks as the run does, so the run accepts the cache."""
+    cfg = tiny_config(tmp_path / "run", "kd", teachers=[{"arch": "cnn_small", "random_init": True}])
+    cfg["teachers_cache"] = {"path": str(tmp_path / "cache"), "dtype": "fp32"}
+    build_cache(load_config(cfg), log=lambda s: None)
+    rep = Trainer(cfg, log=lambda s: None)
+    ref = Trainer(live(cfg, tmp_path / "live"), log=lambda s: None)
+    want, got = ref.networks["teacher0"].state_dict(), rep.networks["teacher0"].state_dict()
+    assert rep.replay is not None and all(torch.equal(want[k], got[k]) for k in want)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from adaptkd.config import Config, ConfigError, load_config
 from adaptkd.data import build_pipeline
 from adaptkd.data.loader import epoch_indices
 from adaptkd.engine.networks import build_network, freeze
+from adaptkd.engine.roster import build_networks
 from adaptkd.engine.runtime import (
     autocast,
     configure_backends,
@@ -28,13 +30,14 @@ from adaptkd.engine.runtime import (
     maybe_compile,
     resolve_device,
     resolve_precision,
+    seed_everything,
 )
 from adaptkd.engine.views import TeacherInputs, data_spec, teacher_spec
 from adaptkd.models.registry import needs_rgb
 from adaptkd.replay.identity import augment_generator, run_identity, steps_per_epoch, train_augment
 from adaptkd.replay.store import CacheWriter, array_specs, cache_file, encode_topk
 
-__all__ = ["build_cache", "views_per_epoch"]
+__all__ = ["CacheRun", "build_cache", "open_run", "views_per_epoch"]
 
 
 def views_per_epoch(cfg: Config, n_train: int, steps: int, rank: int, world_size: int) -> int:
@@ -44,16 +47,28 @@ def views_per_epoch(cfg: Config, n_train: int, steps: int, rank: int, world_size
     return min(shard, steps * cfg.data.batch_size)
 
 
-def build_cache(config: Config | str | dict, *, networks: dict[str, nn.Module] | None = None,
-                log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Write this rank's teacher cache for ``config`` (its ``teachers_cache`` section says where,
-    for how many epochs, in which dtype and whether top-k); returns a summary with the path,
-    size and throughput. ``networks``: teacher modules by name, as for :class:`Trainer`."""
+@dataclass
+class CacheRun:
+    """What a teacher cache is made for and read with: the resolved config, this process's rank,
+    device and precision, the data pipeline and the frozen teachers (by network name, with the
+    config field each comes from)."""
+
+    cfg: Config
+    dist: Any
+    device: torch.device
+    precision: str
+    pipe: Any
+    teachers: dict[str, nn.Module]
+    fields: dict[str, str]
+
+
+def open_run(config: Config | str | dict, networks: dict[str, nn.Module] | None, purpose: str) -> CacheRun:
+    """Load ``config`` (it must have a ``teachers_cache`` section; ``purpose`` says for what, in the
+    error), join the process group under ``torchrun``, open the data pipeline and build the frozen
+    teachers (``networks``: modules by name instead of building them), as a training run does."""
     cfg = config if isinstance(config, Config) else load_config(config, provided=set(networks or {}))
-    tc = cfg.teachers_cache
-    if tc is None:
-        raise ConfigError("field `teachers_cache`: missing; set teachers_cache.path (a folder) to build a cache")
-    log = log or print
+    if cfg.teachers_cache is None:
+        raise ConfigError(f"field `teachers_cache`: missing; set teachers_cache.path (a folder) to {purpose}")
     dist = dist_info()
     device = resolve_device(cfg.run.device)
     if dist.enabled:
@@ -61,19 +76,39 @@ def build_cache(config: Config | str | dict, *, networks: dict[str, nn.Module] |
 
         device = setup_distributed(dist, device)
     precision = resolve_precision(cfg.run.precision, device)
+    seed_everything(cfg.run.seed + dist.rank, cfg.run.deterministic)  # as a run seeds, before its data and networks
     configure_backends(device, cfg.run.deterministic)
     need_rgb = any(needs_rgb(c.arch) for c in cfg.network_names().values())
     pipe, resolved = build_pipeline(cfg.data, pin_memory=device.type == "cuda", need_rgb=need_rgb)
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=resolved)})  # as the trainer resolves it
     given = dict(networks or {})
+    teacher_cfgs = list(cfg.network_names().items())[1 : 1 + len(cfg.teachers)]
+    fields = {name: f"teachers.{i}" for i, (name, _) in enumerate(teacher_cfgs)}
+    if any(nc.random_init and name not in given for name, nc in teacher_cfgs):
+        # a random-init teacher's weights come from the run's seed and from every network built before it:
+        # build them all, as the run does, and keep the teachers
+        built = build_networks(cfg, pipe, device, given, log=lambda line: None).networks
+        return CacheRun(cfg, dist, device, precision, pipe, {n: built[n] for n in fields}, fields)
     teachers: dict[str, nn.Module] = {}
-    fields = {}
-    for i, (name, nc) in enumerate(list(cfg.network_names().items())[1 : 1 + len(cfg.teachers)]):
-        fields[name] = f"teachers.{i}"
+    for name, nc in teacher_cfgs:
         net = given[name] if name in given else build_network(nc, pipe.num_classes, pipe.in_channels,
                                                                 field=fields[name], teacher=True)
         net = freeze(net).to(device)
         teachers[name] = net.to(memory_format=torch.channels_last) if cfg.run.channels_last else net  # type: ignore[call-overload, unused-ignore]  # Module.to takes memory_format; torch's stub omits it
+    return CacheRun(cfg, dist, device, precision, pipe, teachers, fields)
+
+
+def build_cache(config: Config | str | dict, *, networks: dict[str, nn.Module] | None = None,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Write this rank's teacher cache for ``config`` (its ``teachers_cache`` section says where,
+    for how many epochs, in which dtype and whether top-k); returns a summary with the path,
+    size and throughput. ``networks``: teacher modules by name, as for :class:`Trainer`."""
+    run = open_run(config, networks, "build a cache")
+    cfg, dist, device, precision, pipe, teachers, fields = (run.cfg, run.dist, run.device, run.precision, run.pipe,
+                                                            run.teachers, run.fields)
+    tc = cfg.teachers_cache
+    assert tc is not None
+    log = log or print
     nets = cfg.network_names()
     inputs = TeacherInputs({n: teacher_spec(nets[n], t, pipe, field=fields[n], name=n) for n, t in teachers.items()},
                            data_spec(pipe)).to(device)

@@ -116,3 +116,45 @@ def test_users_own_optimiser():
     pl.Trainer(max_epochs=1, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
                logger=False, enable_checkpointing=False).fit(module, loader())
     assert any(not torch.equal(a, b) for a, b in zip(before, module.distiller.student.parameters()))
+
+
+def test_a_teacher_cache_replays_through_lightning_exactly(tmp_path, teacher_ckpt):
+    """``ReplayedViews.loader``: two epochs of a teacher cache's views through Lightning, no teacher forward,
+    the same weights as Lightning fed the same views with a live teacher."""
+    from adaptkd.config import load_config
+    from adaptkd.engine.trainer import Trainer
+    from adaptkd.replay import ReplayedViews, build_cache
+    from tests.helpers import tiny_config
+
+    cfg = tiny_config(tmp_path / "run", "kd", teachers=[{"arch": "cnn_small", "checkpoint": teacher_ckpt}],
+                      data__flip=True)
+    cfg["teachers_cache"] = {"path": str(tmp_path / "cache"), "dtype": "fp32"}
+    build_cache(load_config(cfg), log=lambda s: None)
+    views = ReplayedViews(cfg)
+    teacher = Trainer({k: v for k, v in cfg.items() if k != "teachers_cache"}, log=lambda s: None).networks["teacher0"]
+    calls = []
+    teacher.register_forward_hook(lambda *a: calls.append(1))
+
+    def module() -> DistillationModule:
+        return DistillationModule(Distiller(net("cnn_tiny", 0), [teacher], "kd", steps_per_epoch=len(views)),
+                                  optim=OPTIM)
+
+    replayed = module()
+    trainer(tmp_path / "r", 2).fit(replayed, views.loader(lambda: replayed.current_epoch + 1))
+    assert not calls and replayed.distiller.global_step == 2 * len(views) == 12
+    live = module()
+    by_epoch = {e: [(x, y) for x, y, _ in views.epoch(e)] for e in (1, 2)}
+    views.close()
+
+    class LiveViews:
+        def __iter__(self):
+            return iter(by_epoch[live.current_epoch + 1])
+
+        def __len__(self):
+            return len(by_epoch[1])
+
+    trainer(tmp_path / "l", 2).fit(live, LiveViews())
+    assert calls  # the live teacher ran
+    a, b = weights(replayed), weights(live)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -9,7 +9,7 @@ for it, ready for ``distiller(x, y, teacher_logits=logits)``. No teacher forward
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +19,7 @@ from adaptkd.replay.build import open_run
 from adaptkd.replay.identity import steps_per_epoch, train_augment
 from adaptkd.replay.source import Replay
 
-__all__ = ["ReplayedViews"]
+__all__ = ["EpochViews", "ReplayedViews"]
 
 
 class ReplayedViews:
@@ -64,6 +64,12 @@ class ReplayedViews:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, yb.to(self.device, non_blocking=True), replayed.logits
 
+    def loader(self, epoch: Callable[[], int]) -> EpochViews:
+        """An iterable that, each time it is iterated, yields the views of epoch ``epoch()`` (from 1): for
+        a training framework that iterates its loader once per epoch, e.g. Lightning's ``fit(module,
+        views.loader(lambda: module.current_epoch + 1))``."""
+        return EpochViews(self, epoch)
+
     def __len__(self) -> int:
         """Steps per epoch."""
         return self.steps_per_epoch
@@ -71,3 +77,16 @@ class ReplayedViews:
     def close(self) -> None:
         """Close the data pipeline (its worker processes, for a streamed dataset)."""
         self.pipe.close()
+
+
+class EpochViews:
+    """:meth:`ReplayedViews.loader`: iterating it yields ``(x, y, teacher_logits)`` of epoch ``epoch()``."""
+
+    def __init__(self, views: ReplayedViews, epoch: Callable[[], int]) -> None:
+        self.views, self.epoch = views, epoch
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor]]]:
+        return self.views.epoch(int(self.epoch()))
+
+    def __len__(self) -> int:
+        return len(self.views)

@@ -17,8 +17,9 @@
   default balancer, and manual where the method needs it: online methods (one optimiser per
   learner, a paused learner's optimiser not called) and balancers that take several gradients
   (``balance="gradient"``, through :meth:`Distiller.backward`).
-- A batch ``(x, y, teacher_logits)`` whose third item is a mapping (a teacher cache's views, from
-  :meth:`adaptkd.replay.ReplayedViews.loader`) is distilled from those logits: no teacher runs.
+- A batch ``(x, y, teacher_logits)`` whose third item maps each frozen teacher's name to its logits
+  (a teacher cache's views, from :meth:`adaptkd.replay.ReplayedViews.loader`) is distilled from
+  those logits: no teacher runs. Any other third item is ignored, as before.
 - Validation logs the student's ``val/acc`` and ``val/loss``; ``forward`` is the student's.
 - Checkpoints hold the learners, the method's state, the balancer's and the Distiller's step
   counter: ``Trainer.fit(..., ckpt_path=...)`` resumes exactly.
@@ -83,7 +84,8 @@ class DistillationModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = batch[0], batch[1]
-        cached = batch[2] if len(batch) > 2 and isinstance(batch[2], Mapping) else None  # from ReplayedViews
+        third = batch[2] if len(batch) > 2 else None  # a teacher cache's logits (ReplayedViews) by teacher name
+        cached = third if isinstance(third, Mapping) and set(third) == set(self.distiller.frozen_names) else None
         out = self.distiller(x, y, epoch=self.current_epoch + 1, teacher_logits=cached)
         if self.automatic_optimization:
             self._log_step(out, x.shape[0])

@@ -200,6 +200,7 @@ def _teachers_for(label: str, entry: dict[str, Any], method: dict[str, Any], tea
         given = ["teacher"] if needs.frozen[0] >= 1 else []
     if not isinstance(given, list):
         raise ConfigError(f"recipe field `methods.{label}.teachers`: expected a list, got {given!r}")
+
     def recipe_teacher(name: str) -> dict[str, Any]:
         cfg = teachers[name].config
         return {"name": name, "arch": cfg["student"]["arch"], **({"args": cfg["student"]["args"]}

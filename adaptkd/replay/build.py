@@ -21,7 +21,6 @@ from torch import nn
 from adaptkd.config import Config, ConfigError, load_config
 from adaptkd.data import build_pipeline
 from adaptkd.data.loader import epoch_indices
-from adaptkd.engine.networks import build_network, freeze
 from adaptkd.engine.roster import build_networks
 from adaptkd.engine.runtime import (
     autocast,
@@ -81,20 +80,11 @@ def open_run(config: Config | str | dict, networks: dict[str, nn.Module] | None,
     need_rgb = any(needs_rgb(c.arch) for c in cfg.network_names().values())
     pipe, resolved = build_pipeline(cfg.data, pin_memory=device.type == "cuda", need_rgb=need_rgb)
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=resolved)})  # as the trainer resolves it
-    given = dict(networks or {})
-    teacher_cfgs = list(cfg.network_names().items())[1 : 1 + len(cfg.teachers)]
-    fields = {name: f"teachers.{i}" for i, (name, _) in enumerate(teacher_cfgs)}
-    if any(nc.random_init and name not in given for name, nc in teacher_cfgs):
-        # a random-init teacher's weights come from the run's seed and from every network built before it:
-        # build them all, as the run does, and keep the teachers
-        built = build_networks(cfg, pipe, device, given, log=lambda line: None).networks
-        return CacheRun(cfg, dist, device, precision, pipe, {n: built[n] for n in fields}, fields)
-    teachers: dict[str, nn.Module] = {}
-    for name, nc in teacher_cfgs:
-        net = given[name] if name in given else build_network(nc, pipe.num_classes, pipe.in_channels,
-                                                                field=fields[name], teacher=True)
-        net = freeze(net).to(device)
-        teachers[name] = net.to(memory_format=torch.channels_last) if cfg.run.channels_last else net  # type: ignore[call-overload, unused-ignore]  # Module.to takes memory_format; torch's stub omits it
+    # every network built as the run builds it (a random-init teacher's weights come from the run's seed and
+    # from the networks built before it); the frozen teachers are kept
+    nets = build_networks(cfg, pipe, device, networks, log=lambda line: None)
+    teachers = {n: nets.networks[n] for n in nets.frozen}
+    fields = {n: nets.fields[n] for n in nets.frozen}
     return CacheRun(cfg, dist, device, precision, pipe, teachers, fields)
 
 
